@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny random models of two families and the `--device` option."""
+import pytest
+
+from protoscope.geometry.models import resolve_device, tiny_model
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="device for model tests: cpu (default), cuda, cuda:N or mps")
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    name = request.config.getoption("--device")
+    resolve_device(name)  # fail once, clearly, if the device is not on this machine
+    return name
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(device):
+    """Shared across the session: tests must not modify it."""
+    return tiny_model("llama", seed=0, device=device)
+
+
+@pytest.fixture(scope="session")
+def tiny_neox(device):
+    """Shared across the session: tests must not modify it."""
+    return tiny_model("gpt_neox", seed=0, device=device)
