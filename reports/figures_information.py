@@ -1,0 +1,96 @@
+"""What do the two vectors hold, how is it read, and how fast is one-step decoding?
+
+Figures over `analysis/probes.parquet`, `information.parquet`, `attention.parquet`,
+`prompting.parquet` and `throughput.parquet` (columns in docs/tables.md).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from .figures import base_figure, color, esc, no_data, usable
+
+_SLOT_ORDER = ("bos", "e", "m")
+
+
+def probe_accuracy(probes: pd.DataFrame | None) -> go.Figure:
+    """Cross-validated probe accuracy per target and feature set, with the chance level."""
+    title = "Linear probes: accuracy vs chance"
+    rows = usable(probes, ["target", "features", "accuracy"])
+    if rows is None:
+        return no_data(title, "No probes were trained in this run.")
+    fig = base_figure(title, "what the probe predicts", "accuracy", barmode="group",
+                      yaxis_range=[0, 1.02])
+    for i, (features, group) in enumerate(rows.groupby(rows["features"].astype(str))):
+        fig.add_trace(go.Bar(x=group["target"].astype(str).map(esc), y=group["accuracy"],
+                             name=esc(f"features {features}"), marker_color=color(i),
+                             hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    if "chance" in rows.columns:
+        # A grey bar beside each group reads more easily than a marker over a bar group.
+        chance = rows.groupby(rows["target"].astype(str))["chance"].max().reset_index()
+        fig.add_trace(go.Bar(x=chance["target"].map(esc), y=chance["chance"], name="chance",
+                             marker_color="#bbbbbb",
+                             hovertemplate="chance %{y:.3f}<extra></extra>"))
+    return fig
+
+
+def bits_per_dimension(information: pd.DataFrame | None) -> go.Figure:
+    """H_LM of the reconstructed prefix divided by the trained dimensions, per source."""
+    title = "Bits per trained dimension"
+    rows = usable(information, ["text_id", "bits_per_dimension"])
+    if rows is None:
+        return no_data(title, "No information analysis in this run.")
+    sources = rows["source"].astype(str) if "source" in rows.columns else "all"
+    fig = base_figure(title, "source", "bits per dimension")
+    fig.add_trace(go.Box(
+        x=pd.Series(sources, index=rows.index).map(esc), y=rows["bits_per_dimension"],
+        name="texts", marker_color=color(0), boxpoints="all", jitter=0.3, pointpos=0,
+        customdata=rows["text_id"].astype(str).map(esc),
+        hovertemplate="text %{customdata}<br>%{y:.4f} bits/dim<extra></extra>"))
+    return fig
+
+
+def attention_by_layer(attention: pd.DataFrame | None) -> go.Figure:
+    """Share of attention that query positions give to each slot (bos, e, m), per layer."""
+    title = "Attention to e vs m by layer"
+    rows = usable(attention, ["layer", "slot", "attention_mass"])
+    if rows is None:
+        return no_data(title, "No attention analysis in this run.")
+    fig = base_figure(title, "layer", "mean attention share", yaxis_range=[0, 1.02],
+                      xaxis_dtick=1)
+    present = list(dict.fromkeys(rows["slot"].astype(str)))
+    slots = [s for s in _SLOT_ORDER if s in present] + [s for s in present
+                                                        if s not in _SLOT_ORDER]
+    for i, slot in enumerate(slots):
+        group = rows[rows["slot"].astype(str) == slot]
+        group = group.groupby("layer", as_index=False)["attention_mass"].mean()
+        fig.add_trace(go.Scatter(x=group["layer"], y=group["attention_mass"],
+                                 mode="lines+markers", name=esc(slot), marker_color=color(i)))
+    return fig
+
+
+def prompting_overlap(prompting: pd.DataFrame | None) -> go.Figure:
+    """Token overlap between the text and what the model writes when the vectors are a prompt."""
+    title = "Proto-tokens used as a prompt: overlap with the text"
+    rows = usable(prompting, ["solution_id", "token_overlap"])
+    if rows is None:
+        return no_data(title, "No prompting analysis in this run.")
+    fig = base_figure(title, "token overlap with the target text", "solutions")
+    fig.add_trace(go.Histogram(x=rows["token_overlap"], marker_color=color(0), name="solutions",
+                               xbins=dict(start=0, end=1.0001, size=0.025)))
+    return fig
+
+
+def throughput(throughput: pd.DataFrame | None) -> go.Figure:
+    """Tokens reconstructed per second of decoding: one-step vs autoregressive [mem]."""
+    title = "Decoding throughput"
+    rows = usable(throughput, ["method", "length", "tokens_per_second"])
+    if rows is None:
+        return no_data(title, "No throughput measurement in this run.")
+    fig = base_figure(title, "text length (tokens)", "tokens per second", yaxis_type="log")
+    for i, (method, group) in enumerate(rows.groupby(rows["method"].astype(str))):
+        group = group.groupby("length", as_index=False)["tokens_per_second"].median()
+        fig.add_trace(go.Scatter(x=group["length"], y=group["tokens_per_second"],
+                                 mode="lines+markers", name=esc(method), marker_color=color(i)))
+    return fig

@@ -1,0 +1,219 @@
+"""What does a whole run look like? `build_report` turns a run store into RUN/report.html.
+
+Sections follow the paper's questions: overview, capacity, non-uniqueness, connectivity,
+neighbourhoods, information. Every figure comes from a builder in `figures_*.py` fed with a
+table of the run store; this module only chooses which tables go where. It reads tables and
+never runs a model. `build_report(..., static="png")` also writes each figure to RUN/figures/.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from ..geometry.errors import StoreError
+from . import figures_capacity as cap
+from . import figures_connectivity as conn
+from . import figures_information as info
+from . import figures_neighbourhoods as hood
+from . import figures_uniqueness as uniq
+from .figures import no_data_reason
+from .figures_export import check_format, export_figures
+from .page import Html, Section, figures_of, html_table, meta_list, render_page, write_page
+
+_SOLUTION_COLUMNS = ["solution_id", "text_id", "seed", "length", "arrangement", "share",
+                     "method", "recipe", "accuracy", "c_tokens", "loss", "steps", "restarts",
+                     "seconds", "status", "failure"]
+_PAIR_COLUMNS = ["pair_id", "path", "text_a", "text_b", "solution_a", "solution_b",
+                 "same_text", "moved", "min_accuracy", "barrier", "length_ratio", "worst_t",
+                 "worst_text"]
+
+
+def open_run(run_dir: Path | str):
+    """The run store at run_dir: `geometry.store.RunStore` when present, else a file reader.
+
+    Both offer what reports need: `.manifest`, `.texts_frame()`, `.solutions()` and
+    `.analysis(name)` (None when that table is absent).
+    """
+    if importlib.util.find_spec("protoscope.geometry.store") is not None:
+        from ..geometry.store import RunStore
+        return RunStore.open(run_dir)
+    return _FileRun.open(run_dir)
+
+
+class _FileRun:
+    """Reads RUN/ in the layout of docs/tables.md; stands in until geometry.store exists."""
+
+    def __init__(self, root: Path, manifest: dict):
+        self.root, self.manifest = root, manifest
+
+    @classmethod
+    def open(cls, run_dir: Path | str) -> "_FileRun":
+        root = Path(run_dir)
+        try:
+            manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise StoreError(f"{root} is not a run store (no manifest.json)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise StoreError(f"{root}/manifest.json is unreadable: {err}") from None
+        return cls(root, manifest)
+
+    def texts_frame(self) -> pd.DataFrame:
+        path = self.root / "texts.jsonl"
+        if not path.exists():
+            return pd.DataFrame(columns=["text_id", "source", "context_id", "text", "n_tokens"])
+        # json per line, not pd.read_json: that one guesses dtypes (ids like "007" -> 7).
+        with path.open(encoding="utf-8") as lines:
+            texts = pd.DataFrame([json.loads(line) for line in lines if line.strip()])
+        if "token_ids" in texts.columns and "n_tokens" not in texts.columns:
+            texts["n_tokens"] = texts["token_ids"].map(len)
+        return texts
+
+    def solutions(self) -> pd.DataFrame:
+        path = self.root / "solutions.parquet"
+        return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=["solution_id"])
+
+    def analysis(self, name: str) -> pd.DataFrame | None:
+        path = self.root / "analysis" / f"{name}.parquet"
+        return pd.read_parquet(path) if path.exists() else None
+
+
+def build_report(run_dir: Path | str, static: str | None = None) -> Path:
+    """Write RUN/report.html (and RUN/figures/*.FORMAT when `static` is png, svg or pdf).
+
+    Returns the path of the page. Raises ProtoscopeError (or its StoreError) when the folder
+    is not a run store, `static` is not a known format, or static export finds no browser.
+    """
+    check_format(static)
+    run_dir = Path(run_dir)
+    store = open_run(run_dir)
+    sections = report_sections(store)
+    page = render_page(f"protoscope report: {run_dir.resolve().name}", sections, run_header(store))
+    path = write_page(run_dir / "report.html", page)
+    if static is not None:
+        export_figures(figures_of(sections), run_dir / "figures", static)
+    return path
+
+
+def report_sections(store) -> list[Section]:
+    """The report's sections, in reading order (usable from a notebook without writing HTML)."""
+    return [overview(store), capacity(store), uniqueness(store), connectivity(store),
+            neighbourhoods(store), information(store)]
+
+
+def _model_name(manifest: dict) -> str:
+    model = manifest.get("model")
+    if isinstance(model, dict):
+        return str(model.get("id") or model.get("name") or model.get("source") or model)
+    return str(model) if model is not None else "unknown"
+
+
+def run_header(store) -> Html:
+    """Model, recipe, arrangement and state of the run, from its manifest (all escaped)."""
+    manifest = store.manifest or {}
+    config = manifest.get("config") or {}
+    texts, solutions = store.texts_frame(), store.solutions()
+    return meta_list({
+        "model": _model_name(manifest),
+        "recipe": config.get("recipe", "unknown"),
+        "arrangement": config.get("arrangement", "unknown"),
+        "status": manifest.get("status", "unknown"),
+        "created": manifest.get("created", ""),
+        "updated": manifest.get("updated", ""),
+        "texts / solutions": f"{len(texts)} / {len(solutions)}",
+    })
+
+
+def _section(anchor: str, title: str, blocks: list, empty: str) -> Section:
+    """A section; when none of its figures has data and it has no table, one sentence."""
+    has_data = any(not isinstance(b, go.Figure) or no_data_reason(b) is None for b in blocks)
+    return Section(anchor, title, blocks if has_data else [empty])
+
+
+def _table(frame: pd.DataFrame | None, columns: list[str], **options) -> list[Html]:
+    """A table block only when the run has that table (absent tables say so in figures)."""
+    if frame is None or frame.empty:
+        return []
+    return [html_table(frame, columns, **options)]
+
+
+def overview(store) -> Section:
+    texts, solutions = store.texts_frame(), store.solutions()
+    text_columns = ["text_id", "source", "context_id", "n_tokens", "text"]
+    blocks = [Html("<h3>Texts</h3>"),
+              html_table(texts, text_columns, text_columns=("text",), empty="No texts.")]
+    blocks += [Html("<h3>Solutions</h3>"),
+               html_table(solutions, _SOLUTION_COLUMNS, text_columns=("failure",),
+                          empty="No solutions in this run yet.")]
+    blocks += [cap.accuracy_distribution(solutions), cap.steps_distribution(solutions)]
+    return Section("overview", "Overview", blocks)
+
+
+def capacity(store) -> Section:
+    table, information_table = store.analysis("capacity"), store.analysis("information")
+    blocks = [cap.capacity_curves(table), cap.capacity_by_source(table),
+              cap.hlm_vs_capacity(information_table), cap.one_step_vs_mem(table)]
+    return _section("capacity", "Capacity", blocks,
+                    "No capacity search or information analysis in this run.")
+
+
+def uniqueness(store) -> Section:
+    pairs, bins = store.analysis("uniqueness"), store.analysis("uniqueness_bins")
+    blocks = [uniq.distance_by_pair_kind(pairs),
+              uniq.distance_vs_text_distance(pairs, "tfidf", bins=bins),
+              uniq.distance_vs_text_distance(pairs, "semantic", bins=bins)]
+    summary = store.analysis("uniqueness_summary")
+    blocks += [Html("<h3>Which pairs are closer (AUC)</h3>")] if summary is not None else []
+    blocks += _table(summary, ["vector", "comparison", "auc", "p_value", "n_a", "n_b"])
+    return _section("uniqueness", "Non-uniqueness", blocks, "No uniqueness analysis in this run.")
+
+
+def connectivity(store) -> Section:
+    paths, pairs = store.analysis("connectivity"), store.analysis("connectivity_pairs")
+    blocks = [conn.path_accuracy(paths, "linear"), conn.path_accuracy(paths, "bezier"),
+              conn.pair_summary(pairs, "barrier"), conn.pair_summary(pairs, "length_ratio")]
+    blocks += [Html("<h3>Pairs</h3>")] if pairs is not None else []
+    blocks += _table(pairs, _PAIR_COLUMNS, text_columns=("worst_text",), text_limit=60)
+    return _section("connectivity", "Connectivity", blocks,
+                    "No connectivity analysis in this run.")
+
+
+def _maps(maps: pd.DataFrame | None, texts: pd.DataFrame) -> list[go.Figure]:
+    """One map per (method, vector) the table holds; a no-data note when it holds none."""
+    if maps is None or not {"method", "vector"} <= set(maps.columns) or maps.empty:
+        return [hood.solution_map(None)]
+    combos = maps[["method", "vector"]].astype(str).drop_duplicates()
+    order = {"pca": 0, "umap": 1}
+    combos = sorted(combos.itertuples(index=False), key=lambda c: (order.get(c[0], 2), c))
+    return [hood.solution_map(maps, texts, vector=v, method=m) for m, v in combos]
+
+
+def neighbourhoods(store) -> Section:
+    blocks = [hood.accuracy_vs_radius(store.analysis("neighbourhoods")),
+              hood.radius_vs_nearest(store.analysis("neighbourhood_radii"))]
+    blocks += _maps(store.analysis("maps"), store.texts_frame())
+    purity = store.analysis("neighbourhood_purity")
+    blocks += [Html("<h3>Do neighbours share a text? (k-NN purity)</h3>")] \
+        if purity is not None else []
+    blocks += _table(purity, ["vector", "k", "purity", "silhouette"])
+    return _section("neighbourhoods", "Neighbourhoods", blocks,
+                    "No neighbourhood analysis in this run.")
+
+
+def information(store) -> Section:
+    prompting = store.analysis("prompting")
+    blocks = [info.probe_accuracy(store.analysis("probes")),
+              info.bits_per_dimension(store.analysis("information")),
+              info.attention_by_layer(store.analysis("attention")),
+              info.prompting_overlap(prompting),
+              info.throughput(store.analysis("throughput"))]
+    blocks += [Html("<h3>What the model writes when the vectors are a prompt</h3>")] \
+        if prompting is not None else []
+    blocks += _table(prompting, ["solution_id", "text_id", "token_overlap", "continuation"],
+                     text_columns=("continuation",), max_rows=200)
+    return _section("information", "Information", blocks, "No information analysis in this run.")
+
