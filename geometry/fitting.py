@@ -1,0 +1,410 @@
+"""How do we find many proto-token solutions at once? The batched fitting engine.
+
+A *problem* is one (text prefix, seed) to solve; problems that share a vector form a *group*
+(share `m`: one m for the group, e per problem; share `e`: the reverse; share `none`: every
+problem is its own group). All active problems of one length run in one forward/backward pass
+of the frozen model. A group leaves the batch once every member reconstructs its text at the
+recipe's stop accuracy (all together, since a shared vector still moving could undo a member
+that stopped early) or once its budget is spent; waiting groups take its place, so the batch
+stays full. The optimiser is Adam(W) written per row, so each vector keeps its own step count:
+a restarted vector starts a fresh Adam state without disturbing its neighbours in the batch.
+
+The best vectors seen are kept per group (highest mean accuracy, then lowest loss). A problem
+whose best accuracy has not improved for `recipe.patience` steps restarts from a new
+deterministic seed; a non-finite loss, value or gradient restarts it at once, and a problem out
+of restarts ends as `failed`. Every initial vector is drawn from a generator seeded by the
+problem's (text_id, seed, restart), so results do not depend on batch composition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .decoder import Decoder
+from .errors import ProtoscopeError
+from .recipes import Recipe
+
+SHARES = ("none", "m", "e")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One solution to find: a target prefix and a seed (plus an optional warm start)."""
+
+    text_id: str
+    seed: int
+    targets: tuple[int, ...]
+    group: Hashable = None  # problems with equal `group` share the shared vector
+    init_e: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    init_m: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    init_from: int = -1  # solution id the warm start came from
+
+    @property
+    def length(self) -> int:
+        return len(self.targets)
+
+
+@dataclass
+class Solution:
+    """The kept vectors of one problem and how it got there (rows index its group's tensors)."""
+
+    problem: Problem
+    e_row: int
+    m_row: int
+    accuracy: float
+    c_tokens: int
+    loss: float
+    steps: int
+    restarts: int
+    seconds: float
+    converged: bool
+    status: str  # converged | budget | failed
+    failure: str | None = None
+
+
+@dataclass
+class FittedGroup:
+    """A finished group: its solutions and the vectors they index (shared ones stored once)."""
+
+    key: Hashable
+    solutions: list[Solution]
+    e: torch.Tensor  # [rows, d]
+    m: torch.Tensor
+
+
+def seeded_vector(material: str, d: int, scale: float) -> torch.Tensor:
+    """A N(0, scale^2) vector drawn from a generator seeded by a stable hash of `material`."""
+    seed = int.from_bytes(hashlib.sha256(material.encode()).digest()[:8], "little") >> 1
+    return torch.randn(d, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+class _RowAdam:
+    """Adam / AdamW over the rows of a [R, d] tensor, each row with its own step count."""
+
+    def __init__(self, rows: int, d: int, recipe: Recipe, device):
+        self.recipe = recipe
+        self.m1 = torch.zeros(rows, d, device=device)
+        self.m2 = torch.zeros(rows, d, device=device)
+        self.t = torch.zeros(rows, device=device)
+
+    def step(self, param: torch.Tensor, grad: torch.Tensor, active: torch.Tensor) -> None:
+        """Update the rows where `active` is true; the other rows and their state stay put."""
+        r = self.recipe
+        grad = torch.where(active[:, None], grad, 0.0)
+        if r.optimizer == "adam" and r.weight_decay:
+            grad = grad + r.weight_decay * param
+        self.t += active.float()
+        self.m1.lerp_(grad, torch.where(active, 1 - r.beta1, 0.0)[:, None])
+        self.m2.lerp_(grad * grad, torch.where(active, 1 - r.beta2, 0.0)[:, None])
+        t = self.t.clamp(min=1)[:, None]
+        lr = r.lr * _schedule(r, t) * active.float()[:, None]
+        if r.optimizer == "adamw" and r.weight_decay:
+            param.mul_(1 - lr * r.weight_decay)
+        denom = (self.m2 / (1 - r.beta2**t)).sqrt() + r.eps
+        param.sub_(lr * (self.m1 / (1 - r.beta1**t)) / denom)
+
+    def reset(self, rows: torch.Tensor) -> None:
+        self.m1[rows] = 0
+        self.m2[rows] = 0
+        self.t[rows] = 0
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.m1, self.m2, self.t = self.m1[keep], self.m2[keep], self.t[keep]
+
+    def extend(self, rows: int) -> None:
+        d = self.m1.shape[1]
+        zeros = lambda *s: torch.zeros(*s, device=self.m1.device)  # noqa: E731
+        self.m1 = torch.cat([self.m1, zeros(rows, d)])
+        self.m2 = torch.cat([self.m2, zeros(rows, d)])
+        self.t = torch.cat([self.t, zeros(rows)])
+
+
+def _schedule(r: Recipe, t: torch.Tensor) -> torch.Tensor | float:
+    if r.schedule == "constant":
+        return 1.0
+    progress = (t / r.max_steps).clamp(max=1.0)
+    return 0.1 + 0.9 * 0.5 * (1 + torch.cos(math.pi * progress))
+
+
+def make_groups(problems: Sequence[Problem], share: str) -> dict[Hashable, list[Problem]]:
+    """Problems by group key: every problem alone when nothing is shared."""
+    if share not in SHARES:
+        raise ProtoscopeError(f"unknown share mode {share!r}: allowed are {', '.join(SHARES)}")
+    groups: dict[Hashable, list[Problem]] = {}
+    for i, p in enumerate(problems):
+        key = (p.text_id, p.seed, p.length) if share == "none" else (p.group, p.length)
+        groups.setdefault(key, []).append(p)
+    return groups
+
+
+class Fitter:
+    """Fits groups of problems in batches; calls `on_group` as each group finishes."""
+
+    def __init__(self, decoder: Decoder, recipe: Recipe, share: str = "none",
+                 batch_size: int | None = None, progress: Callable | None = None,
+                 on_step: Callable | None = None):
+        if share not in SHARES:
+            raise ProtoscopeError(f"unknown share mode {share!r}: allowed are {', '.join(SHARES)}")
+        self.decoder, self.recipe, self.share = decoder, recipe, share
+        self.batch_size = batch_size
+        self.progress = progress  # called with each finished FittedGroup
+        self.on_step = on_step  # called with the accuracies of the active problems each step
+        info = decoder.loaded.info
+        self.d = info.d_model
+        self.scale = recipe.init_scale * (info.embedding_std if recipe.init == "embedding" else 1.0)
+        self.device = decoder.loaded.device
+
+    def auto_batch_size(self, length: int) -> int:
+        """Problems per batch: about 1024 (CPU) or 16384 (GPU) target tokens in flight."""
+        budget = 1024 if self.device.type == "cpu" else 16384
+        return max(1, min(256, budget // max(1, length)))
+
+    def fit(self, problems: Sequence[Problem],
+            on_group: Callable[[FittedGroup], None] | None = None) -> list[FittedGroup]:
+        """Solve every problem; groups are returned (and reported) in the order they finish."""
+        groups = make_groups(problems, self.share)
+        by_length: dict[int, list] = {}
+        for key, members in groups.items():
+            by_length.setdefault(members[0].length, []).append((key, members))
+        done: list[FittedGroup] = []
+        for length in sorted(by_length):
+            for group in _Batch(self, length, by_length[length]).run():
+                done.append(group)
+                if on_group:
+                    on_group(group)
+                if self.progress:
+                    self.progress(group)
+        return done
+
+
+class _Batch:
+    """The active problems of one length: vectors, optimiser state and bookkeeping as tensors."""
+
+    def __init__(self, fitter: Fitter, length: int, queue: list):
+        self.f, self.r, self.length = fitter, fitter.recipe, length
+        self.queue = list(queue)
+        self.capacity = fitter.batch_size or fitter.auto_batch_size(length)
+        dev, d = fitter.device, fitter.d
+        self.E = torch.zeros(0, d, device=dev)
+        self.M = torch.zeros(0, d, device=dev)
+        self.adam_e = _RowAdam(0, d, self.r, dev)
+        self.adam_m = _RowAdam(0, d, self.r, dev)
+        self.best_e, self.best_m = self.E.clone(), self.M.clone()
+        self.e_group = torch.zeros(0, dtype=torch.long, device=dev)  # group slot of each row
+        self.m_group = torch.zeros(0, dtype=torch.long, device=dev)
+        self.problems: list[Problem] = []
+        self.keys: list[Hashable] = []
+        cols = ("group", "e_row", "m_row", "steps", "restarts", "since")
+        self.p = {c: torch.zeros(0, dtype=torch.long, device=dev) for c in cols}
+        for c in ("seconds", "run_best", "snap_acc", "snap_loss", "snap_c"):
+            self.p[c] = torch.zeros(0, device=dev)
+        self.g_acc = torch.zeros(0, device=dev)
+        self.g_loss = torch.zeros(0, device=dev)
+        self.failures: dict[int, str] = {}  # id(problem) -> reason of the last fault
+
+    # -- membership -------------------------------------------------------------------------
+    def admit(self) -> None:
+        while self.queue and (not self.problems or
+                              len(self.problems) + len(self.queue[0][1]) <= self.capacity):
+            key, members = self.queue.pop(0)
+            self._add_group(key, members)
+
+    def _add_group(self, key, members: list[Problem]) -> None:
+        dev, slot = self.f.device, len(self.keys)
+        own_e = self.f.share != "e"
+        own_m = self.f.share != "m"
+        e_rows = [self._init(p, "e", 0) for p in members] if own_e else [self._init(members[0], "e", 0, key)]
+        m_rows = [self._init(p, "m", 0) for p in members] if own_m else [self._init(members[0], "m", 0, key)]
+        e0, m0 = len(self.E), len(self.M)
+        k = len(members)
+        new = {
+            "group": [slot] * k,
+            "e_row": [e0 + (i if own_e else 0) for i in range(k)],
+            "m_row": [m0 + (i if own_m else 0) for i in range(k)],
+        }
+        for c, t in self.p.items():
+            vals = new.get(c, [0] * k)
+            self.p[c] = torch.cat([t, torch.tensor(vals, dtype=t.dtype, device=dev)])
+        for name, rows in (("e", e_rows), ("m", m_rows)):
+            block = torch.stack(rows).to(dev)
+            setattr(self, name.upper(), torch.cat([getattr(self, name.upper()), block]))
+            setattr(self, f"best_{name}", torch.cat([getattr(self, f"best_{name}"), block]))
+            grp = torch.full((len(rows),), slot, dtype=torch.long, device=dev)
+            setattr(self, f"{name}_group", torch.cat([getattr(self, f"{name}_group"), grp]))
+            getattr(self, f"adam_{name}").extend(len(rows))
+        self.problems += members
+        self.keys.append(key)
+        self.g_acc = torch.cat([self.g_acc, torch.full((1,), -1.0, device=dev)])
+        self.g_loss = torch.cat([self.g_loss, torch.full((1,), math.inf, device=dev)])
+
+    def _init(self, p: Problem, name: str, restart: int, shared_key=None) -> torch.Tensor:
+        warm = p.init_e if name == "e" else p.init_m
+        if restart == 0 and warm is not None:
+            return warm.detach().float().cpu().clone()
+        if shared_key is not None:
+            material = f"shared|{shared_key}|{restart}|{name}"
+        else:
+            material = f"{p.text_id}|{p.seed}|{restart}|{name}"
+        return seeded_vector(material, self.f.d, self.f.scale)
+
+    def drop(self, slots: list[int]) -> None:
+        dev = self.f.device
+        gone = torch.tensor(slots, dtype=torch.long, device=dev)
+        keep_g = ~torch.isin(torch.arange(len(self.keys), device=dev), gone)
+        keep_p = ~torch.isin(self.p["group"], gone)
+        keep_e = ~torch.isin(self.e_group, gone)
+        keep_m = ~torch.isin(self.m_group, gone)
+        new_slot = torch.cumsum(keep_g.long(), 0) - 1
+        new_e, new_m = torch.cumsum(keep_e.long(), 0) - 1, torch.cumsum(keep_m.long(), 0) - 1
+        self.p = {c: t[keep_p] for c, t in self.p.items()}
+        self.p["group"] = new_slot[self.p["group"]]
+        self.p["e_row"], self.p["m_row"] = new_e[self.p["e_row"]], new_m[self.p["m_row"]]
+        self.E, self.best_e, self.e_group = self.E[keep_e], self.best_e[keep_e], new_slot[self.e_group[keep_e]]
+        self.M, self.best_m, self.m_group = self.M[keep_m], self.best_m[keep_m], new_slot[self.m_group[keep_m]]
+        self.adam_e.select(keep_e)
+        self.adam_m.select(keep_m)
+        kp = keep_p.tolist()
+        self.problems = [p for p, k in zip(self.problems, kp) if k]
+        self.keys = [k for k, kg in zip(self.keys, keep_g.tolist()) if kg]
+        self.g_acc, self.g_loss = self.g_acc[keep_g], self.g_loss[keep_g]
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self):
+        self.admit()
+        targets_of = lambda: torch.tensor([p.targets for p in self.problems], device=self.f.device)  # noqa: E731
+        targets = targets_of()
+        while self.problems:
+            started = time.perf_counter()
+            finished = self._step(targets)
+            self.p["seconds"] += (time.perf_counter() - started) / len(self.problems)
+            if finished:
+                yield from (self._emit(slot, status) for slot, status in finished)
+                self.drop([slot for slot, _ in finished])
+                self.admit()
+                targets = targets_of() if self.problems else targets
+
+    def _step(self, targets: torch.Tensor) -> list[tuple[int, str]]:
+        r, p = self.r, self.p
+        E = self.E.detach().requires_grad_(True)
+        M = self.M.detach().requires_grad_(True)
+        out = self.f.decoder(E[p["e_row"]], M[p["m_row"]], targets, grad=True)
+        loss = out.total_loss
+        finite = torch.isfinite(loss)
+        torch.where(finite, loss, 0.0).sum().backward()
+        acc, c_tokens, loss = out.accuracy, out.c_tokens.float(), loss.detach()
+        bad_e = ~(torch.isfinite(E.grad).all(1) & torch.isfinite(self.E).all(1))
+        bad_m = ~(torch.isfinite(M.grad).all(1) & torch.isfinite(self.M).all(1))
+        bad = ~finite | bad_e[p["e_row"]] | bad_m[p["m_row"]]
+        n_groups, dev = len(self.keys), acc.device
+        group = p["group"]
+        # Group verdicts are taken on the vectors just evaluated, before this step's update.
+        g_min = torch.full((n_groups,), 2.0, device=dev).scatter_reduce(0, group, acc, "amin")
+        g_bad = torch.zeros(n_groups, dtype=torch.long, device=dev).index_add_(0, group, bad.long()) > 0
+        converged = (g_min >= r.stop_accuracy) & ~g_bad
+        self._keep_best(acc, c_tokens, torch.where(bad, math.inf, loss), force=converged)
+        p["steps"] += 1
+        improved = acc > p["run_best"]
+        p["run_best"] = torch.maximum(p["run_best"], acc)
+        p["since"] = torch.where(improved, 0, p["since"] + 1)
+        stuck = (p["since"] >= r.patience) if r.patience > 0 else torch.zeros_like(bad)
+        can_restart = (p["restarts"] < r.max_restarts) & (p["steps"] < r.max_steps)
+        restart = (bad | (stuck & ~converged[group])) & can_restart
+        failed = bad & ~can_restart
+        self._update(E.grad, M.grad, restart, bad, bad_e, bad_m)
+        if self.f.on_step:
+            self.f.on_step(acc)
+        g_steps = torch.full((n_groups,), 1 << 62, device=dev).scatter_reduce(0, group, p["steps"], "amin")
+        out_of_budget = g_steps >= r.max_steps
+        g_failed = torch.zeros(n_groups, dtype=torch.long, device=dev).index_add_(0, group, failed.long()) > 0
+        for i in torch.nonzero(failed).flatten().tolist():
+            self.failures[id(self.problems[i])] = f"non-finite loss, vector or gradient at step {int(p['steps'][i])}"
+        finished = []
+        for slot in range(n_groups):
+            if converged[slot]:
+                finished.append((slot, "converged"))
+            elif g_failed[slot]:
+                finished.append((slot, "failed"))
+            elif out_of_budget[slot]:
+                finished.append((slot, "budget"))
+        return finished
+
+    def _keep_best(self, acc, c_tokens, loss, force) -> None:
+        """Snapshot every group whose mean accuracy (then loss) beats its best so far.
+
+        A group that has just converged is always snapshot: those are the vectors it stops with.
+        """
+        p, n_groups = self.p, len(self.keys)
+        count = torch.zeros(n_groups, device=acc.device).index_add_(0, p["group"], torch.ones_like(acc))
+        g_acc = torch.zeros(n_groups, device=acc.device).index_add_(0, p["group"], acc) / count
+        g_loss = torch.zeros(n_groups, device=acc.device).index_add_(0, p["group"], loss)
+        better = (g_acc > self.g_acc) | ((g_acc == self.g_acc) & (g_loss < self.g_loss))
+        better = (better & torch.isfinite(g_loss)) | force
+        if not bool(better.any()):
+            return
+        self.g_acc = torch.where(better, g_acc, self.g_acc)
+        self.g_loss = torch.where(better, g_loss, self.g_loss)
+        rows_e, rows_m, probs = better[self.e_group], better[self.m_group], better[p["group"]]
+        self.best_e[rows_e] = self.E[rows_e]
+        self.best_m[rows_m] = self.M[rows_m]
+        for name, value in (("snap_acc", acc), ("snap_c", c_tokens), ("snap_loss", loss)):
+            p[name] = torch.where(probs, value, p[name])
+
+    def _update(self, grad_e, grad_m, restart, bad, bad_e, bad_m) -> None:
+        """One Adam step, then fresh vectors for restarted problems (and non-finite rows)."""
+        p = self.p
+        with torch.no_grad():
+            self.adam_e.step(self.E, torch.nan_to_num(grad_e), ~bad_e)
+            self.adam_m.step(self.M, torch.nan_to_num(grad_m), ~bad_m)
+        if not bool(restart.any()) and not bool(bad_e.any() | bad_m.any()):
+            return
+        own_e, own_m = self.f.share != "e", self.f.share != "m"
+        for i in torch.nonzero(restart).flatten().tolist():
+            prob = self.problems[i]
+            p["restarts"][i] += 1
+            p["since"][i], p["run_best"][i] = 0, 0.0
+            if bad[i]:
+                self.failures[id(prob)] = f"non-finite loss, vector or gradient at step {int(p['steps'][i])}"
+            k = int(p["restarts"][i])
+            for name, own in (("e", own_e), ("m", own_m)):
+                if own:
+                    self._reinit(name, int(p[f"{name}_row"][i]), prob, k)
+        for name, bad_rows in (("e", bad_e), ("m", bad_m)):  # a non-finite shared vector
+            for row in torch.nonzero(bad_rows).flatten().tolist():
+                slot = int(getattr(self, f"{name}_group")[row])
+                self._reinit(name, row, self.problems[self._first_member(slot)], 1, self.keys[slot])
+
+    def _reinit(self, name: str, row: int, prob: Problem, restart: int, shared_key=None) -> None:
+        table = getattr(self, name.upper())
+        table[row] = self._init(prob, name, restart, shared_key).to(table.device)
+        getattr(self, f"adam_{name}").reset(torch.tensor([row], device=table.device))
+
+    def _first_member(self, slot: int) -> int:
+        return int(torch.nonzero(self.p["group"] == slot)[0])
+
+    def _emit(self, slot: int, status: str) -> FittedGroup:
+        p = self.p
+        members = torch.nonzero(p["group"] == slot).flatten()
+        e_rows = torch.nonzero(self.e_group == slot).flatten()
+        m_rows = torch.nonzero(self.m_group == slot).flatten()
+        e_local = {int(r): i for i, r in enumerate(e_rows)}
+        m_local = {int(r): i for i, r in enumerate(m_rows)}
+        solutions = []
+        for i in members.tolist():
+            prob = self.problems[i]
+            acc = float(p["snap_acc"][i])
+            solutions.append(Solution(
+                problem=prob, e_row=e_local[int(p["e_row"][i])], m_row=m_local[int(p["m_row"][i])],
+                accuracy=acc, c_tokens=int(p["snap_c"][i]), loss=float(p["snap_loss"][i]),
+                steps=int(p["steps"][i]), restarts=int(p["restarts"][i]),
+                seconds=float(p["seconds"][i]), converged=status == "converged",
+                status=status, failure=self.failures.get(id(prob)) if status == "failed" else None,
+            ))
+        return FittedGroup(self.keys[slot], solutions,
+                           self.best_e[e_rows].detach().float().cpu().clone(),
+                           self.best_m[m_rows].detach().float().cpu().clone())
