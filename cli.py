@@ -1,0 +1,121 @@
+"""The protoscope command line: parse, call the library, print. No science in here.
+
+Bad input ends with one line on stderr and exit status 2; an interrupted fit keeps every
+finished solution and resumes when the same command runs again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+if __package__ in (None, ""):  # `python cli.py ...` runs the installed package's CLI
+    from protoscope.cli import main as _main
+
+    if __name__ == "__main__":
+        sys.exit(_main())
+
+from .geometry.errors import ProtoscopeError  # noqa: E402
+
+EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        raise ProtoscopeError(f"{self.prog}: {message} (see --help)")
+
+
+def _ints(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m", help="alias, local folder or hub id (default: smollm2-135m)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps")
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
+
+
+def _fit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--texts", default="builtin",
+                   help="builtin | random:COUNT | generated:CONTEXTS:PER_CONTEXT | FILE.txt | FILE.jsonl")
+    p.add_argument("--seeds", type=int, default=2, help="solutions per text (default 2)")
+    p.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+    _model_options(p)
+    p.add_argument("--arrangement", default=None, help="e.g. 'bos e m*' (default), 'e m*', 'e m*+1', 'e*', '(e m)*', 'mem'")
+    p.add_argument("--share", default="none", help="none (default) | m | e: which vector a group of texts shares")
+    p.add_argument("--group-size", type=int, default=0, help="texts per share group (default: all)")
+    p.add_argument("--recipe", default="default", help="default | paper")
+    for name, kind in (("max-steps", int), ("lr", float), ("patience", int), ("max-restarts", int),
+                       ("init-scale", float), ("weight-decay", float), ("stop-accuracy", float)):
+        p.add_argument(f"--{name}", type=kind, default=None, help=f"override the recipe's {name.replace('-', '_')}")
+    p.add_argument("--init", default=None, help="normal | embedding: override the recipe's init")
+    p.add_argument("--optimizer", default=None, help="adam | adamw: override the recipe's optimizer")
+    p.add_argument("--schedule", default=None, help="constant | cosine: override the recipe's schedule")
+    p.add_argument("--batch-size", type=int, default=None, help="problems per batch (default: by length)")
+    p.add_argument("--text-seed", type=int, default=0, help="seed for random and generated texts")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="protoscope", description="Fit and analyse proto-token solutions of a frozen causal LM.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    fit = sub.add_parser("fit", help="fit solutions for texts at one length")
+    fit.add_argument("--length", type=int, required=True, help="target prefix length N in tokens")
+    _fit_options(fit)
+
+    cap = sub.add_parser("capacity", help="longest prefix reconstructed, over a grid of lengths")
+    cap.add_argument("--lengths", type=_ints, default=None, help="comma-separated grid (default: the paper's sqrt-2 grid up to 256)")
+    cap.add_argument("--method", default="one-step", help="one-step (default) | mem | both")
+    cap.add_argument("--no-warm-start", action="store_true", help="start every length from a fresh init")
+    _fit_options(cap)
+
+    ana = sub.add_parser("analyze", help="run the analyses on a run directory")
+    ana.add_argument("run")
+    ana.add_argument("--only", default=None, help="comma-separated: uniqueness,connectivity,neighbourhoods,information")
+    ana.add_argument("--force", action="store_true", help="recompute tables that are up to date")
+    ana.add_argument("--device", default="cpu")
+    ana.add_argument("--quiet", action="store_true")
+
+    rep = sub.add_parser("report", help="write RUN/report.html")
+    rep.add_argument("run")
+    rep.add_argument("--static", default=None, help="also export every figure: png | svg | pdf")
+
+    cmp_ = sub.add_parser("compare", help="write RUN/compare-TEXT.html for one text")
+    cmp_.add_argument("run")
+    cmp_.add_argument("--text", required=True, help="text id")
+
+    demo = sub.add_parser("demo", help="the main job on the default model, end to end")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--device", default="cpu")
+    demo.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        from . import commands
+
+        return getattr(commands, args.command)(args) or 0
+    except ProtoscopeError as err:
+        if args is not None and args.debug:
+            raise
+        print(f"protoscope: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None) or getattr(args, "run", None)
+        where = f" in {out}" if out else ""
+        print(f"protoscope: interrupted; finished solutions are kept{where}: run the same command to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

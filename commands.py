@@ -1,0 +1,168 @@
+"""What each command line verb does: wire parsed arguments to the library and print results.
+
+Kept apart from cli.py so the parser stays readable; nothing here computes science either.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from .geometry.errors import ProtoscopeError
+
+
+def _recipe(args):
+    from .geometry.recipes import resolve_recipe
+
+    return resolve_recipe(
+        args.recipe, max_steps=args.max_steps, lr=args.lr, patience=args.patience,
+        max_restarts=args.max_restarts, init_scale=args.init_scale, weight_decay=args.weight_decay,
+        stop_accuracy=args.stop_accuracy, init=args.init, optimizer=args.optimizer,
+        schedule=args.schedule)
+
+
+def _config(args, **fields):
+    from .geometry.runs import DEFAULT_ARRANGEMENT, RunConfig
+
+    return RunConfig(model=args.model, texts=args.texts, seeds=args.seeds,
+                     arrangement=args.arrangement or DEFAULT_ARRANGEMENT, share=args.share,
+                     group_size=args.group_size, recipe=_recipe(args), text_seed=args.text_seed,
+                     dtype=args.dtype, **fields)
+
+
+class Progress:
+    """A live bar: problems done, best/worst accuracy in the batch, optimiser steps per second."""
+
+    def __init__(self, total: int, quiet: bool, desc: str = "fit"):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="sol", disable=quiet, file=sys.stderr,
+                        dynamic_ncols=True)
+        self.steps, self.started = 0, time.perf_counter()
+
+    def on_step(self, acc) -> None:
+        self.steps += 1
+        if self.steps % 5 == 0:
+            rate = self.steps / (time.perf_counter() - self.started)
+            self.bar.set_postfix(active=len(acc), best=f"{float(acc.max()):.2f}",
+                                 worst=f"{float(acc.min()):.2f}", steps_s=f"{rate:.1f}", refresh=False)
+            self.bar.refresh()
+
+    def on_group(self, group) -> None:
+        self.bar.update(len(group.solutions))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _check_positive(**values) -> None:
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise ProtoscopeError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def fit(args) -> int:
+    from .geometry.runs import done_keys, fit_into, prepare_run, problems_for
+
+    _check_positive(length=args.length, seeds=args.seeds, batch_size=args.batch_size)
+    config = _config(args, lengths=(args.length,))
+    with _locked(args.out):
+        store, loaded, texts = prepare_run(args.out, config, device=args.device, overwrite=args.overwrite)
+        problems = problems_for(texts, config, args.length, done=done_keys(store, config.arrangement))
+        bar = Progress(len(problems), args.quiet)
+        try:
+            fit_into(store, loaded, problems, config, batch_size=args.batch_size,
+                     progress=bar.on_group, on_step=bar.on_step)
+        finally:
+            bar.close()
+        store.update_manifest(status="complete")
+    _print_fit_summary(store.solutions(), args.out)
+    return 0
+
+
+def capacity(args) -> int:
+    from .geometry.capacity import capacity_per_text, capacity_search, length_grid
+    from .geometry.runs import prepare_run
+
+    _check_positive(seeds=args.seeds, batch_size=args.batch_size)
+    methods = {"one-step": ("one-step",), "mem": ("mem",), "both": ("one-step", "mem")}.get(args.method)
+    if methods is None:
+        raise ProtoscopeError(f"--method must be one-step, mem or both, got {args.method!r}")
+    lengths = args.lengths or tuple(length_grid(256))
+    if not lengths or min(lengths) < 1 or list(lengths) != sorted(set(lengths)):
+        raise ProtoscopeError(f"--lengths must be increasing positive integers, got {list(lengths)}")
+    config = _config(args, lengths=tuple(lengths), kind="capacity", methods=methods,
+                     warm_start=not args.no_warm_start)
+    with _locked(args.out):
+        store, loaded, texts = prepare_run(args.out, config, device=args.device, overwrite=args.overwrite)
+        bar = Progress(None, args.quiet, desc="capacity")
+
+        def on_length(method, length, rows):
+            ok = sum(acc >= 0.99 for acc in rows.values())
+            bar.bar.write(f"{method:>8} length {length:>4}: {ok}/{len(rows)} reconstructed")
+
+        try:
+            table = capacity_search(store, loaded, texts, config, batch_size=args.batch_size,
+                                    progress=bar.on_group, on_length=on_length)
+        finally:
+            bar.close()
+        store.write_analysis("capacity", table)
+        store.update_manifest(status="complete")
+    print(capacity_per_text(table).to_string(index=False))
+    print(f"capacity table: {store.path / 'analysis' / 'capacity.parquet'}")
+    return 0
+
+
+def analyze(args) -> int:
+    from .analysis.run import run_analyses
+    from .geometry.store import RunStore
+
+    store = RunStore.open(args.run)
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    with _locked(args.run):
+        timings = run_analyses(store, only=only, device=args.device, force=args.force, quiet=args.quiet)
+    for name, seconds in timings.items():
+        print(f"{name:>15}: {'up to date' if seconds is None else f'{seconds:.1f} s'}")
+    print(f"tables: {store.path / 'analysis'}")
+    return 0
+
+
+def report(args) -> int:
+    from .reports.report import build_report
+
+    path = build_report(args.run, static=args.static)
+    print(f"report: {path}")
+    return 0
+
+
+def compare(args) -> int:
+    from .reports.compare import build_compare
+
+    path = build_compare(args.run, args.text)
+    print(f"compare page: {path}")
+    return 0
+
+
+def demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, device=args.device, quiet=args.quiet)
+    return 0
+
+
+def _locked(path):
+    from .geometry.store import RunStore
+
+    return RunStore(path).lock()
+
+
+def _print_fit_summary(rows, out) -> None:
+    if not len(rows):
+        print(f"no solutions in {out}")
+        return
+    ok = rows["converged"]
+    print(f"{len(rows)} solutions in {out}: {int(ok.sum())} converged, "
+          f"mean accuracy {rows['accuracy'].mean():.3f}, median steps {int(rows['steps'].median())}, "
+          f"median seconds {rows['seconds'].median():.1f}")
+    cols = ["solution_id", "text_id", "seed", "length", "accuracy", "steps", "restarts", "status"]
+    print(rows[cols].to_string(index=False))

@@ -1,0 +1,193 @@
+"""How does a command become a run store full of solutions? Opening, resuming and filling runs.
+
+`prepare_run` loads the model, opens (and checks) or creates the store with its texts;
+`fit_into` turns problems into solutions appended to the store as each group finishes. A run
+directory that already exists is resumed when its config matches and refused otherwise, so
+re-running an interrupted command finishes it without refitting anything already stored.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from .arrangements import parse_arrangement
+from .decoder import Decoder
+from .errors import ProtoscopeError, StoreError
+from .fitting import SHARES, FittedGroup, Fitter, Problem
+from .models import DEFAULT_MODEL, LoadedModel, load_model
+from .recipes import Recipe
+from .store import RunStore
+from .texts import Text, load_texts
+
+DEFAULT_ARRANGEMENT = "bos e m*"
+"""Measured on the default model (README, arrangement table): plain `e m*` stalls at position 0."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run's results; saved in the manifest and checked on resume."""
+
+    model: str = DEFAULT_MODEL
+    texts: str = "builtin"
+    seeds: int = 2
+    lengths: tuple[int, ...] = (16,)
+    arrangement: str = DEFAULT_ARRANGEMENT
+    share: str = "none"
+    group_size: int = 0  # texts per share group; 0: all texts in one group
+    recipe: Recipe = field(default_factory=Recipe)
+    text_seed: int = 0
+    random_words: int = 400
+    generate_tokens: int = 128
+    dtype: str = "float32"
+    kind: str = "fit"  # fit | capacity
+    warm_start: bool = True
+    methods: tuple[str, ...] = ("one-step",)
+    seeds_per_text: dict | None = None  # text_id -> seeds, overriding `seeds` (paper protocols)
+
+    def __post_init__(self):
+        if self.seeds < 1:
+            raise ProtoscopeError(f"--seeds must be at least 1, got {self.seeds}")
+        if not self.lengths or min(self.lengths) < 1:
+            raise ProtoscopeError(f"lengths must be positive integers, got {list(self.lengths)}")
+        if self.share not in SHARES:
+            raise ProtoscopeError(f"--share must be one of {', '.join(SHARES)}, got {self.share!r}")
+        if self.group_size < 0:
+            raise ProtoscopeError(f"--group-size must be >= 0, got {self.group_size}")
+        parse_arrangement(self.arrangement)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lengths"], d["methods"] = list(self.lengths), list(self.methods)
+        return d
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    return {"protoscope": __version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def prepare_run(out, config: RunConfig, device: str = "cpu", overwrite: bool = False,
+                loaded: LoadedModel | None = None) -> tuple[RunStore, LoadedModel, list[Text]]:
+    """Load the model, then resume the store at `out` or create it with freshly loaded texts."""
+    loaded = loaded or load_model(config.model, device=device, dtype=config.dtype)
+    store = RunStore(out)
+    if (store.path / "manifest.json").exists() and not overwrite:
+        store = RunStore.open(out)
+        check_same_run(store, config, loaded)
+        return store, loaded, store.texts()
+    if overwrite and store.path.exists():
+        _clear(store)
+    texts = load_texts(config.texts, loaded, seed=config.text_seed,
+                       random_words=config.random_words, generate_tokens=config.generate_tokens)
+    for length in config.lengths if config.kind == "fit" else ():
+        for t in texts:
+            t.prefix(length)  # a text shorter than the length is an error naming the text
+    for length in config.lengths:
+        n = parse_arrangement(config.arrangement).input_length(length)
+        if n > loaded.info.n_ctx:
+            raise ProtoscopeError(f"length {length} needs {n} input positions, more than the "
+                                  f"context of {loaded.info.name} ({loaded.info.n_ctx})")
+    manifest = {
+        "model": {"name": loaded.info.name, "source": loaded.info.source,
+                  "weights_sha256": loaded.info.weights_sha256, "family": loaded.info.family,
+                  "d_model": loaded.info.d_model, "vocab_size": loaded.info.vocab_size},
+        "dtype": config.dtype, "device": str(loaded.device), "config": config.to_dict(),
+        "command": sys.argv, "versions": versions(), "created": now(), "updated": now(),
+    }
+    return RunStore.create(out, manifest, texts), loaded, texts
+
+
+def check_same_run(store: RunStore, config: RunConfig, loaded: LoadedModel) -> None:
+    manifest = store.manifest
+    sha = manifest.get("model", {}).get("weights_sha256")
+    if sha != loaded.info.weights_sha256:
+        raise StoreError(f"{store.path} was written for model {manifest.get('model', {}).get('name')!r} "
+                         f"with other weights; use another --out or --overwrite")
+    stored = dict(manifest.get("config", {}))
+    wanted = config.to_dict()
+    if stored != _jsonable(wanted):
+        diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != _jsonable(wanted).get(k))
+        raise StoreError(f"{store.path} holds a run with another config (differs in: "
+                         f"{', '.join(diff)}); use another --out or --overwrite")
+
+
+def _jsonable(d):
+    import json
+
+    return json.loads(json.dumps(d, default=str))
+
+
+def _clear(store: RunStore) -> None:
+    for name in ("manifest.json", "texts.jsonl", "solutions.safetensors", "solutions.parquet"):
+        (store.path / name).unlink(missing_ok=True)
+    for path in (store.path / "analysis").glob("*.parquet") if (store.path / "analysis").exists() else ():
+        path.unlink()
+
+
+def problems_for(texts: Sequence[Text], config: RunConfig, length: int,
+                 done: set | None = None) -> list[Problem]:
+    """One problem per (text, seed) at `length`, grouped for sharing; stored ones skipped."""
+    size = config.group_size or len(texts)
+    problems = []
+    for index, text in enumerate(texts):
+        seeds = (config.seeds_per_text or {}).get(text.text_id, config.seeds)
+        for seed in range(seeds):
+            if done and (text.text_id, seed, length) in done:
+                continue
+            problems.append(Problem(text.text_id, seed, text.prefix(length), group=index // size))
+    return problems
+
+
+def done_keys(store: RunStore, arrangement: str) -> set:
+    rows = store.solutions()
+    rows = rows[rows["arrangement"] == arrangement]
+    return set(zip(rows["text_id"], rows["seed"].astype(int), rows["length"].astype(int)))
+
+
+def fit_into(store: RunStore, loaded: LoadedModel, problems: Sequence[Problem], config: RunConfig,
+             arrangement: str | None = None, batch_size: int | None = None,
+             progress: Callable | None = None, on_step: Callable | None = None) -> pd.DataFrame:
+    """Fit `problems` and append every finished group to the store at once; returns new rows."""
+    arrangement = arrangement or config.arrangement
+    method = "mem" if parse_arrangement(arrangement).teacher_forced else "one-step"
+    decoder = Decoder(loaded, arrangement)
+    new_ids: list[int] = []
+
+    def save(group: FittedGroup) -> None:
+        rows = [solution_row(s, config, arrangement, method) for s in group.solutions]
+        new_ids.extend(store.append(rows, group.e, group.m))
+        if progress:
+            progress(group)
+
+    Fitter(decoder, config.recipe, share=config.share, batch_size=batch_size,
+           on_step=on_step).fit(problems, on_group=save)
+    store.update_manifest(updated=now())
+    rows = store.solutions()
+    return rows[rows["solution_id"].isin(new_ids)]
+
+
+def solution_row(s, config: RunConfig, arrangement: str, method: str) -> dict:
+    p = s.problem
+    return {
+        "text_id": p.text_id, "seed": p.seed, "length": p.length, "arrangement": arrangement,
+        "share": config.share, "share_group": int(p.group or 0) if config.share != "none" else -1,
+        "e_row": s.e_row, "m_row": s.m_row, "accuracy": s.accuracy, "c_tokens": s.c_tokens,
+        "loss": s.loss, "steps": s.steps, "restarts": s.restarts, "seconds": s.seconds,
+        "converged": s.converged, "status": s.status, "failure": s.failure,
+        "init_from": p.init_from, "recipe": config.recipe.name, "method": method,
+    }
