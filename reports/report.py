@@ -8,14 +8,12 @@ never runs a model. `build_report(..., static="png")` also writes each figure to
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..geometry.errors import StoreError
+from ..geometry.store import RunStore
 from . import figures_capacity as cap
 from . import figures_connectivity as conn
 from . import figures_information as info
@@ -33,53 +31,9 @@ _PAIR_COLUMNS = ["pair_id", "path", "text_a", "text_b", "solution_a", "solution_
                  "worst_text"]
 
 
-def open_run(run_dir: Path | str):
-    """The run store at run_dir: `geometry.store.RunStore` when present, else a file reader.
-
-    Both offer what reports need: `.manifest`, `.texts_frame()`, `.solutions()` and
-    `.analysis(name)` (None when that table is absent).
-    """
-    if importlib.util.find_spec("protoscope.geometry.store") is not None:
-        from ..geometry.store import RunStore
-        return RunStore.open(run_dir)
-    return _FileRun.open(run_dir)
-
-
-class _FileRun:
-    """Reads RUN/ in the layout of docs/tables.md; stands in until geometry.store exists."""
-
-    def __init__(self, root: Path, manifest: dict):
-        self.root, self.manifest = root, manifest
-
-    @classmethod
-    def open(cls, run_dir: Path | str) -> "_FileRun":
-        root = Path(run_dir)
-        try:
-            manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise StoreError(f"{root} is not a run store (no manifest.json)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise StoreError(f"{root}/manifest.json is unreadable: {err}") from None
-        return cls(root, manifest)
-
-    def texts_frame(self) -> pd.DataFrame:
-        path = self.root / "texts.jsonl"
-        if not path.exists():
-            return pd.DataFrame(columns=["text_id", "source", "context_id", "text", "n_tokens"])
-        # json per line, not pd.read_json: that one guesses dtypes (ids like "007" -> 7).
-        with path.open(encoding="utf-8") as lines:
-            texts = pd.DataFrame([json.loads(line) for line in lines if line.strip()])
-        if "token_ids" in texts.columns and "n_tokens" not in texts.columns:
-            texts["n_tokens"] = texts["token_ids"].map(len)
-        return texts
-
-    def solutions(self) -> pd.DataFrame:
-        path = self.root / "solutions.parquet"
-        return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=["solution_id"])
-
-    def analysis(self, name: str) -> pd.DataFrame | None:
-        path = self.root / "analysis" / f"{name}.parquet"
-        return pd.read_parquet(path) if path.exists() else None
+def open_run(run_dir: Path | str) -> RunStore:
+    """The run store at run_dir (StoreError, one line, when it is not one or is damaged)."""
+    return RunStore.open(run_dir)
 
 
 def build_report(run_dir: Path | str, static: str | None = None) -> Path:

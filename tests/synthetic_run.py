@@ -1,10 +1,11 @@
 """A small, deterministic run store written without a model, for report tests.
 
-`make_synthetic_run(folder)` writes manifest.json, texts.jsonl, solutions.parquet and every
-analysis table of docs/tables.md (plus positions.parquet) with plausible values: same-text
-pairs closer than different-text pairs, linear paths that dip in the middle, Bezier paths that
-hold. Texts t1 and t2 are hostile (a <script>, an <img onerror>); the text with id HOSTILE_ID
-(itself markup) holds both, so every page built from the run exercises escaping.
+`make_synthetic_run(folder)` writes manifest.json, texts.jsonl, solutions.parquet (with small
+random vectors in solutions.safetensors, which RunStore.open validates) and every analysis
+table of docs/tables.md (plus positions.parquet) with plausible values: same-text pairs closer
+than different-text pairs, linear paths that dip in the middle, Bezier paths that hold. Texts
+t1 and t2 are hostile (a <script>, an <img onerror>); the text with id HOSTILE_ID (itself
+markup) holds both, so every page built from the run exercises escaping.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from safetensors.numpy import save_file
+
+from protoscope.geometry.store import FORMAT
 
 SCRIPT_TEXT = "<script>window.__pwned=1</script> a text that must show as text"
 IMG_TEXT = '<img src=x onerror="window.__pwned=1"> another text that must show as text'
@@ -30,6 +34,7 @@ ANALYSES = ("capacity", "uniqueness", "uniqueness_summary", "uniqueness_bins", "
             "connectivity_pairs", "connectivity_tokens", "neighbourhoods",
             "neighbourhood_radii", "neighbourhood_purity", "maps", "information", "probes",
             "prompting", "attention", "throughput", "positions")
+D_MODEL = 8
 LENGTH = 8  # tokens per text: small grids keep the compare page quick to render
 T_GRID = np.linspace(0, 1, 11)
 RADII = (0.0, 0.05, 0.1, 0.2, 0.4)
@@ -44,6 +49,9 @@ def make_synthetic_run(folder: Path | str, *, seeds: int = 3,
     _write_manifest(root)
     _write_texts(root, rng)
     solutions = _solutions(rng, seeds)
+    # Reports never read the vectors, but RunStore.open checks that every row indexes one.
+    save_file({name: rng.normal(size=(len(solutions), D_MODEL)).astype(np.float32)
+               for name in ("e", "m")}, str(root / "solutions.safetensors"))
     solutions.to_parquet(root / "solutions.parquet", index=False)
     tables = _analysis_tables(rng, solutions)
     for name in analyses:
@@ -53,7 +61,9 @@ def make_synthetic_run(folder: Path | str, *, seeds: int = 3,
 
 def _write_manifest(root: Path) -> None:
     manifest = {
-        "model": {"id": "tiny-llama-test", "source": "config", "weights_sha256": "0" * 64},
+        "format": FORMAT,
+        "model": {"id": "tiny-llama-test", "source": "config", "weights_sha256": "0" * 64,
+                  "d_model": D_MODEL},
         "dtype": "float32", "device": "cpu",
         "config": {"recipe": "default", "arrangement": "bos e m*", "length": LENGTH},
         "command": "protoscope fit --texts synthetic",

@@ -17,7 +17,7 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from synthetic_run import HOSTILE_ID, IMG_TEXT, SCRIPT_TEXT, make_synthetic_run
-from protoscope.geometry.errors import ProtoscopeError
+from protoscope.geometry.errors import ProtoscopeError, StoreError
 from protoscope.reports import figures_capacity as cap
 from protoscope.reports import figures_compare as fc
 from protoscope.reports import figures_connectivity as conn
@@ -209,8 +209,10 @@ def test_unknown_text_id_names_known_ones(run):
 
 
 def test_not_a_run_store(tmp_path):
-    with pytest.raises(ProtoscopeError, match="not a run store"):
+    with pytest.raises(StoreError, match="manifest.json"):
         build_report(tmp_path)
+    with pytest.raises(StoreError):
+        build_compare(tmp_path, "t0")
 
 
 def test_static_format_and_missing_browser(run, monkeypatch):
