@@ -161,8 +161,8 @@ class RunStore:
         if solution_ids is not None:
             rows = rows.set_index("solution_id").loc[list(solution_ids)].reset_index()
         vectors = self.vectors()
-        e = vectors["e"][torch.as_tensor(rows["e_index"].to_numpy(), dtype=torch.long)]
-        m = vectors["m"][torch.as_tensor(rows["m_index"].to_numpy(), dtype=torch.long)]
+        e = vectors["e"][torch.tensor(rows["e_index"].tolist(), dtype=torch.long)]
+        m = vectors["m"][torch.tensor(rows["m_index"].tolist(), dtype=torch.long)]
         return rows, e, m
 
     def analysis(self, name: str) -> pd.DataFrame | None:
