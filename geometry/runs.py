@@ -92,8 +92,7 @@ def prepare_run(out, config: RunConfig, device: str = "cpu", overwrite: bool = F
         return store, loaded, store.texts()
     if overwrite and store.path.exists():
         _clear(store)
-    texts = load_texts(config.texts, loaded, seed=config.text_seed,
-                       random_words=config.random_words, generate_tokens=config.generate_tokens)
+    texts = load_text_mix(config, loaded)
     for length in config.lengths if config.kind == "fit" else ():
         for t in texts:
             t.prefix(length)  # a text shorter than the length is an error naming the text
@@ -110,6 +109,25 @@ def prepare_run(out, config: RunConfig, device: str = "cpu", overwrite: bool = F
         "command": sys.argv, "versions": versions(), "created": now(), "updated": now(),
     }
     return RunStore.create(out, manifest, texts), loaded, texts
+
+
+def load_text_mix(config: RunConfig, loaded: LoadedModel) -> list[Text]:
+    """Texts of a SPEC, or of several joined by '+' (e.g. `builtin:3+generated:1:2+random:1`);
+    `builtin:K` takes the first K built-in paragraphs."""
+    texts: list[Text] = []
+    for part in config.texts.split("+"):
+        head, _, count = part.strip().partition(":")
+        take = None
+        if head == "builtin" and count:
+            if not count.isdigit() or int(count) < 1:
+                raise ProtoscopeError(f"text spec {part!r}: COUNT must be a positive integer")
+            part, take = "builtin", int(count)
+        texts += load_texts(part, loaded, seed=config.text_seed, random_words=config.random_words,
+                            generate_tokens=config.generate_tokens)[:take]
+    ids = [t.text_id for t in texts]
+    if len(set(ids)) != len(ids):
+        raise ProtoscopeError(f"text spec {config.texts!r} names some texts twice")
+    return texts
 
 
 def check_same_run(store: RunStore, config: RunConfig, loaded: LoadedModel) -> None:

@@ -1,0 +1,61 @@
+"""The main job, end to end on the embedded default model: `protoscope demo`.
+
+Fits a small mixed text set (built-in, model-generated from a shared context, random words)
+with several seeds each, runs all four analyses, writes the report and one compare page, and
+says where they are. Sizes are chosen to finish in under 10 minutes on a 2-core CPU while the
+figures still say something (README: the demo's measured time).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from .analysis.run import run_analyses
+from .geometry.recipes import resolve_recipe
+from .geometry.runs import RunConfig, done_keys, fit_into, prepare_run, problems_for
+from .geometry.store import RunStore
+
+DEMO_TEXTS = "builtin:2+generated:1:2+random:1"
+DEMO_LENGTH, DEMO_SEEDS = 12, 3
+DEMO_OPTIONS = {
+    "connectivity": {"max_pairs": 2, "bezier_steps": 80, "cross_text_pairs": 2},
+    "neighbourhoods": {"directions": 3},
+}
+
+
+def run_demo(out: str = "runs/demo", device: str = "cpu", quiet: bool = False) -> dict:
+    from .commands import Progress
+    from .reports.compare import build_compare
+    from .reports.report import build_report
+
+    started, timings = time.perf_counter(), {}
+    config = RunConfig(texts=DEMO_TEXTS, seeds=DEMO_SEEDS, lengths=(DEMO_LENGTH,),
+                       recipe=resolve_recipe("default", max_steps=600), generate_tokens=48)
+    say = (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    with RunStore(out).lock():
+        say(f"[1/4] fitting {DEMO_SEEDS} seeds x texts '{DEMO_TEXTS}' at {DEMO_LENGTH} tokens into {out}")
+        store, loaded, texts = prepare_run(out, config, device=device)
+        problems = problems_for(texts, config, DEMO_LENGTH, done=done_keys(store, config.arrangement))
+        bar = Progress(len(problems), quiet)
+        try:
+            fit_into(store, loaded, problems, config, progress=bar.on_group, on_step=bar.on_step)
+        finally:
+            bar.close()
+        store.update_manifest(status="complete")
+        timings["fit"] = time.perf_counter() - started
+        say("[2/4] analyses")
+        timings.update({f"analysis:{k}": v for k, v in run_analyses(
+            store, loaded=loaded, quiet=quiet, options=DEMO_OPTIONS).items()})
+    say("[3/4] report")
+    t0 = time.perf_counter()
+    report = build_report(out)
+    say("[4/4] compare page")
+    compare = build_compare(out, texts[0].text_id)
+    timings["pages"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    rows = store.solutions()
+    print(f"{len(rows)} solutions, {int(rows['converged'].sum())} converged; "
+          f"total {timings['total']:.0f} s")
+    print(f"report:  {report}\ncompare: {compare}")
+    return timings
