@@ -50,6 +50,7 @@ class Decoder:
             parse_arrangement(arrangement) if isinstance(arrangement, str) else arrangement
         )
         self.max_logits = max_logits
+        self._layouts: dict[int, tuple[torch.Tensor, int]] = {}
         model = loaded.model
         self._body = model.base_model
         self._head = model.get_output_embeddings()
@@ -65,15 +66,21 @@ class Decoder:
     def inputs(self, e: torch.Tensor, m: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
         """`inputs_embeds` [B, L, d] for the arrangement, and the position predicting t_1."""
         batch, n = targets.shape
-        slots, first = self.arrangement.layout(n)
+        slots, first = self._layout(n)
         dtype = self.loaded.dtype
         bos = self._bos if self._bos is not None else torch.zeros_like(e[0])
         pool = [bos.to(e.dtype).expand(batch, -1), e, m]
         if self.arrangement.teacher_forced:
             pool += list(self.loaded.embed(targets).to(e.dtype).unbind(1))
         pool = torch.stack(pool, dim=1)  # [B, 3 (+N), d]
-        index = torch.tensor(slots, device=pool.device)
-        return pool[:, index].to(dtype), first
+        return pool[:, slots.to(pool.device)].to(dtype), first
+
+    def _layout(self, n: int) -> tuple[torch.Tensor, int]:
+        """Slot indices for length n, built once per length (every step reuses them)."""
+        if n not in self._layouts:
+            slots, first = self.arrangement.layout(n)
+            self._layouts[n] = (torch.tensor(slots, device=self.loaded.device), first)
+        return self._layouts[n]
 
     def __call__(
         self, e: torch.Tensor, m: torch.Tensor, targets: torch.Tensor, grad: bool = False

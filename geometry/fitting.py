@@ -298,8 +298,11 @@ class _Batch:
         finite = torch.isfinite(loss)
         torch.where(finite, loss, 0.0).sum().backward()
         acc, c_tokens, loss = out.accuracy, out.c_tokens.float(), loss.detach()
-        bad_e = ~(torch.isfinite(E.grad).all(1) & torch.isfinite(self.E).all(1))
-        bad_m = ~(torch.isfinite(M.grad).all(1) & torch.isfinite(self.M).all(1))
+        # An arrangement without m (`e*`, `mem`) leaves M without a gradient: it stays put.
+        grad_e = E.grad if E.grad is not None else torch.zeros_like(E)
+        grad_m = M.grad if M.grad is not None else torch.zeros_like(M)
+        bad_e = ~(torch.isfinite(grad_e).all(1) & torch.isfinite(self.E).all(1))
+        bad_m = ~(torch.isfinite(grad_m).all(1) & torch.isfinite(self.M).all(1))
         bad = ~finite | bad_e[p["e_row"]] | bad_m[p["m_row"]]
         n_groups, dev = len(self.keys), acc.device
         group = p["group"]
@@ -316,7 +319,7 @@ class _Batch:
         can_restart = (p["restarts"] < r.max_restarts) & (p["steps"] < r.max_steps)
         restart = (bad | (stuck & ~converged[group])) & can_restart
         failed = bad & ~can_restart
-        self._update(E.grad, M.grad, restart, bad, bad_e, bad_m)
+        self._update(grad_e, grad_m, restart, bad, bad_e, bad_m)
         if self.f.on_step:
             self.f.on_step(acc)
         g_steps = torch.full((n_groups,), 1 << 62, device=dev).scatter_reduce(0, group, p["steps"], "amin")

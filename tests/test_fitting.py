@@ -85,3 +85,10 @@ def test_stalled_problems_restart_from_new_seeds(fit_llama):
     groups = Fitter(Decoder(fit_llama, "bos e m*"), recipe).fit(_problems(fit_llama, texts=1, seeds=1))
     (s,) = groups[0].solutions
     assert s.restarts == 2 and s.status == "budget" and s.steps == 12
+
+
+def test_arrangements_without_m_fit_too(fit_llama):
+    recipe = resolve_recipe("default", lr=0.05, max_steps=5, patience=0)
+    for spec in ("e*", "mem"):
+        (group,) = Fitter(Decoder(fit_llama, spec), recipe).fit(_problems(fit_llama, texts=1, seeds=1))
+        assert group.solutions[0].steps == 5
