@@ -1,0 +1,278 @@
+"""What do the proto-tokens hold, and can anything but the one-step decoding read it?
+
+Five measurements of a run (paper: H_LM and capacity, finding 5, the 279x throughput claim;
+Bondarenko et al.: probes and attention to e):
+- information: H_LM of each text's fitted prefix (nats and bits), its capacity, and the bits
+  of H_LM per trained dimension (2d when e and m are both per text, d when one is shared);
+- probes: can a linear classifier read source, context, length or first token off e, m or
+  [e; m]? Cross-validated, grouped by text where the classes allow (so a probe must generalise
+  to unseen texts rather than recognise same-text solutions), against the majority class and
+  a shuffled-label run;
+- prompting: the proto-tokens fed as an ordinary prompt ([bos] e m) and continued greedily;
+  how often the continuation matches the text (the paper says: unrelated text);
+- attention: the share of attention that each layer's supervised query positions give to the
+  bos, e and m slots, averaged over heads, queries and solutions;
+- throughput: tokens per second of one decoder forward pass for a batch of solutions vs
+  greedy autoregressive generation of as many tokens (from [mem] solutions when the run has
+  them, else from each text's own first token, labelled as a stand-in).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from protoscope.analysis.probes import probe
+from protoscope.geometry.arrangements import SLOT_BOS, SLOT_E, SLOT_M, parse_arrangement
+from protoscope.geometry.decoder import Decoder
+from protoscope.geometry.texts import token_nll
+
+RECONSTRUCTED = 0.99
+PROBE_TARGETS = ("source", "context_id", "length", "first_token")
+SLOTS = {SLOT_BOS: "bos", SLOT_E: "e", SLOT_M: "m"}
+
+
+def analyze(store, loaded, *, max_folds: int = 5, seed: int = 0, batch: int = 64,
+            repeats: int = 3) -> dict[str, pd.DataFrame]:
+    """The information, probes, prompting, attention and throughput tables of a run."""
+    if max_folds < 2 or batch < 1 or repeats < 1:
+        raise ValueError("need max_folds >= 2, batch >= 1 and repeats >= 1")
+    rows, e, m = store.solution_vectors()
+    texts = {t.text_id: t for t in store.texts()}
+    one_step = (rows["method"] == "one-step").to_numpy()
+    solutions = _Solutions(rows[one_step].reset_index(drop=True), e[one_step], m[one_step], texts)
+    mem = _Solutions(rows[~one_step].reset_index(drop=True), e[~one_step], m[~one_step], texts)
+    return {
+        "information": information(loaded, rows, texts, store.analysis("capacity")),
+        "probes": probes(solutions, max_folds, seed),
+        "prompting": prompting(loaded, solutions, batch),
+        "attention": attention(loaded, solutions, batch),
+        "throughput": throughput(loaded, solutions, mem, batch, repeats),
+    }
+
+
+class _Solutions:
+    """Rows of one kind of solution with their vectors and target ids."""
+
+    def __init__(self, rows: pd.DataFrame, e: torch.Tensor, m: torch.Tensor, texts: dict):
+        self.rows, self.e, self.m, self.texts = rows, e, m, texts
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batches(self, batch: int):
+        """(rows, e, m, targets [B, N], arrangement) per chunk of one length and arrangement."""
+        for (arrangement, n), group in self.rows.groupby(["arrangement", "length"], sort=True):
+            for start in range(0, len(group), batch):
+                chunk = group.iloc[start:start + batch]
+                index = torch.tensor(chunk.index.to_numpy())
+                ids = [self.texts[t].token_ids[: int(n)] for t in chunk["text_id"]]
+                yield chunk, self.e[index], self.m[index], torch.tensor(ids), arrangement
+
+
+# -- H_LM and capacity ------------------------------------------------------------------------
+def information(loaded, rows: pd.DataFrame, texts: dict,
+                capacity: pd.DataFrame | None) -> pd.DataFrame:
+    """Per text: H_LM of the longest fitted prefix, capacity, best C_tokens there, bits per dim."""
+    fitted = rows[rows["method"] == "one-step"]
+    reached = _capacities(fitted, capacity)
+    out = []
+    for text_id, group in fitted.groupby("text_id", sort=True):
+        text, n = texts[text_id], int(group["length"].max())
+        nll = text.token_nll if text.token_nll is not None else token_nll(loaded, text.token_ids)
+        nats = math.fsum(nll[:n])
+        # A shared vector carries no per-text information, so only per-text dimensions count.
+        per_text = 1 if set(group["share"]) & {"m", "e"} else 2
+        dims = per_text * loaded.info.d_model
+        out.append({"text_id": text_id, "source": text.source, "length": n, "h_lm_nats": nats,
+                    "h_lm_bits": nats / math.log(2), "capacity": int(reached.get(text_id, 0)),
+                    "c_tokens": int(group.loc[group["length"] == n, "c_tokens"].max()),
+                    "bits_per_dimension": nats / math.log(2) / dims, "per_text_dimensions": dims})
+    return pd.DataFrame(out, columns=["text_id", "source", "length", "h_lm_nats", "h_lm_bits",
+                                      "capacity", "c_tokens", "bits_per_dimension",
+                                      "per_text_dimensions"])
+
+
+def _capacities(fitted: pd.DataFrame, capacity: pd.DataFrame | None) -> dict[str, int]:
+    """Longest reconstructed length per text: the capacity table if any, else the solutions."""
+    if capacity is not None and len(capacity):
+        one_step = capacity["method"] == "one-step"
+        table = capacity[one_step & capacity["reconstructed"].astype(bool)]
+    else:
+        table = fitted[fitted["accuracy"] >= RECONSTRUCTED]
+    return table.groupby("text_id")["length"].max().astype(int).to_dict()
+
+
+# -- probes -----------------------------------------------------------------------------------
+def probes(solutions: _Solutions, max_folds: int, seed: int) -> pd.DataFrame:
+    """Linear probes for each target from e, m and [e; m]; targets with < 2 classes skipped."""
+    rows, texts = solutions.rows, solutions.texts
+    labels = {
+        "source": rows["text_id"].map(lambda t: texts[t].source),
+        "context_id": rows["text_id"].map(lambda t: texts[t].context_id),
+        "length": rows["length"].astype(str),
+        "first_token": rows["text_id"].map(lambda t: str(texts[t].token_ids[0])),
+    }
+    own = _own_vectors(rows)
+    e, m = solutions.e, solutions.m
+    features = {"e": e, "m": m, "e+m": torch.cat([e, m], 1)}
+    out = []
+    for target in PROBE_TARGETS:
+        for name, x in features.items():
+            # Only vectors fitted for each solution alone: a shared or unused one says nothing;
+            # only texts with the label (a context exists only for generated texts).
+            keep = own[name] & labels[target].notna().to_numpy()
+            y, groups = labels[target].to_numpy()[keep], rows["text_id"].to_numpy()[keep]
+            result = probe(x.numpy()[keep], y, groups, max_folds=max_folds, seed=seed)
+            if result is not None:
+                out.append({"target": target, "features": name, **result})
+    return pd.DataFrame(out, columns=["target", "features", "accuracy", "chance", "n", "folds",
+                                      "shuffled_accuracy", "classes", "cv"])
+
+
+def _own_vectors(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per feature set, the rows whose vectors were all fitted for that solution alone."""
+    uses = rows["arrangement"].map(lambda spec: parse_arrangement(spec).uses)
+    e = (uses.map(lambda u: "e" in u) & (rows["share"] != "e")).to_numpy(bool)
+    m = (uses.map(lambda u: "m" in u) & (rows["share"] != "m")).to_numpy(bool)
+    return {"e": e, "m": m, "e+m": e & m}
+
+
+# -- proto-tokens as an ordinary prompt -------------------------------------------------------
+def _embeds(loaded, bos: bool, *vectors: torch.Tensor) -> torch.Tensor:
+    """inputs_embeds [B, K (+1), d]: the model's BOS embedding when asked, then the vectors."""
+    parts = list(vectors)
+    if bos:
+        bos_id = torch.tensor([loaded.info.bos_token_id], device=loaded.device)
+        parts.insert(0, loaded.embed(bos_id)[0].expand_as(parts[0]))
+    return torch.stack([p.to(loaded.device, loaded.dtype) for p in parts], 1)
+
+
+def _greedy(loaded, inputs_embeds: torch.Tensor, n: int) -> torch.Tensor:
+    """Greedy continuation of exactly n tokens [B, n] (EOS does not stop it)."""
+    mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=loaded.device)
+    pad = loaded.tokenizer.pad_token_id
+    pad = pad if pad is not None else loaded.tokenizer.eos_token_id
+    with torch.no_grad():
+        return loaded.model.generate(inputs_embeds=inputs_embeds, attention_mask=mask,
+                                     max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                     pad_token_id=pad)[:, -n:]
+
+
+def prompting(loaded, solutions: _Solutions, batch: int) -> pd.DataFrame:
+    """Greedy continuation of the prompt [bos] e m and how much of the text it reproduces.
+
+    The prompt's last position is also a position of the one-step input, so by causality its
+    output is the token the one-step decoding puts there (t_2 under `bos e m*`); the
+    continuation is aligned with the text from that token on. `token_overlap` counts every
+    generated token, `overlap_beyond_first` only those after it: what autoregressive reading
+    adds beyond the one position it shares with the one-step decoding.
+    """
+    out = []
+    for chunk, e, m, targets, arrangement in solutions.batches(batch):
+        decoder = Decoder(loaded, arrangement)
+        bos = decoder.arrangement.bos
+        _, first = decoder.arrangement.layout(targets.shape[1])
+        offset = max(0, (2 + int(bos)) - 1 - first)  # target index the prompt's last output meets
+        n = targets.shape[1] - offset
+        if n < 1:
+            continue
+        generated = _greedy(loaded, _embeds(loaded, bos, e, m), n).cpu()
+        same = (generated == targets[:, offset:]).float()
+        for k, (sid, tid) in enumerate(zip(chunk["solution_id"], chunk["text_id"])):
+            out.append({"solution_id": int(sid), "text_id": tid,
+                        "continuation": loaded.tokenizer.decode(generated[k].tolist()),
+                        "token_overlap": float(same[k].mean()),
+                        "first_token_match": bool(same[k, 0]),
+                        "overlap_beyond_first": float(same[k, 1:].mean()) if n > 1 else math.nan,
+                        "aligned_from": offset, "prompt": "bos e m" if bos else "e m"})
+    return pd.DataFrame(out, columns=["solution_id", "text_id", "continuation", "token_overlap",
+                                      "first_token_match", "overlap_beyond_first",
+                                      "aligned_from", "prompt"])
+
+
+# -- attention ------------------------------------------------------------------------------
+def attention(loaded, solutions: _Solutions, batch: int) -> pd.DataFrame:
+    """Mean attention share per layer that supervised query positions give to each slot."""
+    model, dev = loaded.model, loaded.device
+    before = model.config._attn_implementation
+    sums: dict[tuple[int, str], float] = {}
+    count = 0
+    try:
+        # Fused attention kernels do not return weights; eager only for this measurement.
+        model.set_attn_implementation("eager")
+        for _, e, m, targets, arrangement in solutions.batches(batch):
+            decoder = Decoder(loaded, arrangement)
+            x, first = decoder.inputs(e.to(dev), m.to(dev), targets.to(dev))
+            slots = torch.tensor(decoder.arrangement.layout(targets.shape[1])[0], device=dev)
+            with torch.no_grad():
+                maps = model(inputs_embeds=x, output_attentions=True).attentions
+            for layer, weights in enumerate(maps):
+                queries = weights[:, :, first:first + targets.shape[1]].float()  # [B, H, Q, L]
+                for name, mass in _slot_mass(queries, slots).items():
+                    sums[layer, name] = sums.get((layer, name), 0.0) + mass
+            count += len(e)
+    finally:
+        model.set_attn_implementation(before)
+    out = [{"layer": layer, "slot": name, "attention_mass": total / count}
+           for (layer, name), total in sorted(sums.items())]
+    return pd.DataFrame(out, columns=["layer", "slot", "attention_mass"])
+
+
+def _slot_mass(weights: torch.Tensor, slots: torch.Tensor) -> dict[str, float]:
+    """Per slot: attention weight on its keys, averaged over heads and queries, summed over B."""
+    return {name: float(weights[..., slots == slot].sum(-1).mean((1, 2)).sum())
+            for slot, name in SLOTS.items()}
+
+
+# -- throughput -----------------------------------------------------------------------------
+def _timed(run, repeats: int) -> tuple[float, object]:
+    """Median wall time of `run` after one warm-up call, and its last result."""
+    result = run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = run()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def throughput(loaded, solutions: _Solutions, mem: _Solutions, batch: int,
+               repeats: int) -> pd.DataFrame:
+    """Tokens reconstructed per second: one decoder pass vs greedy autoregressive decoding."""
+    out, dev = [], loaded.device
+    for _, e, m, targets, arrangement in solutions.batches(batch):
+        decoder = Decoder(loaded, arrangement)
+        e, m, on_device = e.to(dev), m.to(dev), targets.to(dev)
+        seconds, decoded = _timed(lambda: decoder(e, m, on_device), repeats)
+        out.append(_rate("one-step", targets, seconds, decoded.predicted.cpu(), None))
+        if not len(mem):  # no [mem] solutions: time generation from the text's first token
+            first = loaded.embed(on_device[:, 0])
+            prompt = _embeds(loaded, decoder.arrangement.bos, first)
+            n = targets.shape[1]
+            seconds, _ = _timed(lambda: _greedy(loaded, prompt, n), repeats)
+            # Generated from t_1, these tokens stand for t_2.. t_{N+1}; only the speed counts.
+            out.append(_rate("autoregressive", targets, seconds, None, "first token of the text"))
+    for _, e, _, targets, arrangement in mem.batches(batch):
+        decoder = Decoder(loaded, arrangement)
+        prompt = _embeds(loaded, decoder.arrangement.bos, e)  # the [mem] vector predicts t_1
+        n = targets.shape[1]
+        seconds, generated = _timed(lambda: _greedy(loaded, prompt, n), repeats)
+        out.append(_rate("mem", targets, seconds, generated.cpu(), None))
+    return pd.DataFrame(out, columns=["method", "length", "batch", "tokens", "seconds",
+                                      "tokens_per_second", "accuracy", "stand_in"])
+
+
+def _rate(method: str, targets: torch.Tensor, seconds: float, predicted, stand_in) -> dict:
+    tokens = targets.numel()
+    accuracy = float((predicted == targets).float().mean()) if predicted is not None else math.nan
+    return {"method": method, "length": int(targets.shape[1]), "batch": int(targets.shape[0]),
+            "tokens": int(tokens), "seconds": seconds, "tokens_per_second": tokens / seconds,
+            "accuracy": accuracy, "stand_in": stand_in}

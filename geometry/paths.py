@@ -1,0 +1,231 @@
+"""Where between two solutions do we evaluate? Paths through proto-token space.
+
+A path maps t in [0, 1] to blending weights over its control points (Bernstein weights, as in
+Garipov et al.'s mode-connectivity curves): `LinearPath(a, b)` is the degree-1 case and
+`BezierPath(a, c, b)` the quadratic one, (1-t)^2 a + 2t(1-t) c + t^2 b. A quadratic curve whose
+control is the midpoint is the straight segment, so a trained curve starts exactly as a line.
+
+Path coordinates are whatever the caller moves: `join(e, m, moved)` gives them ([e; m] for
+"e+m", e alone for "e" with m held fixed, m alone for "m") and `split` turns path points back
+into the (e, m) the decoder takes. A path says only WHERE to evaluate; `decode_path` asks the
+shared decoder WHAT the model emits there, for a whole grid of t in one batched call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .decoder import Decoded, Decoder
+
+MOVED = ("e", "m", "e+m")
+
+
+class Path:
+    """A polynomial curve in Bernstein form over control points [K, D] (endpoints first/last)."""
+
+    def __init__(self, *points: torch.Tensor):
+        if len(points) < 2:
+            raise ValueError(f"a path needs at least 2 points, got {len(points)}")
+        shapes = {tuple(p.shape) for p in points}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+            raise ValueError(f"path points must be 1-D vectors of one width, "
+                             f"got shapes {sorted(shapes)}")
+        # Detached copies: a path never aliases (or later changes) the caller's tensors.
+        self.controls = torch.stack([p.detach().float() for p in points]).clone()
+        self.trained_steps = 0
+
+    @property
+    def degree(self) -> int:
+        return len(self.controls) - 1
+
+    @property
+    def start(self) -> torch.Tensor:
+        return self.controls[0]
+
+    @property
+    def end(self) -> torch.Tensor:
+        return self.controls[-1]
+
+    def weights(self, t: torch.Tensor) -> torch.Tensor:
+        """Bernstein blending weights [T, K] at each t; rows sum to 1."""
+        return bernstein(torch.as_tensor(t, dtype=torch.float32), self.degree)
+
+    def points(self, t: torch.Tensor) -> torch.Tensor:
+        """Points on the path [T, D] at each t in [0, 1]; exactly the endpoints at 0 and 1."""
+        t = torch.as_tensor(t, dtype=torch.float32, device=self.controls.device)
+        out = self.weights(t) @ self.controls
+        # Bernstein weights are exact at 0 and 1 in theory; pin them so rounding cannot leak.
+        out = torch.where((t == 0)[:, None], self.start, out)
+        return torch.where((t == 1)[:, None], self.end, out)
+
+    def length(self, grid: int = 61) -> float:
+        """Curve length as the sum of segment norms between `grid` evenly spaced points."""
+        pts = self.points(torch.linspace(0, 1, grid))
+        return float((pts[1:] - pts[:-1]).norm(dim=1).sum())
+
+    def straight_length(self) -> float:
+        return float((self.end - self.start).norm())
+
+
+class LinearPath(Path):
+    """The straight segment from a to b."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor):
+        super().__init__(a, b)
+
+
+class BezierPath(Path):
+    """The quadratic Bezier curve from a to b with one control point."""
+
+    def __init__(self, a: torch.Tensor, control: torch.Tensor, b: torch.Tensor):
+        super().__init__(a, control, b)
+
+    @classmethod
+    def straight(cls, a: torch.Tensor, b: torch.Tensor) -> BezierPath:
+        """The curve whose control is the midpoint: the straight segment, as a Bezier curve."""
+        return cls(a, (a.detach() + b.detach()) / 2, b)
+
+    @property
+    def control(self) -> torch.Tensor:
+        return self.controls[1]
+
+
+def bernstein(t: torch.Tensor, degree: int) -> torch.Tensor:
+    """Bernstein basis of `degree` at each t: [T, degree + 1]."""
+    k = torch.arange(degree + 1, dtype=t.dtype, device=t.device)
+    binom = torch.tensor([math.comb(degree, int(i)) for i in k], dtype=t.dtype, device=t.device)
+    t = t[:, None]
+    return binom * t**k * (1 - t) ** (degree - k)
+
+
+def even_grid(points: int = 61) -> torch.Tensor:
+    """`points` evenly spaced t in [0, 1], both ends included (Garipov et al. use 61)."""
+    if points < 2:
+        raise ValueError(f"a grid needs at least 2 points (0 and 1), got {points}")
+    return torch.linspace(0, 1, points)
+
+
+# -- coordinates: which vectors a path moves ---------------------------------------------------
+def _check_moved(moved: str) -> None:
+    if moved not in MOVED:
+        raise ValueError(f"moved must be one of {', '.join(MOVED)}, not {moved!r}")
+
+
+def join(e: torch.Tensor, m: torch.Tensor, moved: str = "e+m") -> torch.Tensor:
+    """The path coordinates of a solution: [e; m], or the one vector that moves."""
+    _check_moved(moved)
+    if moved == "e+m":
+        return torch.cat([e, m], dim=-1)
+    return (e if moved == "e" else m).clone()
+
+
+def split(points: torch.Tensor, moved: str = "e+m",
+          fixed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(e, m) [T, d] for path points [T, D]; `fixed` is the vector that does not move."""
+    _check_moved(moved)
+    if moved == "e+m":
+        d = points.shape[-1] // 2
+        return points[..., :d], points[..., d:]
+    if fixed is None:
+        raise ValueError(f"a path that moves only {moved} needs the fixed vector")
+    fixed = fixed.to(points).expand_as(points)
+    return (points, fixed) if moved == "e" else (fixed, points)
+
+
+def decode_path(decoder: Decoder, path: Path, t: torch.Tensor, targets: torch.Tensor,
+                moved: str = "e+m", fixed: torch.Tensor | None = None) -> Decoded:
+    """Decode every point of `path` at `t` against one target [N] in one forward pass."""
+    e, m = split(path.points(t).to(decoder.loaded.device), moved, fixed)
+    targets = torch.as_tensor(targets, device=decoder.loaded.device).reshape(1, -1)
+    return decoder(e, m, targets.expand(len(e), -1))
+
+
+# -- training a curve ---------------------------------------------------------------------------
+def train_bezier(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: torch.Tensor,
+                 steps: int = 150, samples_per_step: int = 8, lr: float = 0.02, seed: int = 0,
+                 *, moved: str = "e+m", fixed: torch.Tensor | None = None,
+                 grid: int = 61) -> BezierPath:
+    """A quadratic curve from a to b whose control point minimises the reconstruction loss.
+
+    a, b: path coordinates [D] (see `join`); targets: [N] token ids; `fixed`: the vector held
+    still when `moved` is "e" or "m". Returns a new path; the caller's tensors are untouched.
+    """
+    fixed = None if fixed is None else fixed[None]
+    return train_beziers(decoder, a[None], b[None], torch.as_tensor(targets)[None], steps,
+                         samples_per_step, lr, seed, moved=moved, fixed=fixed, grid=grid)[0]
+
+
+def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: torch.Tensor,
+                  steps: int = 150, samples_per_step: int = 8, lr: float = 0.02, seed: int = 0,
+                  *, moved: str = "e+m", fixed: torch.Tensor | None = None,
+                  grid: int = 61) -> list[BezierPath]:
+    """Train P curves at once: a, b [P, D], targets [P, N], fixed [P, d] or None.
+
+    Each step samples `samples_per_step` t ~ U(0, 1) per curve and decodes all P x S points in
+    ONE decoder call (the Garipov recipe, with several t per step to cut the gradient noise).
+    Adam acts elementwise, so summing the curves' losses keeps their updates independent. A
+    curve whose mean grid loss ended above its straight start's is returned straight (with
+    `trained_steps` 0): stochastic t can overshoot, and a worse curve answers nothing.
+    """
+    _check_moved(moved)
+    for name, value in (("steps", steps), ("samples_per_step", samples_per_step)):
+        if value < 0 or (name == "samples_per_step" and value < 1):
+            raise ValueError(f"{name} must be positive, got {value}")
+    device = decoder.loaded.device
+    a, b = a.detach().float().to(device), b.detach().float().to(device)
+    targets = torch.as_tensor(targets, device=device)
+    fixed = None if fixed is None else fixed.detach().float().to(device)
+    control = ((a + b) / 2).clone().requires_grad_(True)
+    start_loss = _grid_loss(decoder, a, control.detach(), b, targets, moved, fixed, grid)
+    optimiser = torch.optim.Adam([control], lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    n_curves = len(a)
+    for _ in range(steps):
+        t = torch.rand(n_curves, samples_per_step, generator=generator).to(device)
+        loss = _sample_loss(decoder, a, control, b, targets, t, moved, fixed)
+        optimiser.zero_grad()
+        loss.sum().backward()
+        optimiser.step()
+    control = control.detach()
+    end_loss = _grid_loss(decoder, a, control, b, targets, moved, fixed, grid)
+    kept = end_loss <= start_loss
+    control = torch.where(kept[:, None], control, (a + b) / 2)
+    curves = []
+    for i in range(n_curves):
+        curve = BezierPath(a[i], control[i], b[i])
+        curve.trained_steps = steps if bool(kept[i]) else 0
+        curves.append(curve)
+    return curves
+
+
+def _curve_points(a, control, b, t: torch.Tensor) -> torch.Tensor:
+    """Points [P, S, D] of P quadratic curves at t [P, S], differentiable in `control`."""
+    w = bernstein(t.reshape(-1), 2).reshape(*t.shape, 3)
+    return w[..., :1] * a[:, None] + w[..., 1:2] * control[:, None] + w[..., 2:] * b[:, None]
+
+
+def _decode_many(decoder, points, targets, moved, fixed, grad: bool) -> torch.Tensor:
+    """Summed loss [P, S] of points [P, S, D], each curve against its own target row."""
+    n_curves, n_samples, width = points.shape
+    flat_fixed = None if fixed is None else fixed.repeat_interleave(n_samples, 0)
+    e, m = split(points.reshape(-1, width), moved, flat_fixed)
+    out = decoder(e, m, targets.repeat_interleave(n_samples, 0), grad=grad)
+    return out.total_loss.reshape(n_curves, n_samples)
+
+
+def _sample_loss(decoder, a, control, b, targets, t, moved, fixed) -> torch.Tensor:
+    points = _curve_points(a, control, b, t)
+    return _decode_many(decoder, points, targets, moved, fixed, grad=True).mean(1)
+
+
+def _grid_loss(decoder, a, control, b, targets, moved, fixed, grid: int) -> torch.Tensor:
+    """Mean summed loss [P] over the evaluation grid, one curve per decoder call."""
+    t = even_grid(grid).to(a.device)
+    losses = []
+    for i in range(len(a)):
+        points = _curve_points(a[i:i + 1], control[i:i + 1], b[i:i + 1], t[None])
+        part = None if fixed is None else fixed[i:i + 1]
+        losses.append(_decode_many(decoder, points, targets[i:i + 1], moved, part, grad=False))
+    return torch.cat(losses).mean(1)
