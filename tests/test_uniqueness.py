@@ -1,0 +1,160 @@
+"""Uniqueness: pair distances, pair kinds, AUC summary, text-distance bins, seed protocol."""
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from protoscope.analysis import uniqueness as uq
+from protoscope.geometry.errors import ProtoscopeError
+from protoscope.geometry.store import RunStore
+from protoscope.geometry.texts import Text
+from tiny_run import LENGTH, SEEDS, single_thread, tiny_run
+
+
+def _text(text_id, context=None, words="alpha beta gamma"):
+    return Text(text_id, "generated" if context else "builtin", context, words, (1, 2, 3))
+
+
+def _rows(text_ids, share="none", arrangement="bos e m*", length=3, method="one-step"):
+    n = len(text_ids)
+    return pd.DataFrame({"solution_id": np.arange(n) + 10, "text_id": text_ids,
+                         "length": length, "arrangement": arrangement, "share": share,
+                         "method": method, "accuracy": 1.0})
+
+
+def test_distances_match_hand_computation():
+    texts = {"a": _text("a"), "b": _text("b", words="delta epsilon")}
+    e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
+    m = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, -1.0]])
+    pairs = uq.pair_table(_rows(["a", "b", "a"]), e, m, texts, semantic=False)
+    got = pairs.set_index(["vector", "solution_a", "solution_b"])
+    # e: (10, 11) orthogonal; (10, 12) parallel, 1 apart
+    assert got.loc[("e", 10, 11), "cosine_distance"] == pytest.approx(1.0)
+    assert got.loc[("e", 10, 11), "l2_distance"] == pytest.approx(math.sqrt(2))
+    assert got.loc[("e", 10, 12), "cosine_distance"] == pytest.approx(0.0, abs=1e-12)
+    assert got.loc[("e", 10, 12), "l2_distance"] == pytest.approx(1.0)
+    # m: (10, 12) opposite
+    assert got.loc[("m", 10, 12), "cosine_distance"] == pytest.approx(2.0)
+    # pair [1, 0, 0, 1] vs [0, 1, 0, 1]: cos = 1/2; vs [2, 0, 0, -1]: cos = 1/sqrt(10)
+    assert got.loc[("pair", 10, 11), "cosine_distance"] == pytest.approx(0.5)
+    assert got.loc[("pair", 10, 12), "cosine_distance"] == pytest.approx(1 - 1 / math.sqrt(10))
+    assert got.loc[("pair", 10, 12), "l2_distance"] == pytest.approx(math.sqrt(1 + 4))
+    assert len(pairs) == 3 * 3  # 3 pairs x 3 vectors
+    # same text: text distances exactly 0; disjoint words: TF-IDF distance 1
+    assert got.loc[("e", 10, 12), "tfidf_distance"] == 0.0
+    assert got.loc[("e", 10, 11), "tfidf_distance"] == pytest.approx(1.0)
+    assert pairs["semantic_distance"].isna().sum() == 6  # semantic off: NaN, except same text
+
+
+def test_pair_kinds_on_a_constructed_table():
+    texts = {"a": _text("a", "c0"), "b": _text("b", "c0"), "c": _text("c", "c1"),
+             "d": _text("d"), "f": _text("f")}
+    e = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    pairs = uq.pair_table(_rows(["a", "a", "b", "c", "d", "f"]), e, e.clone(), texts,
+                          semantic=False)
+    kinds = {(r.text_a, r.text_b): r.pair_kind for r in pairs.itertuples()}
+    assert kinds[("a", "a")] == "same_text"
+    assert kinds[("a", "b")] == "same_context"
+    assert kinds[("a", "c")] == "different_context"
+    assert kinds[("d", "f")] == "different_context"  # two null contexts are not one context
+    counts = pairs[pairs["vector"] == "e"]["pair_kind"].value_counts()
+    assert counts.to_dict() == {"different_context": 12, "same_context": 2, "same_text": 1}
+
+
+def test_shared_m_and_other_cohorts_are_left_out():
+    texts = {"a": _text("a"), "b": _text("b")}
+    e = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
+    rows = _rows(["a", "b", "a", "b"], share="m")
+    rows.loc[3, "length"] = 5  # a different cohort: never paired
+    rows.loc[2, "method"] = "mem"
+    pairs = uq.pair_table(rows, e, e.clone(), texts, semantic=False)
+    assert set(pairs["vector"]) == {"e", "pair"}
+    assert set(zip(pairs["solution_a"], pairs["solution_b"])) == {(10, 11)}
+
+
+def test_auc_is_one_when_separable_and_near_half_when_shuffled():
+    rng = np.random.default_rng(0)
+    near, far = rng.uniform(0.1, 0.4, 300), rng.uniform(0.5, 0.9, 300)
+    auc, p = uq.auc_test(near, far)
+    assert auc == 1.0 and p < 1e-50
+    assert uq.auc_test(far, near)[0] == 0.0
+    mixed = rng.permutation(np.concatenate([near, far]))
+    auc, p = uq.auc_test(mixed[:300], mixed[300:])
+    assert abs(auc - 0.5) < 0.08 and p > 0.01
+    assert all(math.isnan(x) for x in uq.auc_test([], far))
+
+
+def test_summary_reads_pair_kinds():
+    rng = np.random.default_rng(1)
+    kinds = ["same_text"] * 20 + ["same_context"] * 30 + ["different_context"] * 50
+    base = {"same_text": 0.2, "same_context": 0.6, "different_context": 0.8}
+    pairs = pd.DataFrame({"vector": "e", "pair_kind": kinds,
+                          "cosine_distance": [base[k] + rng.uniform(0, 0.1) for k in kinds]})
+    summary = uq.summarize(pairs).set_index("comparison")
+    assert summary.loc["same_text<different_text", "auc"] == 1.0
+    assert summary.loc["same_context<different_context", "auc"] == 1.0
+    assert summary.loc["same_text<different_text", ["n_a", "n_b"]].tolist() == [20, 80]
+
+
+def test_bins_compare_kinds_within_text_distance_quantiles():
+    rng = np.random.default_rng(2)
+    n = 400
+    kind = np.where(rng.random(n) < 0.5, "same_context", "different_context")
+    tfidf = rng.uniform(0, 1, n)
+    cos = tfidf * 0.5 + np.where(kind == "same_context", 0.1, 0.3)
+    pairs = pd.DataFrame({"vector": "pair", "pair_kind": kind, "tfidf_distance": tfidf,
+                          "semantic_distance": np.nan, "cosine_distance": cos})
+    bins = uq.bin_medians(pairs, n_bins=4)
+    assert set(bins["text_distance"]) == {"tfidf"}  # all-NaN semantic: no bins
+    assert bins.groupby("pair_kind")["n"].sum().sum() == n
+    assert sorted(set(bins["bin_low"])) == pytest.approx(np.quantile(tfidf, [0, .25, .5, .75]))
+    wide = bins.pivot(index="bin_low", columns="pair_kind", values="median_cosine_distance")
+    assert (wide["same_context"] < wide["different_context"]).all()
+
+
+def test_protocol_seeds():
+    texts = [_text("a", "c0"), _text("b", "c0"), _text("c", "c1"), _text("d", "c0"), _text("e")]
+    assert uq.protocol_seeds(texts, 10) == {"a": 10, "b": 1, "c": 10, "d": 1, "e": 10}
+    with pytest.raises(ProtoscopeError):
+        uq.protocol_seeds(texts, 0)
+
+
+def test_semantic_failure_gives_nan_and_a_warning(monkeypatch, caplog):
+    def broken(path):
+        raise OSError("no model here")
+
+    monkeypatch.setattr(uq, "_sentence_model", broken)
+    with caplog.at_level(logging.WARNING):
+        assert uq.semantic_distances(["a b", "c d"]) is None
+    assert "semantic text distance unavailable" in caplog.text
+
+
+def test_semantic_distance_with_minilm():
+    d = uq.semantic_distances(["The cat sat on the mat.", "A cat was sitting on the mat.",
+                               "Quarterly revenue fell by four percent."])
+    assert d is not None and d.shape == (3, 3)
+    assert d[0, 1] < d[0, 2] and abs(d[0, 0]) < 1e-5
+
+
+def test_analyze_on_the_tiny_run():
+    path, loaded = tiny_run()
+    with single_thread():
+        tables = uq.analyze(RunStore.open(path), loaded, semantic=False, n_bins=2)
+    pairs = tables["uniqueness"]
+    n = 3 * SEEDS
+    assert len(pairs) == 3 * n * (n - 1) // 2
+    per_kind = pairs[pairs["vector"] == "e"]["pair_kind"].value_counts().to_dict()
+    assert per_kind == {"same_text": 3 * SEEDS * (SEEDS - 1) // 2, "same_context": SEEDS ** 2,
+                        "different_context": 2 * SEEDS ** 2}
+    assert (pairs["tfidf_distance"].between(0, 1)).all()
+    assert list(tables["uniqueness_summary"].columns) == uq.SUMMARY_COLUMNS
+    assert len(tables["uniqueness_summary"]) == 6
+    assert set(tables["uniqueness_bins"]["text_distance"]) == {"tfidf"}
+    # distances are on the fitted prefix: two 6-token prefixes share "the old ... to the"
+    t0_t1 = pairs[(pairs["text_a"] != pairs["text_b"]) & pairs["pair_kind"].eq("same_context")]
+    assert t0_t1["tfidf_distance"].iloc[0] < 1.0
+    assert LENGTH == 6
