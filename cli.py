@@ -7,6 +7,8 @@ finished solution and resumes when the same command runs again.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 if __package__ in (None, ""):  # `python cli.py ...` runs the installed package's CLI
@@ -97,10 +99,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Keep library chatter off stderr, where a failed command must leave exactly one line.
+
+    Transformers draws a "Loading weights" bar for every model load and warns when a text is
+    longer than the tokenizer's nominal maximum (protoscope checks lengths against the model's
+    context itself and says so in one line). Our own fit progress bar is unaffected; --debug
+    keeps everything.
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers loads
+    logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
+    if "transformers" in sys.modules:  # already imported (main() called in-process)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
+        if not args.debug:
+            _quiet_libraries()
         from . import commands
 
         return getattr(commands, args.command)(args) or 0

@@ -12,6 +12,7 @@ import sys
 import time
 
 from .analysis.run import run_analyses
+from .geometry.models import resolve_device
 from .geometry.recipes import resolve_recipe
 from .geometry.runs import RunConfig, done_keys, fit_into, prepare_run, problems_for
 from .geometry.store import RunStore
@@ -29,6 +30,7 @@ def run_demo(out: str = "runs/demo", device: str = "cpu", quiet: bool = False) -
     from .reports.compare import build_compare
     from .reports.report import build_report
 
+    resolve_device(device)  # a bad --device fails before a progress line is printed
     started, timings = time.perf_counter(), {}
     config = RunConfig(texts=DEMO_TEXTS, seeds=DEMO_SEEDS, lengths=(DEMO_LENGTH,),
                        recipe=resolve_recipe("default", max_steps=600), generate_tokens=48)

@@ -227,6 +227,9 @@ class _Batch:
             "group": [slot] * k,
             "e_row": [e0 + (i if own_e else 0) for i in range(k)],
             "m_row": [m0 + (i if own_m else 0) for i in range(k)],
+            # Unknown until a finite evaluation is snapshot: a problem that fails on its first
+            # step must not report a perfect loss of 0.
+            "snap_loss": [math.nan] * k,
         }
         for c, t in self.p.items():
             vals = new.get(c, [0] * k)

@@ -23,7 +23,7 @@ from .fitting import SHARES, FittedGroup, Fitter, Problem
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .recipes import Recipe
 from .store import RunStore
-from .texts import Text, load_texts
+from .texts import Text, load_texts, parse_text_spec, read_text_file
 
 DEFAULT_ARRANGEMENT = "bos e m*"
 """Measured on the default model (README, arrangement table): plain `e m*` stalls at position 0."""
@@ -84,8 +84,10 @@ def versions() -> dict:
 def prepare_run(out, config: RunConfig, device: str = "cpu", overwrite: bool = False,
                 loaded: LoadedModel | None = None) -> tuple[RunStore, LoadedModel, list[Text]]:
     """Load the model, then resume the store at `out` or create it with freshly loaded texts."""
-    loaded = loaded or load_model(config.model, device=device, dtype=config.dtype)
     store = RunStore(out)
+    if overwrite or not (store.path / "manifest.json").exists():
+        check_text_spec(config.texts)
+    loaded = loaded or load_model(config.model, device=device, dtype=config.dtype)
     if (store.path / "manifest.json").exists() and not overwrite:
         store = RunStore.open(out)
         check_same_run(store, config, loaded)
@@ -128,6 +130,17 @@ def load_text_mix(config: RunConfig, loaded: LoadedModel) -> list[Text]:
     if len(set(ids)) != len(ids):
         raise ProtoscopeError(f"text spec {config.texts!r} names some texts twice")
     return texts
+
+
+def check_text_spec(spec: str) -> None:
+    """A bad spec, or a text file that is missing, empty, not UTF-8 or bad JSONL, fails here,
+    before a model load that can take seconds (or minutes, converting the default model)."""
+    for part in spec.split("+"):  # the mix grammar of load_text_mix
+        if part.strip().partition(":")[0] == "builtin":
+            continue  # builtin or builtin:K, whose count load_text_mix checks
+        source, params = parse_text_spec(part)
+        if source == "file":
+            read_text_file(params["path"])
 
 
 def check_same_run(store: RunStore, config: RunConfig, loaded: LoadedModel) -> None:

@@ -101,9 +101,14 @@ class RunStore:
     @property
     def manifest(self) -> dict:
         if self._manifest is None:
-            self._manifest = _read(self.path / MANIFEST, lambda p: json.loads(p.read_text()))
-            if not isinstance(self._manifest, dict):
+            manifest = _read(self.path / MANIFEST, lambda p: json.loads(p.read_text()))
+            if not isinstance(manifest, dict):
                 raise StoreError(f"{self.path / MANIFEST} is damaged: not a JSON object")
+            # Callers read these as objects; a wrong type would end in a traceback, not a line.
+            for key in ("model", "config", "analyses"):
+                if key in manifest and not isinstance(manifest[key], dict):
+                    raise StoreError(f"{self.path / MANIFEST} is damaged: {key!r} is not a JSON object")
+            self._manifest = manifest
         return self._manifest
 
     def update_manifest(self, **fields) -> None:
@@ -204,8 +209,14 @@ def _read(path: pathlib.Path, parse):
     try:
         return parse(path)
     except (OSError, ValueError, KeyError, TypeError, SafetensorError, UnicodeDecodeError) as err:
-        raise StoreError(f"{path} is damaged: {type(err).__name__}: {str(err)[:120]}") from None
+        raise StoreError(f"{path} is damaged: {type(err).__name__}: {_first_sentence(err)}") from None
     except Exception as err:  # pyarrow raises its own error types for a damaged parquet file
         if type(err).__module__.startswith("pyarrow"):
-            raise StoreError(f"{path} is damaged: {str(err)[:120]}") from None
+            raise StoreError(f"{path} is damaged: {_first_sentence(err)}") from None
         raise
+
+
+def _first_sentence(err: Exception, limit: int = 160) -> str:
+    """The first line and sentence of an error: pyarrow's go on with advice over several."""
+    text = (str(err).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
+    return text[:limit]
