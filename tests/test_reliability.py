@@ -373,8 +373,8 @@ def test_fit_killed_mid_run_resumes_and_keeps_every_stored_solution(ns, tmp_path
     after, e_after, m_after = keyed(RunStore.open(out))
     assert not after.duplicated(KEY).any()
     assert set(map(tuple, after[KEY].itertuples(index=False))) == expected
-    kept_rows = after["solution_id"].isin(before["solution_id"]).to_numpy()
-    pd.testing.assert_frame_equal(after[kept_rows].reset_index(drop=True), before)
+    kept_rows = torch.as_tensor(after["solution_id"].isin(before["solution_id"]).to_numpy(copy=True))
+    pd.testing.assert_frame_equal(after[kept_rows.numpy()].reset_index(drop=True), before)
     assert torch.equal(e_after[kept_rows], e_before) and torch.equal(m_after[kept_rows], m_before)
     assert RunStore.open(out).manifest["status"] == "complete"
     assert f"{len(expected)} solutions in {out}" in stdout
