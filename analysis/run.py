@@ -10,7 +10,7 @@ import importlib
 import sys
 import time
 
-from ..geometry.errors import ProtoscopeError
+from ..geometry.errors import ProtoscopeError, StoreError
 from ..geometry.models import load_model
 from ..geometry.runs import now
 from ..geometry.store import RunStore
@@ -40,7 +40,10 @@ def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = 
         return timings
     if loaded is None:
         manifest = store.manifest
-        loaded = load_model(manifest["config"]["model"], device=device, dtype=manifest.get("dtype", "float32"))
+        model = manifest.get("config", {}).get("model")
+        if not model:
+            raise StoreError(f"{store.path / 'manifest.json'} names no model in its config")
+        loaded = load_model(model, device=device, dtype=manifest.get("dtype", "float32"))
     for name in todo:
         started = time.perf_counter()
         module = importlib.import_module(f"{__package__}.{name}")

@@ -383,7 +383,9 @@ class _Batch:
         for name, bad_rows in (("e", bad_e), ("m", bad_m)):  # a non-finite shared vector
             for row in torch.nonzero(bad_rows).flatten().tolist():
                 slot = int(getattr(self, f"{name}_group")[row])
-                self._reinit(name, row, self.problems[self._first_member(slot)], 1, self.keys[slot])
+                first = self._first_member(slot)
+                restart = int(p["restarts"][first]) + 1  # a fresh draw each time it goes bad
+                self._reinit(name, row, self.problems[first], restart, self.keys[slot])
 
     def _reinit(self, name: str, row: int, prob: Problem, restart: int, shared_key=None) -> None:
         table = getattr(self, name.upper())

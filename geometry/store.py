@@ -47,6 +47,7 @@ def atomic_write(path: pathlib.Path, write: Callable[[pathlib.Path], None]) -> N
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # some writers create 0600 files; every store file reads alike
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -124,6 +125,8 @@ class RunStore:
             lock.acquire(timeout=wait)
         except Timeout:
             raise StoreError(f"{self.path} is in use by another protoscope process") from None
+        for stale in self.path.glob(".*.tmp-*"):  # left by a writer killed mid-write
+            stale.unlink(missing_ok=True)
         try:
             yield
         finally:
