@@ -1,5 +1,7 @@
 """Shared fixtures: tiny random models of two families and the `--device` option."""
 import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 from protoscope.geometry.models import resolve_device, tiny_model
 
@@ -34,3 +36,17 @@ def fit_llama(device):
     for proto-token fitting to converge in tens of steps; with the default 0.02 the random
     model's logits barely move and no short target is ever reconstructed."""
     return tiny_model("llama", seed=0, device=device, initializer_range=0.3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread_for_tiny_models(request):
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine two
+    threads made one tiny step ~20x slower; tests on the real default model keep them all."""
+    if "integration" in request.keywords:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
