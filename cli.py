@@ -40,9 +40,11 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
 
 
-def _fit_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--texts", default="builtin",
-                   help="builtin | random:COUNT | generated:CONTEXTS:PER_CONTEXT | FILE.txt | FILE.jsonl")
+def _fit_options(p: argparse.ArgumentParser, texts: bool = True) -> None:
+    if texts:
+        p.add_argument("--texts", default="builtin",
+                       help="builtin | random:COUNT | generated:CONTEXTS:PER_CONTEXT | FILE.txt | "
+                            "FILE.jsonl; join several with '+'")
     p.add_argument("--seeds", type=int, default=2, help="solutions per text (default 2)")
     p.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
     _model_options(p)
@@ -58,6 +60,7 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", default=None, help="constant | cosine: override the recipe's schedule")
     p.add_argument("--batch-size", type=int, default=None, help="problems per batch (default: by length)")
     p.add_argument("--text-seed", type=int, default=0, help="seed for random and generated texts")
+    p.add_argument("--generate-tokens", type=int, default=128, help="tokens per generated text (default 128)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -76,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--method", default="one-step", help="one-step (default) | mem | both")
     cap.add_argument("--no-warm-start", action="store_true", help="start every length from a fresh init")
     _fit_options(cap)
+
+    exp = sub.add_parser("experiment", help="the paper's non-uniqueness protocol at a chosen scale")
+    exp.add_argument("name", help="uniqueness: C contexts x K generated continuations, one "
+                                  "solution each, --seeds solutions for the first of each context")
+    exp.add_argument("--contexts", type=int, default=5, help="contexts C (default 5, at most 10)")
+    exp.add_argument("--per-context", type=int, default=4, help="continuations K per context (default 4)")
+    exp.add_argument("--length", type=int, default=16, help="target prefix length N (default 16)")
+    _fit_options(exp, texts=False)
 
     ana = sub.add_parser("analyze", help="run the analyses on a run directory")
     ana.add_argument("run")

@@ -27,6 +27,7 @@ def _config(args, **fields):
     return RunConfig(model=args.model, texts=args.texts, seeds=args.seeds,
                      arrangement=args.arrangement or DEFAULT_ARRANGEMENT, share=args.share,
                      group_size=args.group_size, recipe=_recipe(args), text_seed=args.text_seed,
+                     generate_tokens=args.generate_tokens,
                      dtype=args.dtype, **fields)
 
 
@@ -62,13 +63,35 @@ def _check_positive(**values) -> None:
 
 
 def fit(args) -> int:
+    _check_positive(length=args.length, seeds=args.seeds, batch_size=args.batch_size)
+    _fit_run(args, _config(args, lengths=(args.length,)))
+    return 0
+
+
+def experiment(args) -> int:
+    if args.name != "uniqueness":
+        raise ProtoscopeError(f"unknown experiment {args.name!r}: allowed is uniqueness")
+    _check_positive(contexts=args.contexts, per_context=args.per_context, length=args.length,
+                    seeds=args.seeds, batch_size=args.batch_size)
+    args.texts = f"generated:{args.contexts}:{args.per_context}"
+    store = _fit_run(args, _config(args, lengths=(args.length,), protocol="first-of-context"))
+    from .analysis.run import run_analyses
+
+    with _locked(args.out):
+        run_analyses(store, only=["uniqueness"], device=args.device, quiet=args.quiet)
+    summary = store.analysis("uniqueness_summary")
+    print(summary.to_string(index=False))
+    return 0
+
+
+def _fit_run(args, config):
+    """Fit (or resume) every problem of a one-length run and print its summary."""
     from .geometry.runs import done_keys, fit_into, prepare_run, problems_for
 
-    _check_positive(length=args.length, seeds=args.seeds, batch_size=args.batch_size)
-    config = _config(args, lengths=(args.length,))
     with _locked(args.out):
         store, loaded, texts = prepare_run(args.out, config, device=args.device, overwrite=args.overwrite)
-        problems = problems_for(texts, config, args.length, done=done_keys(store, config.arrangement))
+        length = config.lengths[0]
+        problems = problems_for(texts, config, length, done=done_keys(store, config.arrangement))
         bar = Progress(len(problems), args.quiet)
         try:
             fit_into(store, loaded, problems, config, batch_size=args.batch_size,
@@ -77,7 +100,7 @@ def fit(args) -> int:
             bar.close()
         store.update_manifest(status="complete")
     _print_fit_summary(store.solutions(), args.out)
-    return 0
+    return store
 
 
 def capacity(args) -> int:

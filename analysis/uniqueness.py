@@ -9,14 +9,13 @@ cohort (same arrangement and length), on e, on m (where m is the solution's own)
 
 Text distances are taken on the part of each text that was fitted (its first `length` tokens,
 decoded), since that is all the vectors encode; TF-IDF is fitted on those prefixes.
-`protocol_seeds` gives the paper's seed protocol for a same-context experiment.
+The paper's seed protocol for a same-context experiment is `geometry.runs.protocol_seeds`.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -56,22 +55,6 @@ def analyze(store, loaded=None, *, semantic: bool = True, n_bins: int = 5,
     pairs = pair_table(rows, e, m, texts, loaded, semantic, semantic_model)
     return {"uniqueness": pairs, "uniqueness_summary": summarize(pairs),
             "uniqueness_bins": bin_medians(pairs, n_bins)}
-
-
-def protocol_seeds(texts: Iterable, seeds_for_first: int) -> dict[str, int]:
-    """The paper's protocol: per context, `seeds_for_first` seeds for its first text, 1 for the rest.
-
-    A text without a context_id is its own context (so it gets `seeds_for_first`): same-text
-    pairs need several seeds, and texts of a context need only one each to be compared.
-    """
-    if int(seeds_for_first) < 1:
-        raise ProtoscopeError(f"seeds_for_first must be at least 1, got {seeds_for_first}")
-    seen, out = set(), {}
-    for t in texts:
-        context = ("context", t.context_id) if t.context_id is not None else ("text", t.text_id)
-        out[t.text_id] = 1 if context in seen else int(seeds_for_first)
-        seen.add(context)
-    return out
 
 
 def pair_kind(text_a: str, text_b: str, context_a: str | None, context_b: str | None) -> str:

@@ -29,6 +29,9 @@ DEFAULT_ARRANGEMENT = "bos e m*"
 """Measured on the default model (README, arrangement table): plain `e m*` stalls at position 0."""
 
 
+PROTOCOLS = ("all", "first-of-context")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that decides a run's results; saved in the manifest and checked on resume."""
@@ -48,7 +51,7 @@ class RunConfig:
     kind: str = "fit"  # fit | capacity
     warm_start: bool = True
     methods: tuple[str, ...] = ("one-step",)
-    seeds_per_text: dict | None = None  # text_id -> seeds, overriding `seeds` (paper protocols)
+    protocol: str = "all"  # all: `seeds` per text; first-of-context: see protocol_seeds
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -60,6 +63,8 @@ class RunConfig:
         if self.group_size < 0:
             raise ProtoscopeError(f"--group-size must be >= 0, got {self.group_size}")
         parse_arrangement(self.arrangement)
+        if self.protocol not in PROTOCOLS:
+            raise ProtoscopeError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -174,14 +179,28 @@ def problems_for(texts: Sequence[Text], config: RunConfig, length: int,
                  done: set | None = None) -> list[Problem]:
     """One problem per (text, seed) at `length`, grouped for sharing; stored ones skipped."""
     size = config.group_size or len(texts)
+    seeds_of = (protocol_seeds(texts, config.seeds) if config.protocol == "first-of-context"
+                else {t.text_id: config.seeds for t in texts})
     problems = []
     for index, text in enumerate(texts):
-        seeds = (config.seeds_per_text or {}).get(text.text_id, config.seeds)
+        seeds = seeds_of[text.text_id]
         for seed in range(seeds):
             if done and (text.text_id, seed, length) in done:
                 continue
             problems.append(Problem(text.text_id, seed, text.prefix(length), group=index // size))
     return problems
+
+
+def protocol_seeds(texts: Sequence[Text], seeds_for_first: int) -> dict[str, int]:
+    """The paper's non-uniqueness protocol: per context, `seeds_for_first` seeds for its first
+    text and one for each other text (same-text pairs need several seeds; texts of a context
+    need one each to be compared). A text without a context_id is its own context."""
+    seen, out = set(), {}
+    for t in texts:
+        context = ("context", t.context_id) if t.context_id is not None else ("text", t.text_id)
+        out[t.text_id] = 1 if context in seen else int(seeds_for_first)
+        seen.add(context)
+    return out
 
 
 def done_keys(store: RunStore, arrangement: str) -> set:

@@ -5,7 +5,7 @@ from protoscope.cli import build_parser, main
 from protoscope.geometry.models import tiny_model
 from protoscope.geometry.store import RunStore
 
-COMMANDS = ["fit", "capacity", "analyze", "report", "compare", "demo"]
+COMMANDS = ["fit", "capacity", "experiment", "analyze", "report", "compare", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -50,3 +50,26 @@ def test_capacity_climbs_until_two_failures(model_folder, tmp_path, capsys):
     assert list(table["length"])[:2] == [2, 4] and table["reconstructed"].iloc[0]
     assert 64 not in set(table["length"])  # too long for the text, or climbing stopped
     assert "capacity" in capsys.readouterr().out
+
+
+def test_protocol_seeds_first_of_context():
+    from protoscope.geometry.runs import protocol_seeds
+    from protoscope.geometry.texts import Text
+
+    texts = [Text(i, "generated", c, "x", (1,)) for i, c in
+             [("a", "c0"), ("b", "c0"), ("c", "c1"), ("d", "c0")]] + [Text("e", "file", None, "x", (1,))]
+    assert protocol_seeds(texts, 10) == {"a": 10, "b": 1, "c": 10, "d": 1, "e": 10}
+
+
+def test_experiment_uniqueness_builds_the_paper_protocol(model_folder, tmp_path, capsys):
+    out = tmp_path / "exp"
+    args = ["experiment", "uniqueness", "--model", str(model_folder), "--contexts", "2",
+            "--per-context", "2", "--seeds", "2", "--length", "4", "--max-steps", "30",
+            "--lr", "0.05", "--generate-tokens", "12", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    store = RunStore.open(out)
+    seeds = store.solutions().groupby("text_id")["seed"].count().to_dict()
+    assert seeds == {"gen-c00-k00": 2, "gen-c00-k01": 1, "gen-c01-k00": 2, "gen-c01-k01": 1}
+    kinds = set(store.analysis("uniqueness")["pair_kind"])
+    assert kinds == {"same_text", "same_context", "different_context"}
+    assert "same_context<different_context" in capsys.readouterr().out

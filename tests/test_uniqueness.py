@@ -116,13 +116,6 @@ def test_bins_compare_kinds_within_text_distance_quantiles():
     assert (wide["same_context"] < wide["different_context"]).all()
 
 
-def test_protocol_seeds():
-    texts = [_text("a", "c0"), _text("b", "c0"), _text("c", "c1"), _text("d", "c0"), _text("e")]
-    assert uq.protocol_seeds(texts, 10) == {"a": 10, "b": 1, "c": 10, "d": 1, "e": 10}
-    with pytest.raises(ProtoscopeError):
-        uq.protocol_seeds(texts, 0)
-
-
 def test_semantic_failure_gives_nan_and_a_warning(monkeypatch, caplog):
     def broken(path):
         raise OSError("no model here")
