@@ -38,10 +38,17 @@ SLOTS = {SLOT_BOS: "bos", SLOT_E: "e", SLOT_M: "m"}
 
 
 def analyze(store, loaded, *, max_folds: int = 5, seed: int = 0, batch: int = 64,
+            throughput_batches: tuple[int, ...] = (1, 64),
             repeats: int = 3) -> dict[str, pd.DataFrame]:
-    """The information, probes, prompting, attention and throughput tables of a run."""
-    if max_folds < 2 or batch < 1 or repeats < 1:
-        raise ValueError("need max_folds >= 2, batch >= 1 and repeats >= 1")
+    """The information, probes, prompting, attention and throughput tables of a run.
+
+    `batch` bounds how many solutions go through the model at once; throughput is timed at
+    each size in `throughput_batches` (1: latency, where generation pays N sequential steps;
+    larger: a batch that amortises them), `repeats` times after a warm-up.
+    """
+    if max_folds < 2 or batch < 1 or repeats < 1 or min(throughput_batches, default=0) < 1:
+        raise ValueError("need max_folds >= 2, batch >= 1, repeats >= 1 and throughput "
+                         "batch sizes >= 1")
     rows, e, m = store.solution_vectors()
     texts = {t.text_id: t for t in store.texts()}
     one_step = (rows["method"] == "one-step").to_numpy()
@@ -52,7 +59,7 @@ def analyze(store, loaded, *, max_folds: int = 5, seed: int = 0, batch: int = 64
         "probes": probes(solutions, max_folds, seed),
         "prompting": prompting(loaded, solutions, batch),
         "attention": attention(loaded, solutions, batch),
-        "throughput": throughput(loaded, solutions, mem, batch, repeats),
+        "throughput": throughput(loaded, solutions, mem, throughput_batches, repeats),
     }
 
 
@@ -65,10 +72,11 @@ class _Solutions:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def batches(self, batch: int):
-        """(rows, e, m, targets [B, N], arrangement) per chunk of one length and arrangement."""
+    def batches(self, batch: int, first_only: bool = False):
+        """(rows, e, m, targets [B, N], arrangement) per chunk of one length and arrangement
+        (only the first chunk of each with `first_only`)."""
         for (arrangement, n), group in self.rows.groupby(["arrangement", "length"], sort=True):
-            for start in range(0, len(group), batch):
+            for start in range(0, batch if first_only else len(group), batch):
                 chunk = group.iloc[start:start + batch]
                 index = torch.tensor(chunk.index.to_numpy())
                 ids = [self.texts[t].token_ids[: int(n)] for t in chunk["text_id"]]
@@ -244,11 +252,21 @@ def _timed(run, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def throughput(loaded, solutions: _Solutions, mem: _Solutions, batch: int,
+def throughput(loaded, solutions: _Solutions, mem: _Solutions, batches: tuple[int, ...],
                repeats: int) -> pd.DataFrame:
-    """Tokens reconstructed per second: one decoder pass vs greedy autoregressive decoding."""
+    """Tokens reconstructed per second: one decoder pass vs greedy autoregressive decoding,
+    on the first solutions of each length at each batch size."""
+    out = []
+    for size in batches:
+        out += _throughput_at(loaded, solutions, mem, size, repeats)
+    return pd.DataFrame(out, columns=["method", "length", "batch", "tokens", "seconds",
+                                      "tokens_per_second", "accuracy", "stand_in"])
+
+
+def _throughput_at(loaded, solutions: _Solutions, mem: _Solutions, size: int,
+                   repeats: int) -> list[dict]:
     out, dev = [], loaded.device
-    for _, e, m, targets, arrangement in solutions.batches(batch):
+    for _, e, m, targets, arrangement in solutions.batches(size, first_only=True):
         decoder = Decoder(loaded, arrangement)
         e, m, on_device = e.to(dev), m.to(dev), targets.to(dev)
         seconds, decoded = _timed(lambda: decoder(e, m, on_device), repeats)
@@ -260,14 +278,13 @@ def throughput(loaded, solutions: _Solutions, mem: _Solutions, batch: int,
             seconds, _ = _timed(lambda: _greedy(loaded, prompt, n), repeats)
             # Generated from t_1, these tokens stand for t_2.. t_{N+1}; only the speed counts.
             out.append(_rate("autoregressive", targets, seconds, None, "first token of the text"))
-    for _, e, _, targets, arrangement in mem.batches(batch):
+    for _, e, _, targets, arrangement in mem.batches(size, first_only=True):
         decoder = Decoder(loaded, arrangement)
         prompt = _embeds(loaded, decoder.arrangement.bos, e)  # the [mem] vector predicts t_1
         n = targets.shape[1]
         seconds, generated = _timed(lambda: _greedy(loaded, prompt, n), repeats)
         out.append(_rate("mem", targets, seconds, generated.cpu(), None))
-    return pd.DataFrame(out, columns=["method", "length", "batch", "tokens", "seconds",
-                                      "tokens_per_second", "accuracy", "stand_in"])
+    return out
 
 
 def _rate(method: str, targets: torch.Tensor, seconds: float, predicted, stand_in) -> dict:

@@ -170,9 +170,9 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
     `trained_steps` 0): stochastic t can overshoot, and a worse curve answers nothing.
     """
     _check_moved(moved)
-    for name, value in (("steps", steps), ("samples_per_step", samples_per_step)):
-        if value < 0 or (name == "samples_per_step" and value < 1):
-            raise ValueError(f"{name} must be positive, got {value}")
+    if steps < 0 or samples_per_step < 1:
+        raise ValueError(f"need steps >= 0 and samples_per_step >= 1, got {steps} and "
+                         f"{samples_per_step}")
     device = decoder.loaded.device
     a, b = a.detach().float().to(device), b.detach().float().to(device)
     targets = torch.as_tensor(targets, device=device)
