@@ -18,10 +18,10 @@ from .geometry.runs import RunConfig, done_keys, fit_into, prepare_run, problems
 from .geometry.store import RunStore
 
 DEMO_TEXTS = "builtin:2+generated:1:2+random:1"
-DEMO_LENGTH, DEMO_SEEDS = 12, 3
+DEMO_LENGTH, DEMO_SEEDS = 8, 3
 DEMO_OPTIONS = {
-    "connectivity": {"max_pairs": 2, "bezier_steps": 80, "cross_text_pairs": 2},
-    "neighbourhoods": {"directions": 3},
+    "connectivity": {"max_pairs": 1, "bezier_steps": 60, "cross_text_pairs": 1},
+    "neighbourhoods": {"directions": 3, "adversarial_steps": 3},
 }
 
 
@@ -33,7 +33,7 @@ def run_demo(out: str = "runs/demo", device: str = "cpu", quiet: bool = False) -
     resolve_device(device)  # a bad --device fails before a progress line is printed
     started, timings = time.perf_counter(), {}
     config = RunConfig(texts=DEMO_TEXTS, seeds=DEMO_SEEDS, lengths=(DEMO_LENGTH,),
-                       recipe=resolve_recipe("default", max_steps=600), generate_tokens=48)
+                       recipe=resolve_recipe("default", max_steps=400), generate_tokens=48)
     say = (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     with RunStore(out).lock():
         say(f"[1/4] fitting {DEMO_SEEDS} seeds x texts '{DEMO_TEXTS}' at {DEMO_LENGTH} tokens into {out}")
