@@ -28,8 +28,16 @@ def _pair_groups(frame: pd.DataFrame):
         return
     same = frame["same_text"].astype(bool)
     for label, mask in (("same text", same), ("different texts", ~same)):
-        if mask.any():
-            yield label, frame[mask]
+        part = frame[mask]
+        if part.empty:
+            continue
+        # A different-text pair is scored against each of its texts: one line per target, or
+        # the two curves of a pair would join into one zigzag.
+        if "target" in part.columns and part["target"].nunique() > 1:
+            for target, sub in part.groupby(part["target"].astype(str)):
+                yield f"{label}, scored on text {target}", sub
+        else:
+            yield label, part
 
 
 def path_accuracy(connectivity: pd.DataFrame | None, path: str = "linear") -> go.Figure:
