@@ -38,13 +38,11 @@ def fit_llama(device):
     return tiny_model("llama", seed=0, device=device, initializer_range=0.3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread_for_tiny_models(request):
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine two
-    threads made one tiny step ~20x slower; tests on the real default model keep them all."""
-    if "integration" in request.keywords:
-        yield
-        return
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tests run torch on one thread: tiny models gain nothing from a second one, and on a
+    shared 2-core machine two threads made one tiny step ~20x slower. Session-wide, so
+    module-scoped fixtures that fit small runs are covered too."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     with threadpool_limits(1):

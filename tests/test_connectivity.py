@@ -5,7 +5,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from protoscope.analysis import connectivity
 from protoscope.geometry.store import RunStore
@@ -24,14 +23,6 @@ COLUMNS = {  # docs/tables.md
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny problems gain nothing from a second thread and lose a lot on shared cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from protoscope.analysis import information
 from protoscope.analysis.probes import probe
@@ -15,14 +14,6 @@ from protoscope.geometry.store import RunStore
 from tiny_run import LENGTH, SEEDS, TEXTS, tiny_run
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny problems gain nothing from a second thread and lose a lot on shared cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
 
 
 def _clusters(seed=0, classes=3, per_class=20, d=16, spread=4.0):

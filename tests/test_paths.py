@@ -3,7 +3,6 @@ a trained curve that is never worse than the straight segment it starts from."""
 
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from protoscope.geometry.decoder import Decoder
 from protoscope.geometry.paths import (BezierPath, LinearPath, bernstein, decode_path, even_grid,
@@ -13,14 +12,6 @@ from protoscope.geometry.store import RunStore
 from tiny_run import ARRANGEMENT, tiny_run
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny problems gain nothing from a second thread and lose a lot on shared cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
 
 
 def _points(d=7, seed=0):

@@ -11,7 +11,6 @@ machine); the script entry, the lock and the kill run the real command line in s
 from __future__ import annotations
 
 import ast
-import contextlib
 import importlib.util
 import json
 import math
@@ -28,6 +27,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tiny_run import single_thread
 from protoscope.cli import main
 from protoscope.geometry.decoder import Decoder
 from protoscope.geometry.fitting import Fitter, Problem
@@ -42,17 +42,6 @@ KEY = ["text_id", "seed", "length"]
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-@contextlib.contextmanager
-def single_thread():
-    """A tiny model gains nothing from threads; on a shared machine two cost ~20x per step."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def save_model(folder: pathlib.Path, seed: int) -> pathlib.Path:
