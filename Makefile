@@ -33,5 +33,14 @@ test: setup browser
 test-fast: setup
 	$(PY) -m pytest -q -m "not integration and not browser"
 
+# Benchmarks (bench/README.md): convergence and speed, written to bench/results/<name>.json.
+# bench-quick takes under 15 minutes on an otherwise idle 2-core machine; bench takes hours.
+# BENCH_ARGS passes options, e.g. BENCH_ARGS="--threads 1" on a machine shared with other jobs.
+bench-quick: setup
+	$(PY) -m protoscope.bench.run --quick $(BENCH_ARGS)
+
+bench: setup
+	$(PY) -m protoscope.bench.run --full $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,66 @@
+"""Which values should the default recipe have? Median steps and success rate of alternatives.
+
+The default recipe's values were a first guess (Adam lr 0.02, betas 0.9/0.9, init at the
+embedding scale, patience 150, 8 restarts, constant rate). Each alternative changes one or two
+of them and fits the same problems (4 built-in texts x 2 seeds, 16 tokens, `bos e m*`) with
+the default's budget; a problem that does not converge counts as the budget.
+
+Note on `cosine`: the engine's cosine decays over `max_steps` of each vector's own clock, and
+that clock restarts with the vector, so with a 2000-step budget and restarts every 150 steps
+or so the rate hardly decays (lr x 0.99 after 150 steps): `cosine` mostly measures that.
+
+    python -m protoscope.bench.recipe_search
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import common
+from .convergence import job
+
+VARIANTS = {
+    "default": {},
+    "lr_0.01": {"lr": 0.01},
+    "lr_0.05": {"lr": 0.05},
+    "patience_80": {"patience": 80},
+    "cosine": {"schedule": "cosine"},
+    "lr_0.05_patience_80": {"lr": 0.05, "patience": 80},
+}
+
+
+def search(variants: dict = VARIANTS, n_texts: int = 4, seeds: int = 2, length: int = 16,
+           cap: int | None = None, workers: int | None = None) -> dict:
+    jobs = [(job, dict(label=label, recipe_name="default", arrangement="bos e m*",
+                       n_texts=n_texts, seeds=seeds, length=length, cap=cap, overrides=over))
+            for label, over in variants.items()]
+    return {r["label"]: r for r in common.run_jobs(jobs, workers)}
+
+
+def rows_for_table(results: dict) -> list[dict]:
+    return [{"variant": k, "changes": ", ".join(f"{a}={b}" for a, b in VARIANTS.get(k, {}).items()) or "-",
+             "budget": v["budget"], "median_steps": v["median_steps"], "success": v["success_rate"],
+             "mean_acc": v["mean_accuracy"],
+             "steps": " ".join(str(r["steps"]) if r["converged"] else "-" for r in v["rows"])}
+            for k, v in results.items()]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--texts", type=int, default=4)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--length", type=int, default=16)
+    ap.add_argument("--cap", type=int, default=None)
+    ap.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    args = ap.parse_args(argv)
+    variants = {k: v for k, v in VARIANTS.items() if not args.only or k in args.only}
+    results = search(variants, args.texts, args.seeds, args.length, args.cap)
+    print(common.table(rows_for_table(results),
+                       ["variant", "changes", "budget", "median_steps", "success", "mean_acc", "steps"]))
+    common.write_result("recipes", {"command": common.command_line(), "machine": common.machine(),
+                                    "texts": args.texts, "seeds": args.seeds, "length": args.length,
+                                    "arrangement": "bos e m*", "variants": results})
+
+
+if __name__ == "__main__":
+    main()
