@@ -36,9 +36,10 @@ def model(name: str = DEFAULT_MODEL):
     return load_model(name)
 
 
-def texts(spec: str = "builtin", count: int = 4, with_nll: bool = False, **kwargs) -> list:
-    """The first `count` texts of a spec; NLL only when a benchmark reports H_LM."""
-    return load_texts(spec, model(), with_nll=with_nll, **kwargs)[:count]
+def texts(spec: str = "builtin", count: int = 4, offset: int = 0, with_nll: bool = False,
+          **kwargs) -> list:
+    """`count` texts of a spec from position `offset` (held-out checks use other texts)."""
+    return load_texts(spec, model(), with_nll=with_nll, **kwargs)[offset:offset + count]
 
 
 def problems(chosen: Sequence, seeds: int, length: int) -> list[Problem]:

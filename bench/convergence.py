@@ -26,12 +26,12 @@ COMPARED = (
 
 
 def job(label: str, recipe_name: str, arrangement: str, n_texts: int, seeds: int,
-        length: int, cap: int | None, overrides: dict | None = None) -> dict:
+        length: int, cap: int | None, overrides: dict | None = None, text_offset: int = 0) -> dict:
     """Fit one configuration on the shared problem list; per-problem rows and a summary."""
     base = common.recipe(recipe_name, **(overrides or {}))
     budget = min(base.max_steps, cap) if cap else base.max_steps
     rec = common.recipe(recipe_name, **{**(overrides or {}), "max_steps": budget})
-    chosen = common.problems(common.texts(count=n_texts), seeds, length)
+    chosen = common.problems(common.texts(count=n_texts, offset=text_offset), seeds, length)
     with common.Clock() as clock:
         solutions = common.fit(arrangement, rec, chosen, label=label)
     rows = [common.outcome(s, budget) for s in solutions]

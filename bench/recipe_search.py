@@ -30,9 +30,10 @@ VARIANTS = {
 
 
 def search(variants: dict = VARIANTS, n_texts: int = 4, seeds: int = 2, length: int = 16,
-           cap: int | None = None, workers: int | None = None) -> dict:
+           cap: int | None = None, workers: int | None = None, text_offset: int = 0) -> dict:
     jobs = [(job, dict(label=label, recipe_name="default", arrangement="bos e m*",
-                       n_texts=n_texts, seeds=seeds, length=length, cap=cap, overrides=over))
+                       n_texts=n_texts, seeds=seeds, length=length, cap=cap, overrides=over,
+                       text_offset=text_offset))
             for label, over in variants.items()]
     return {r["label"]: r for r in common.run_jobs(jobs, workers)}
 
@@ -52,13 +53,18 @@ def main(argv=None) -> None:
     ap.add_argument("--length", type=int, default=16)
     ap.add_argument("--cap", type=int, default=None)
     ap.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    ap.add_argument("--text-offset", type=int, default=0,
+                    help="skip this many built-in texts (a held-out check of a first search)")
+    ap.add_argument("--name", default="recipes")
     args = ap.parse_args(argv)
     variants = {k: v for k, v in VARIANTS.items() if not args.only or k in args.only}
-    results = search(variants, args.texts, args.seeds, args.length, args.cap)
+    results = search(variants, args.texts, args.seeds, args.length, args.cap,
+                     text_offset=args.text_offset)
     print(common.table(rows_for_table(results),
                        ["variant", "changes", "budget", "median_steps", "success", "mean_acc", "steps"]))
-    common.write_result("recipes", {"command": common.command_line(), "machine": common.machine(),
-                                    "texts": args.texts, "seeds": args.seeds, "length": args.length,
+    common.write_result(args.name, {"command": common.command_line(), "machine": common.machine(),
+                                    "texts": args.texts, "text_offset": args.text_offset,
+                                    "seeds": args.seeds, "length": args.length,
                                     "arrangement": "bos e m*", "variants": results})
 
 

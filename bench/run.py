@@ -107,12 +107,26 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def idle_estimate(cpu_timed: float, conv: dict, result: dict) -> float:
+    """Seconds this run would take with the machine to itself, from CPU time (shared machines
+    stretch the wall time). Timed part: its CPU time over the threads (an overestimate when
+    the machine was loaded, since threads waiting for a descheduled partner spin). Then the
+    convergence jobs, single-threaded: the longest job or their total over the cores,
+    whichever is longer; the memory probes and any extras: their CPU time over the cores."""
+    cores = os.cpu_count() or 1
+    jobs = [c["cpu_seconds"] for c in conv.values()]
+    rest = result["cpu_seconds_total"] - cpu_timed - sum(jobs)
+    return cpu_timed / torch.get_num_threads() + max(max(jobs), sum(jobs) / cores) + rest / cores
+
+
 def run(s: dict, extras: bool = False) -> dict:
     started, cpu0 = time.perf_counter(), cpu_seconds()
     result = {"command": common.command_line(), "settings": s, "machine": common.machine()}
     with common.Clock() as clock:
         timed = timed_part(s)
     result["seconds_timed_part"] = clock.wall
+    result["load_average_after_timed_part"] = os.getloadavg()
+    cpu_timed = cpu_seconds() - cpu0
     # Memory probes only measure memory, so they share the machine with the convergence
     # workers, using the core that idles while the last convergence job finishes its stragglers.
     with ThreadPoolExecutor(1) as background:
@@ -125,10 +139,8 @@ def run(s: dict, extras: bool = False) -> dict:
     if extras:
         result["extras"] = full_extras(s["extras"])
     result["seconds_total"] = time.perf_counter() - started
-    # On a shared machine the wall time overstates the run; CPU time over the cores is what
-    # it would take with both cores to itself (a lower bound: it assumes none ever idles).
     result["cpu_seconds_total"] = cpu_seconds() - cpu0
-    result["idle_machine_minutes_estimate"] = result["cpu_seconds_total"] / (os.cpu_count() or 1) / 60
+    result["idle_machine_minutes_estimate"] = idle_estimate(cpu_timed, conv, result) / 60
     result["targets"] = {k: {"goal": f"{op} {v}", "met": _met(result[k], op, v)} for k, (op, v) in TARGETS.items()}
     result["targets"]["success_rate_default_at_least_paper"] = {
         "goal": ">= success_rate_paper",
