@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.protoscope-installed
 
-.PHONY: setup demo test test-fast bench bench-quick browser clean
+.PHONY: setup demo demo-screenshot test test-fast bench bench-quick browser clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ browser:
 
 demo: setup
 	$(VENV)/bin/protoscope demo
+
+# The README's screenshot: a demo run's pages checked in Chromium, then docs/report-demo.png.
+demo-screenshot: setup browser
+	test -f runs/demo/report.html || $(VENV)/bin/protoscope demo --out runs/demo
+	PROTOSCOPE_DEMO_RUN=runs/demo $(PY) -m pytest -q tests/test_demo_pages.py
 
 test: setup browser
 	$(PY) -m pytest -q

@@ -18,27 +18,31 @@ from .geometry.runs import RunConfig, done_keys, fit_into, prepare_run, problems
 from .geometry.store import RunStore
 
 DEMO_TEXTS = "builtin:2+generated:1:2+random:1"
-DEMO_LENGTH, DEMO_SEEDS = 8, 3
+DEMO_LENGTH, DEMO_SEEDS, DEMO_MAX_STEPS = 8, 3, 400
 DEMO_OPTIONS = {
     "connectivity": {"max_pairs": 1, "bezier_steps": 60, "cross_text_pairs": 1},
     "neighbourhoods": {"directions": 3, "adversarial_steps": 3},
 }
 
 
-def run_demo(out: str = "runs/demo", device: str = "cpu", quiet: bool = False) -> dict:
+def run_demo(out: str = "runs/demo", device: str = "cpu", quiet: bool = False, *,
+             texts: str = DEMO_TEXTS, length: int = DEMO_LENGTH, seeds: int = DEMO_SEEDS,
+             max_steps: int = DEMO_MAX_STEPS, options: dict = DEMO_OPTIONS) -> dict:
+    """Fit, analyse, report; returns seconds per stage (also kept in the run's manifest).
+    The keyword sizes exist for tests; `protoscope demo` uses the measured defaults."""
     from .commands import Progress
     from .reports.compare import build_compare
     from .reports.report import build_report
 
     resolve_device(device)  # a bad --device fails before a progress line is printed
     started, timings = time.perf_counter(), {}
-    config = RunConfig(texts=DEMO_TEXTS, seeds=DEMO_SEEDS, lengths=(DEMO_LENGTH,),
-                       recipe=resolve_recipe("default", max_steps=400), generate_tokens=48)
+    config = RunConfig(texts=texts, seeds=seeds, lengths=(length,),
+                       recipe=resolve_recipe("default", max_steps=max_steps), generate_tokens=48)
     say = (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     with RunStore(out).lock():
-        say(f"[1/4] fitting {DEMO_SEEDS} seeds x texts '{DEMO_TEXTS}' at {DEMO_LENGTH} tokens into {out}")
-        store, loaded, texts = prepare_run(out, config, device=device)
-        problems = problems_for(texts, config, DEMO_LENGTH, done=done_keys(store, config.arrangement))
+        say(f"[1/4] fitting {seeds} seeds x texts '{texts}' at {length} tokens into {out}")
+        store, loaded, chosen = prepare_run(out, config, device=device)
+        problems = problems_for(chosen, config, length, done=done_keys(store, config.arrangement))
         bar = Progress(len(problems), quiet)
         try:
             fit_into(store, loaded, problems, config, progress=bar.on_group, on_step=bar.on_step)
@@ -48,16 +52,21 @@ def run_demo(out: str = "runs/demo", device: str = "cpu", quiet: bool = False) -
         timings["fit"] = time.perf_counter() - started
         say("[2/4] analyses")
         timings.update({f"analysis:{k}": v for k, v in run_analyses(
-            store, loaded=loaded, quiet=quiet, options=DEMO_OPTIONS).items()})
+            store, loaded=loaded, quiet=quiet, options=options).items()})
     say("[3/4] report")
     t0 = time.perf_counter()
     report = build_report(out)
     say("[4/4] compare page")
-    compare = build_compare(out, texts[0].text_id)
+    compare = build_compare(out, chosen[0].text_id)
     timings["pages"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
+    timings = {k: round(v, 1) for k, v in timings.items()}
+    with store.lock():
+        store.update_manifest(demo_seconds=timings)
     rows = store.solutions()
     print(f"{len(rows)} solutions, {int(rows['converged'].sum())} converged; "
           f"total {timings['total']:.0f} s")
+    print("seconds: " + ", ".join(f"{k.removeprefix('analysis:')} {v:.0f}"
+                                  for k, v in timings.items() if k != "total"))
     print(f"report:  {report}\ncompare: {compare}")
     return timings
