@@ -68,8 +68,11 @@ def main(argv=None) -> None:
     ap.add_argument("--budget", type=int, default=300)
     ap.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS))
     ap.add_argument("--only", nargs="*", help="arrangement specs to run (default: all six)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="worker processes, one thread each (default: one per core)")
     args = ap.parse_args(argv)
-    rows = measure(args.only or ARRANGEMENTS, args.texts, args.seeds, args.lengths, args.budget)
+    rows = measure(args.only or ARRANGEMENTS, args.texts, args.seeds, args.lengths, args.budget,
+                   args.workers)
     columns = ["arrangement"] + [f"N={n}" for n in args.lengths]
     print("mean accuracy")
     print(common.table(wide(rows), columns))

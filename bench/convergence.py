@@ -70,7 +70,11 @@ def headline(by_label: dict) -> dict:
     if "paper_e_m" in by_label:
         q = by_label["paper_e_m"]
         out.update(median_steps_paper_e_m=q["median_steps"], success_rate_paper_e_m=q["success_rate"],
-                   budget_paper_e_m=q["budget"])
+                   budget_paper_e_m=q["budget"],
+                   # The paper's method as published (its recipe AND its plain `e m*` layout). A
+                   # lower bound when its budget is the smaller one: failures count as that budget.
+                   steps_ratio_paper_as_published_over_default=q["median_steps"] / d["median_steps"],
+                   steps_ratio_paper_as_published_is_lower_bound=q["budget"] < d["budget"])
     return out
 
 
