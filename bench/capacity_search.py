@@ -86,6 +86,9 @@ def main(argv=None) -> None:
         result = by_source(args.texts, args.seeds, args.max_length, args.budget)
         for source, r in result.items():
             print(source, r["capacity"])
+    common.write_result(f"capacity_{args.what}", {
+        "command": common.command_line(), "machine": common.machine(), "texts": args.texts,
+        "seeds": args.seeds, "max_length": args.max_length, "budget": args.budget, **result})
 
 
 if __name__ == "__main__":
