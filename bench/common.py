@@ -150,7 +150,11 @@ def _plain(x):
 
 
 def command_line() -> str:
-    return " ".join([Path(sys.executable).name, "-m", *sys.argv]) if sys.argv else ""
+    """The command that reproduces this run, as `python -m protoscope.bench.NAME ARGS`."""
+    if not sys.argv:
+        return ""
+    module = f"protoscope.bench.{Path(sys.argv[0]).stem}"
+    return " ".join(["python", "-m", module, *sys.argv[1:]])
 
 
 def table(rows: Sequence[dict], columns: Sequence[str]) -> str:
