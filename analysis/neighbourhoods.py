@@ -17,6 +17,7 @@ Decoder, many perturbed copies per call.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -293,7 +294,9 @@ def map_table(rows: pd.DataFrame, e, m, sources: dict, *, umap: bool = True, see
 
             reducer = umap_learn.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1),
                                       metric="cosine", random_state=seed)
-            coords["umap"] = reducer.fit_transform(x)
+            with warnings.catch_warnings():  # a seeded UMAP always says it runs one job
+                warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+                coords["umap"] = reducer.fit_transform(x)
         frames += [ids.assign(method=method, x=xy[:, 0], y=xy[:, 1]) for method, xy in coords.items()]
     columns = ["solution_id", "text_id", "source", "vector", "method", "x", "y"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else _empty(columns)
