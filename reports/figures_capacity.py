@@ -105,12 +105,16 @@ def capacity_by_source(capacity: pd.DataFrame | None) -> go.Figure:
     return fig
 
 
-def hlm_vs_capacity(information: pd.DataFrame | None) -> go.Figure:
-    """H_LM of the longest reconstructed prefix against that capacity, one colour per source."""
+def hlm_vs_capacity(information: pd.DataFrame | None,
+                    capacity: pd.DataFrame | None = None) -> go.Figure:
+    """H_LM of the longest reconstructed prefix against that capacity, one colour per source:
+    from the information table, else from a capacity search's own rows (one-step method)."""
     title = "Information held (H_LM) vs capacity"
     rows = usable(information, ["text_id", "capacity", "h_lm_bits"])
     if rows is None:
-        return no_data(title, "No information analysis in this run.")
+        rows = _hlm_at_capacity(capacity)
+    if rows is None:
+        return no_data(title, "No information analysis or capacity search in this run.")
     fig = base_figure(title, "capacity (tokens)", "H_LM of the reconstructed prefix (bits)")
     for i, (source, group) in enumerate(_groups(rows, "source")):
         fig.add_trace(go.Scatter(
@@ -120,6 +124,20 @@ def hlm_vs_capacity(information: pd.DataFrame | None) -> go.Figure:
             hovertemplate="text %{customdata}<br>capacity %{x}<br>H_LM %{y:.1f} bits"
                           "<extra></extra>"))
     return fig
+
+
+def _hlm_at_capacity(capacity: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Per text, the longest one-step prefix reconstructed in a capacity search and its H_LM."""
+    rows = usable(capacity, ["text_id", "length", "reconstructed", "h_lm_bits"])
+    if rows is None:
+        return None
+    held = rows[rows["reconstructed"].astype(bool)]
+    if "method" in held.columns:
+        held = held[held["method"].astype(str) == "one-step"]
+    if held.empty:
+        return None
+    best = held.sort_values("length").groupby("text_id", as_index=False).last()
+    return best.rename(columns={"length": "capacity"})
 
 
 def one_step_vs_mem(capacity: pd.DataFrame | None) -> go.Figure:

@@ -110,7 +110,7 @@ def overview(store) -> Section:
 def capacity(store) -> Section:
     table, information_table = store.analysis("capacity"), store.analysis("information")
     blocks = [cap.capacity_curves(table), cap.capacity_by_source(table),
-              cap.hlm_vs_capacity(information_table), cap.one_step_vs_mem(table)]
+              cap.hlm_vs_capacity(information_table, table), cap.one_step_vs_mem(table)]
     return _section("capacity", "Capacity", blocks,
                     "No capacity search or information analysis in this run.")
 

@@ -221,3 +221,15 @@ def test_static_format_and_missing_browser(run, monkeypatch):
     monkeypatch.setenv("BROWSER_PATH", str(run / "no-such-browser"))
     with pytest.raises(ProtoscopeError, match="install it"):
         build_report(run, static="png")
+
+
+def test_hlm_vs_capacity_falls_back_to_the_capacity_search(store):
+    capacity = store.analysis("capacity")
+    fig = cap.hlm_vs_capacity(None, capacity)
+    points = {t: (x, y) for trace in fig.data for t, x, y in zip(trace.customdata, trace.x, trace.y)}
+    held = capacity[capacity["reconstructed"] & (capacity["method"] == "one-step")]
+    expected = held.sort_values("length").groupby("text_id").last()
+    assert len(points) == len(expected) > 0
+    for text_id, row in expected.iterrows():
+        assert points[html.escape(text_id)] == (row["length"], pytest.approx(row["h_lm_bits"]))
+    assert no_data_reason(cap.hlm_vs_capacity(None, None)) is not None
