@@ -25,7 +25,7 @@ SMALL = {"connectivity": {"max_pairs": 1, "bezier_steps": 10, "cross_text_pairs"
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
     timings = run_demo(str(out), quiet=True, texts="builtin:1+generated:1:1+random:1", length=4,
-                       seeds=2, max_steps=150, options=SMALL)
+                       seeds=2, max_steps=400, options=SMALL)
     return out, timings
 
 
@@ -35,7 +35,7 @@ def test_demo_fits_every_source_and_converges(demo):
     rows = store.solutions()
     assert len(rows) == 6
     assert {t.source for t in store.texts()} == {"builtin", "generated", "random"}
-    assert rows["converged"].sum() >= 5  # 4-token prefixes: the default recipe needs ~20 steps
+    assert rows["converged"].sum() >= 5  # 4-token prefixes: 16-176 steps with restarts (README capacity run)
 
 
 def test_demo_writes_every_analysis_and_both_pages(demo):
