@@ -149,6 +149,17 @@ def _plain(x):
     return str(x)
 
 
+def problem_arguments(parser, name: str):
+    """The options every convergence-style benchmark shares: which problems, what budget cap,
+    which result file."""
+    parser.add_argument("--texts", type=int, default=4, help="built-in texts (default 4)")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--length", type=int, default=16)
+    parser.add_argument("--cap", type=int, default=None, help="cap on every recipe's budget")
+    parser.add_argument("--name", default=name, help=f"result file name (default {name})")
+    return parser
+
+
 def command_line() -> str:
     """The command that reproduces this run, as `python -m protoscope.bench.NAME ARGS`."""
     if not sys.argv:

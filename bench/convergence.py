@@ -88,11 +88,7 @@ def rows_for_table(by_label: dict) -> list[dict]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--texts", type=int, default=4)
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--length", type=int, default=16)
-    ap.add_argument("--cap", type=int, default=None, help="cap on every recipe's budget")
-    ap.add_argument("--name", default="convergence")
+    common.problem_arguments(ap, "convergence")
     args = ap.parse_args(argv)
     by_label = compare(n_texts=args.texts, seeds=args.seeds, length=args.length, cap=args.cap)
     print(common.table(rows_for_table(by_label), ["config", "recipe", "arrangement", "budget",

@@ -57,14 +57,10 @@ def rows_for_table(results: dict) -> list[dict]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--texts", type=int, default=4)
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--length", type=int, default=16)
-    ap.add_argument("--cap", type=int, default=None)
+    common.problem_arguments(ap, "recipes")
     ap.add_argument("--only", nargs="*", help="variant names to run (default: all)")
     ap.add_argument("--text-offset", type=int, default=0,
                     help="skip this many built-in texts (a held-out check of a first search)")
-    ap.add_argument("--name", default="recipes")
     args = ap.parse_args(argv)
     variants = {k: v for k, v in VARIANTS.items() if not args.only or k in args.only}
     results = search(variants, args.texts, args.seeds, args.length, args.cap,

@@ -3,7 +3,7 @@
 `paper` is the recipe of Mezentsev & Oseledets (PAPER.md). `default` is the fastest reliable
 recipe measured on the default model (bench/recipe_search.py, results in bench/results/): vectors
 start at the scale of the model's real token embeddings, Adam at lr 0.05 (median 88.5 steps to
-exact on 8 problems at 16 tokens and 109 on 8 held-out ones, against 175 and ~177 at lr 0.02;
+exact on 8 problems at 16 tokens and 109 on 8 held-out ones, against 175 and 177 at lr 0.02;
 0.01, 0.03, 0.1, beta2 0.99 and a cosine schedule were no better), and a problem whose best
 accuracy has not improved for `patience` steps restarts from a new deterministic seed, because
 a stuck seed rarely recovers (FITTING-NOTES.md) while a fresh one usually converges within a
