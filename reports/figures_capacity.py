@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..geometry.capacity import capacity_per_text
 from .figures import base_figure, color, esc, lines_with_gaps, no_data, usable
 
 _METHOD_DASH = {"one-step": "solid", "mem": "dash"}
@@ -127,17 +128,14 @@ def hlm_vs_capacity(information: pd.DataFrame | None,
 
 
 def _hlm_at_capacity(capacity: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Per text, the longest one-step prefix reconstructed in a capacity search and its H_LM."""
-    rows = usable(capacity, ["text_id", "length", "reconstructed", "h_lm_bits"])
+    """Per text, the longest one-step prefix reconstructed in a capacity search and its H_LM
+    (geometry.capacity.capacity_per_text, the same rule the capacity command prints)."""
+    rows = usable(capacity, ["text_id", "source", "method", "length", "reconstructed", "h_lm_nats"])
     if rows is None:
         return None
-    held = rows[rows["reconstructed"].astype(bool)]
-    if "method" in held.columns:
-        held = held[held["method"].astype(str) == "one-step"]
-    if held.empty:
-        return None
-    best = held.sort_values("length").groupby("text_id", as_index=False).last()
-    return best.rename(columns={"length": "capacity"})
+    per_text = capacity_per_text(rows)
+    held = per_text[(per_text["method"].astype(str) == "one-step") & (per_text["capacity"] > 0)]
+    return held.assign(h_lm_bits=held["h_lm_nats"] / np.log(2)) if not held.empty else None
 
 
 def one_step_vs_mem(capacity: pd.DataFrame | None) -> go.Figure:
