@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -135,12 +136,62 @@ def _cpu_name() -> str:
 
 def write_result(name: str, data: dict) -> Path:
     """bench/results/<name>.json, written atomically so a killed run leaves the old file."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
+    _write_atomic(path, data)
+    return path
+
+
+class Checkpoint:
+    """The finished parts of a long run, kept in `<results>/<name>.partial.json` after each part,
+    so an interrupted run started again with the same settings resumes where it stopped and
+    loses nothing it finished. Each part's wall and CPU seconds (this process and its reaped
+    children) are kept with it; `path=None` keeps parts in memory only (smoke runs)."""
+
+    def __init__(self, path: Path | None, settings: dict):
+        self.path, self.settings = path, _json(settings)
+        self.parts: dict = {}
+        self.costs: dict = {}
+        if path is not None and path.exists():
+            saved = json.loads(path.read_text())
+            if saved.get("settings") == self.settings:
+                self.parts, self.costs = saved["parts"], saved["costs"]
+        self.reused = sorted(self.parts)
+
+    def part(self, key: str, compute: Callable[[], object]):
+        """`compute()`'s value, or the one a previous run with these settings kept (as JSON)."""
+        if key in self.parts:
+            print(f"{key}: kept from an interrupted run, not measured again", file=sys.stderr, flush=True)
+            return self.parts[key]
+        wall0, cpu0 = time.perf_counter(), _cpu_seconds()
+        value = _json(compute())
+        self.parts[key] = value
+        self.costs[key] = {"seconds": time.perf_counter() - wall0, "cpu_seconds": _cpu_seconds() - cpu0}
+        if self.path is not None:
+            _write_atomic(self.path, {"settings": self.settings, "parts": self.parts, "costs": self.costs})
+        return value
+
+    def finish(self) -> None:
+        """The whole run is written: the partial file has served."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _json(x):
+    """`x` as it reads back from JSON (tuples as lists, keys as strings): a resumed run and a
+    fresh one then hand the same values to the code after them."""
+    return json.loads(json.dumps(x, default=_plain))
+
+
+def _write_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
     os.replace(tmp, path)
-    return path
 
 
 def _plain(x):

@@ -4,8 +4,11 @@ Quick (under 15 minutes on an otherwise idle 2-core machine) answers, each measu
 how many fewer steps the default recipe needs than the paper's (same texts, lengths, seeds),
 how much batching gains in solutions per hour, what fraction of the machine's matmul peak the
 fitting loop reaches (and where the rest of the time goes), and how memory grows with batch
-size and length. Full adds uncapped budgets, the recipe search, the arrangement table, warm vs
+size and length. Full does the same at 32 tokens with the recipes' own budgets and adds warm vs
 cold capacity search, one-step vs autoregressive decoding and capacity by text source.
+
+Every finished part is kept in `bench/results/<name>.partial.json`; a run stopped part-way and
+started again with the same settings measures only what is left.
 
 Timed parts run first and alone, with every thread (or `--threads`); convergence jobs (whose
 step counts do not depend on timing) then run in single-thread worker processes side by side,
@@ -19,9 +22,10 @@ with the memory probes.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
-import resource
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -40,16 +44,19 @@ QUICK = {
     "profile_batch": 32, "profile_steps": 3,
     "memory_points": ((1, 16), (8, 16), (32, 16), (8, 64), (8, 128)), "memory_steps": 2,
 }
-FULL = {**QUICK, "name": "full", "caps": {}, "sweep_steps": 8, "speedup_steps": 20,
-        "memory_points": ((1, 16), (8, 16), (32, 16), (64, 16), (8, 64), (8, 128), (8, 256)),
+# The full run: convergence at 32 tokens with the recipes' own budgets (the paper's plain `e m*`,
+# which rarely converges, capped: its median is then a lower bound), the timed part and memory
+# at that length, and the issue's three additions. Sized to finish in about 1.5 hours on an
+# idle 2-core machine; the recipe search, the arrangement table and the LM-head layout have
+# their own commands (bench/README.md) and can be added here under "extras".
+FULL = {**QUICK, "name": "full", "length": 32,
+        "caps": {"paper_e_m": 1000},
+        "memory_points": ((1, 32), (8, 32), (32, 32), (8, 64), (8, 128), (8, 256)),
         "extras": {
-            "arrangements": {"n_texts": 4, "seeds": 2, "budget": 300},
-            "recipes": {"n_texts": 4, "seeds": 2, "length": 16},
             "decoding": {"lengths": (16, 64, 128), "batches": (1, 8)},
-            "head_layout": {"batches": (1, 8, 32), "steps": 4, "rounds": 3},
-            "capacity_warm": {"n_texts": 2, "seeds": 2, "max_length": 90, "budget": 1000},
+            "capacity_warm": {"n_texts": 2, "seeds": 1, "max_length": 45, "budget": 600},
             # A small budget: capacities are lower bounds, below what 5000 steps would find.
-            "capacity_sources": {"n_texts": 3, "seeds": 1, "max_length": 181, "budget": 500},
+            "capacity_sources": {"n_texts": 2, "seeds": 1, "max_length": 64, "budget": 500},
         }}
 # Every code path in seconds, for checking the scripts themselves (numbers mean nothing).
 SMOKE = {**QUICK, "name": "smoke", "texts": 1, "seeds": 2, "length": 4,
@@ -101,13 +108,7 @@ def headline(conv: dict, timed: dict, mem: list[dict]) -> dict:
     }
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (workers, memory probes)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def idle_estimate(cpu_timed: float, conv: dict, result: dict) -> float:
+def idle_estimate(costs: dict, conv: dict) -> float:
     """Seconds this run would take with the machine to itself, from CPU time (shared machines
     stretch the wall time). Timed part: its CPU time over the threads (an overestimate when
     the machine was loaded, since threads waiting for a descheduled partner spin). Then the
@@ -115,32 +116,35 @@ def idle_estimate(cpu_timed: float, conv: dict, result: dict) -> float:
     whichever is longer; the memory probes and any extras: their CPU time over the cores."""
     cores = os.cpu_count() or 1
     jobs = [c["cpu_seconds"] for c in conv.values()]
-    rest = result["cpu_seconds_total"] - cpu_timed - sum(jobs)
-    return cpu_timed / torch.get_num_threads() + max(max(jobs), sum(jobs) / cores) + rest / cores
+    rest = sum(c["cpu_seconds"] for k, c in costs.items() if k not in ("timed", "convergence"))
+    return (costs["timed"]["cpu_seconds"] / torch.get_num_threads()
+            + max(max(jobs), sum(jobs) / cores) + rest / cores)
 
 
-def run(s: dict, extras: bool = False) -> dict:
-    started, cpu0 = time.perf_counter(), cpu_seconds()
+def run(s: dict, checkpoint: common.Checkpoint) -> dict:
+    """Every part of a run, each kept by `checkpoint` as soon as it is finished."""
+    started = time.perf_counter()
     result = {"command": common.command_line(), "settings": s, "machine": common.machine()}
-    with common.Clock() as clock:
-        timed = timed_part(s)
-    result["seconds_timed_part"] = clock.wall
-    result["load_average_after_timed_part"] = os.getloadavg()
-    cpu_timed = cpu_seconds() - cpu0
+    timed = checkpoint.part("timed", lambda: {**timed_part(s), "load_average_after": os.getloadavg()})
     # Memory probes only measure memory, so they share the machine with the convergence
     # workers, using the core that idles while the last convergence job finishes its stragglers.
     with ThreadPoolExecutor(1) as background:
-        pending = background.submit(convergence.compare, n_texts=s["texts"], seeds=s["seeds"],
-                                    length=s["length"], caps=s["caps"])
-        mem = memory.measure(s["memory_points"], s["memory_steps"])
+        pending = background.submit(checkpoint.part, "convergence", lambda: convergence.compare(
+            n_texts=s["texts"], seeds=s["seeds"], length=s["length"], caps=s["caps"]))
+        mem = checkpoint.part("memory", lambda: memory.measure(s["memory_points"], s["memory_steps"]))
         conv = pending.result()
     result = {**headline(conv, timed, mem), **result,
               "convergence": conv, "throughput": timed, "memory": mem}
-    if extras:
-        result["extras"] = full_extras(s["extras"])
-    result["seconds_total"] = time.perf_counter() - started
-    result["cpu_seconds_total"] = cpu_seconds() - cpu0
-    result["idle_machine_minutes_estimate"] = idle_estimate(cpu_timed, conv, result) / 60
+    if s.get("extras"):
+        result["extras"] = {key: checkpoint.part(key, lambda key=key: EXTRAS[key](**kw))
+                            for key, kw in s["extras"].items()}
+    costs = checkpoint.costs
+    result["seconds_this_invocation"] = time.perf_counter() - started
+    result["parts_kept_from_an_interrupted_run"] = checkpoint.reused
+    result["part_seconds"] = costs
+    result["seconds_total"] = sum(c["seconds"] for k, c in costs.items() if k != "memory")  # memory overlaps
+    result["cpu_seconds_total"] = sum(c["cpu_seconds"] for c in costs.values())
+    result["idle_machine_minutes_estimate"] = idle_estimate(costs, conv) / 60
     result["targets"] = {k: {"goal": f"{op} {v}", "met": _met(result[k], op, v)} for k, (op, v) in TARGETS.items()}
     result["targets"]["success_rate_default_at_least_paper"] = {
         "goal": ">= success_rate_paper",
@@ -148,23 +152,37 @@ def run(s: dict, extras: bool = False) -> dict:
     return result
 
 
-def full_extras(x: dict) -> dict:
-    """The full run's additions (the arrangement table and recipe search in full as well)."""
-    from . import arrangements, capacity_search, decoding, head_layout, recipe_search
+def _arrangements(**kw) -> dict:
+    from . import arrangements
 
-    rows = arrangements.measure(**x["arrangements"])
-    recipes = recipe_search.search(**x["recipes"])
-    return {
-        "arrangements": {"settings": x["arrangements"], "mean_accuracy": arrangements.wide(rows),
-                         "exact_rate": arrangements.wide(rows, "exact_rate"), "rows": rows,
-                         "paper_table1_llama_3_2_1b": arrangements.PAPER_TABLE1},
-        "recipes": {"settings": x["recipes"], "table": recipe_search.rows_for_table(recipes),
-                    "variants": recipes},
-        "decoding": decoding.compare(**x["decoding"]),
-        "head_layout": head_layout.compare(**x["head_layout"]),
-        "capacity_warm_vs_cold": capacity_search.warm_vs_cold(**x["capacity_warm"]),
-        "capacity_by_source": capacity_search.by_source(**x["capacity_sources"]),
-    }
+    rows = arrangements.measure(**kw)
+    return {"settings": kw, "mean_accuracy": arrangements.wide(rows),
+            "exact_rate": arrangements.wide(rows, "exact_rate"), "rows": rows,
+            "paper_table1_llama_3_2_1b": arrangements.PAPER_TABLE1}
+
+
+def _recipes(**kw) -> dict:
+    from . import recipe_search
+
+    variants = recipe_search.search(**kw)
+    return {"settings": kw, "table": recipe_search.rows_for_table(variants), "variants": variants}
+
+
+def _lazy(module: str, function: str) -> Callable:
+    def call(**kw):
+        return getattr(importlib.import_module(f"protoscope.bench.{module}"), function)(**kw)
+    return call
+
+
+# What a run's "extras" may name: the full run's additions and the separately run benchmarks.
+EXTRAS = {
+    "decoding": _lazy("decoding", "compare"),
+    "capacity_warm": _lazy("capacity_search", "warm_vs_cold"),
+    "capacity_sources": _lazy("capacity_search", "by_source"),
+    "arrangements": _arrangements,
+    "recipes": _recipes,
+    "head_layout": _lazy("head_layout", "compare"),
+}
 
 
 def _met(value, op: str, goal: float) -> bool:
@@ -196,32 +214,48 @@ def report(r: dict) -> str:
               common.table(r["memory"], ["batch", "length", "rss_after_load_mb", "peak_rss_mb", "fitting_mb"])]
     if "extras" in r:
         lines += ["", *extras_report(r["extras"])]
+    kept = r["parts_kept_from_an_interrupted_run"]
     lines += ["", f"total {r['seconds_total'] / 60:.1f} min wall, {r['cpu_seconds_total'] / 60:.1f} "
               f"CPU-min (about {r['idle_machine_minutes_estimate']:.1f} min on an idle machine); "
               f"load average at start {r['machine']['load_average_at_start'][0]:.1f}, "
-              f"at end {os.getloadavg()[0]:.1f}"]
+              f"at end {os.getloadavg()[0]:.1f}"
+              + (f"; parts kept from an interrupted run: {', '.join(kept)}" if kept else "")]
     return "\n".join(lines)
 
 
 def extras_report(x: dict) -> list[str]:
-    arr = x["arrangements"]
-    cols = ["arrangement"] + [k for k in arr["mean_accuracy"][0] if k.startswith("N=")]
-    warm = x["capacity_warm_vs_cold"]
-    lines = ["arrangements (mean accuracy)", common.table(arr["mean_accuracy"], cols), "",
-             "recipe search", common.table(x["recipes"]["table"], ["variant", "changes", "budget",
-                                                                   "median_steps", "success", "mean_acc"]),
-             "", "decoding throughput (tokens/s)",
-             common.table(x["decoding"], ["batch", "length", "one_step_tokens_per_s",
-                                          "autoregressive_tokens_per_s", "ratio"]),
-             "", "LM head on a flattened input (bench/head_layout.py)",
-             common.table(x["head_layout"], ["batch", "seconds_per_step_as_is",
-                                             "seconds_per_step_flat_head", "speedup"]),
-             "", f"capacity search: warm start {warm['warm']['total_steps']} steps, cold "
-                 f"{warm['cold']['total_steps']} (saved {warm['steps_saved_fraction']:.0%}); "
-                 f"capacity warm {warm['warm']['capacity']} cold {warm['cold']['capacity']}"]
-    for source, res in x["capacity_by_source"].items():
-        lines.append(f"capacity {source} (budget {res['budget']} steps): {res['capacity']}")
-    return lines
+    """A table or a line for each extra the run measured, in the order they ran."""
+    lines: list[str] = []
+    for key, value in x.items():
+        lines += ["", *EXTRA_REPORTS[key](value)]
+    return lines[1:]
+
+
+def _warm_lines(w: dict) -> list[str]:
+    return [f"capacity search, warm vs cold start (grid {w['warm']['grid']}, budget "
+            f"{w['warm']['budget']} steps): warm {w['warm']['total_steps']} steps, cold "
+            f"{w['cold']['total_steps']} (saved {w['steps_saved_fraction']:.0%}); capacity warm "
+            f"{w['warm']['capacity']}, cold {w['cold']['capacity']}"]
+
+
+def _source_lines(by_source: dict) -> list[str]:
+    return [f"capacity {source} (budget {r['budget']} steps, grid up to {r['grid'][-1]}): "
+            f"{r['capacity']}, H_LM nats {({k: round(v) for k, v in r['h_lm_nats'].items()})}"
+            for source, r in by_source.items()]
+
+
+EXTRA_REPORTS = {
+    "decoding": lambda rows: ["decoding throughput (tokens/s)", common.table(
+        rows, ["batch", "length", "one_step_tokens_per_s", "autoregressive_tokens_per_s", "ratio"])],
+    "capacity_warm": _warm_lines,
+    "capacity_sources": _source_lines,
+    "arrangements": lambda a: ["arrangements (mean accuracy)", common.table(
+        a["mean_accuracy"], ["arrangement"] + [k for k in a["mean_accuracy"][0] if k.startswith("N=")])],
+    "recipes": lambda r: ["recipe search", common.table(
+        r["table"], ["variant", "changes", "budget", "median_steps", "success", "mean_acc"])],
+    "head_layout": lambda rows: ["LM head on a flattened input (bench/head_layout.py)", common.table(
+        rows, ["batch", "seconds_per_step_as_is", "seconds_per_step_flat_head", "speedup"])],
+}
 
 
 def main(argv=None) -> None:
@@ -237,11 +271,14 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = QUICK if args.quick else FULL if args.full else SMOKE
-    result = run(settings, extras=not args.quick)
+    partial = None if args.smoke else common.RESULTS / f"{settings['name']}.partial.json"
+    checkpoint = common.Checkpoint(partial, settings)
+    result = run(settings, checkpoint)
     result["printed_table"] = report(result).splitlines()  # the output, kept with the numbers
     print("\n".join(result["printed_table"]))
     if not args.smoke:  # smoke numbers mean nothing: never written over real results
         print(f"\nwritten: {common.write_result(settings['name'], result)}")
+        checkpoint.finish()
 
 
 if __name__ == "__main__":
