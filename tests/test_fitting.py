@@ -92,3 +92,12 @@ def test_arrangements_without_m_fit_too(fit_llama):
     for spec in ("e*", "mem"):
         (group,) = Fitter(Decoder(fit_llama, spec), recipe).fit(_problems(fit_llama, texts=1, seeds=1))
         assert group.solutions[0].steps == 5
+
+
+def test_cpu_batches_hold_about_512_target_tokens(fit_llama):
+    """The batch size the engine picks on CPU: the measured best tokens in flight
+    (bench/batch_size.py), never fewer than one problem, never more than 256."""
+    fitter = Fitter(Decoder(fit_llama, "bos e m*"), resolve_recipe("default"))
+    if fitter.device.type != "cpu":
+        return
+    assert [fitter.auto_batch_size(n) for n in (1, 16, 32, 64, 600)] == [256, 32, 16, 8, 1]
