@@ -61,6 +61,17 @@ def wide(rows: list[dict], key: str = "mean_accuracy") -> list[dict]:
     return list(out.values())
 
 
+def summary(rows: list[dict]) -> dict:
+    """The table both ways (mean accuracy, exact rate), the rows behind it and the paper's."""
+    return {"mean_accuracy": wide(rows), "exact_rate": wide(rows, "exact_rate"), "rows": rows,
+            "paper_table1_llama_3_2_1b": PAPER_TABLE1}
+
+
+def measured(**settings) -> dict:
+    """`measure(**settings)` with its summary: what a benchmark run keeps as one part."""
+    return {"settings": settings, **summary(measure(**settings))}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--texts", type=int, default=4)
@@ -81,9 +92,7 @@ def main(argv=None) -> None:
     common.write_result("arrangements", {
         "command": common.command_line(), "machine": common.machine(), "model": "smollm2-135m",
         "texts": f"first {args.texts} built-in", "seeds": args.seeds, "budget_steps": args.budget,
-        "recipe": common.recipe("default", max_steps=args.budget).to_dict(),
-        "mean_accuracy": wide(rows), "exact_rate": wide(rows, "exact_rate"), "rows": rows,
-        "paper_table1_llama_3_2_1b": PAPER_TABLE1})
+        "recipe": common.recipe("default", max_steps=args.budget).to_dict(), **summary(rows)})
 
 
 if __name__ == "__main__":

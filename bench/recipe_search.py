@@ -55,6 +55,12 @@ def rows_for_table(results: dict) -> list[dict]:
             for k, v in results.items()]
 
 
+def measured(**settings) -> dict:
+    """`search(**settings)` with its table: what a benchmark run keeps as one part."""
+    variants = search(**settings)
+    return {"settings": settings, "table": rows_for_table(variants), "variants": variants}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common.problem_arguments(ap, "recipes")

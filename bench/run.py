@@ -152,22 +152,6 @@ def run(s: dict, checkpoint: common.Checkpoint) -> dict:
     return result
 
 
-def _arrangements(**kw) -> dict:
-    from . import arrangements
-
-    rows = arrangements.measure(**kw)
-    return {"settings": kw, "mean_accuracy": arrangements.wide(rows),
-            "exact_rate": arrangements.wide(rows, "exact_rate"), "rows": rows,
-            "paper_table1_llama_3_2_1b": arrangements.PAPER_TABLE1}
-
-
-def _recipes(**kw) -> dict:
-    from . import recipe_search
-
-    variants = recipe_search.search(**kw)
-    return {"settings": kw, "table": recipe_search.rows_for_table(variants), "variants": variants}
-
-
 def _lazy(module: str, function: str) -> Callable:
     def call(**kw):
         return getattr(importlib.import_module(f"protoscope.bench.{module}"), function)(**kw)
@@ -179,8 +163,8 @@ EXTRAS = {
     "decoding": _lazy("decoding", "compare"),
     "capacity_warm": _lazy("capacity_search", "warm_vs_cold"),
     "capacity_sources": _lazy("capacity_search", "by_source"),
-    "arrangements": _arrangements,
-    "recipes": _recipes,
+    "arrangements": _lazy("arrangements", "measured"),
+    "recipes": _lazy("recipe_search", "measured"),
     "head_layout": _lazy("head_layout", "compare"),
 }
 
