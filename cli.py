@@ -58,6 +58,12 @@ def _fit_options(p: argparse.ArgumentParser, texts: bool = True) -> None:
     p.add_argument("--init", default=None, help="normal | embedding: override the recipe's init")
     p.add_argument("--optimizer", default=None, help="adam | adamw: override the recipe's optimizer")
     p.add_argument("--schedule", default=None, help="constant | cosine: override the recipe's schedule")
+    p.add_argument("--share-policy", default=None,
+                   help="release | wait: does a share group stop, keeping its exact members, once "
+                        "its best stops improving (release), or wait for every member?")
+    p.add_argument("--group-patience", type=int, default=None,
+                   help="override the recipe's group_patience (steps without a better group best "
+                        "before a release)")
     p.add_argument("--batch-size", type=int, default=None, help="problems per batch (default: by length)")
     p.add_argument("--text-seed", type=int, default=0, help="seed for random and generated texts")
     p.add_argument("--generate-tokens", type=int, default=128, help="tokens per generated text (default 128)")

@@ -18,7 +18,8 @@ def _recipe(args):
         args.recipe, max_steps=args.max_steps, lr=args.lr, patience=args.patience,
         max_restarts=args.max_restarts, init_scale=args.init_scale, weight_decay=args.weight_decay,
         stop_accuracy=args.stop_accuracy, init=args.init, optimizer=args.optimizer,
-        schedule=args.schedule)
+        schedule=args.schedule, share_policy=args.share_policy,
+        group_patience=args.group_patience)
 
 
 def _config(args, **fields):

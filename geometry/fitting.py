@@ -14,6 +14,26 @@ whose best accuracy has not improved for `recipe.patience` steps restarts from a
 deterministic seed; a non-finite loss, value or gradient restarts it at once, and a problem out
 of restarts ends as `failed`. Every initial vector is drawn from a generator seeded by the
 problem's (text_id, seed, restart), so results do not depend on batch composition.
+
+Share groups (`recipe.share_policy`). A share group is one joint optimisation, so one member
+that never becomes exact would keep all of them running to the budget. Under `release` (the
+default recipe's policy):
+- a member that reconstructs its text is never restarted, and its own vector keeps training:
+  its gradient keeps it exact while the shared vector still moves for the others (a frozen
+  exact e would be left behind by the moving m);
+- a member stuck for `patience` steps restarts its OWN vector only; the shared vector and its
+  optimiser state keep going, so the restarted member starts against a shared vector the
+  others already shaped;
+- the group's kept vectors are its best snapshot by (number of exact members, mean accuracy,
+  loss), all members at the same step, so the kept shared vector reconstructs every member
+  counted exact;
+- the group stops when every member is exact at once (`converged`), when its best snapshot has
+  not improved for `recipe.group_patience` steps while at least one member is exact (the
+  members exact in it are kept as `converged`, the others are marked `stalled`), or at the
+  budget (exact members `converged`, the others `budget`).
+Under `wait` (the paper recipe's) the group runs until all members are exact or its budget is
+spent, members stuck for `patience` steps restart even when exact, the best snapshot is the
+highest mean accuracy, and every member gets the group's status.
 """
 
 from __future__ import annotations
@@ -64,7 +84,7 @@ class Solution:
     restarts: int
     seconds: float
     converged: bool
-    status: str  # converged | budget | failed
+    status: str  # converged | budget | stalled | failed
     failure: str | None = None
 
 
@@ -211,6 +231,9 @@ class _Batch:
             self.p[c] = torch.zeros(0, device=dev)
         self.g_acc = torch.zeros(0, device=dev)
         self.g_loss = torch.zeros(0, device=dev)
+        self.g_exact = torch.zeros(0, device=dev)  # exact members in the group's best snapshot
+        self.g_since = torch.zeros(0, dtype=torch.long, device=dev)  # steps since that best improved
+        self.release = self.r.share_policy == "release"
         self.failures: dict[int, str] = {}  # id(problem) -> reason of the last fault
 
     # -- membership -------------------------------------------------------------------------
@@ -250,6 +273,8 @@ class _Batch:
         self.keys.append(key)
         self.g_acc = torch.cat([self.g_acc, torch.full((1,), -1.0, device=dev)])
         self.g_loss = torch.cat([self.g_loss, torch.full((1,), math.inf, device=dev)])
+        self.g_exact = torch.cat([self.g_exact, torch.full((1,), -1.0, device=dev)])
+        self.g_since = torch.cat([self.g_since, torch.zeros(1, dtype=torch.long, device=dev)])
 
     def _init(self, p: Problem, name: str, restart: int, shared_key=None) -> torch.Tensor:
         warm = p.init_e if name == "e" else p.init_m
@@ -281,6 +306,7 @@ class _Batch:
         self.problems = [p for p, k in zip(self.problems, kp) if k]
         self.keys = [k for k, kg in zip(self.keys, keep_g.tolist()) if kg]
         self.g_acc, self.g_loss = self.g_acc[keep_g], self.g_loss[keep_g]
+        self.g_exact, self.g_since = self.g_exact[keep_g], self.g_since[keep_g]
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self):
@@ -323,9 +349,13 @@ class _Batch:
         improved = acc > p["run_best"]
         p["run_best"] = torch.maximum(p["run_best"], acc)
         p["since"] = torch.where(improved, 0, p["since"] + 1)
+        exact = (acc >= r.stop_accuracy) & ~bad
+        if self.release:  # an exact member is done, never stuck: it waits for its group
+            p["since"] = torch.where(exact, 0, p["since"])
         stuck = (p["since"] >= r.patience) if r.patience > 0 else torch.zeros_like(bad)
         can_restart = (p["restarts"] < r.max_restarts) & (p["steps"] < r.max_steps)
-        restart = (bad | (stuck & ~converged[group])) & can_restart
+        done = exact if self.release else converged[group]
+        restart = (bad | (stuck & ~done)) & can_restart
         failed = bad & ~can_restart
         self._update(grad_e, grad_m, restart, bad, bad_e, bad_m)
         if self.f.on_step:
@@ -335,6 +365,8 @@ class _Batch:
         g_failed = torch.zeros(n_groups, dtype=torch.long, device=dev).index_add_(0, group, failed.long()) > 0
         for i in torch.nonzero(failed).flatten().tolist():
             self.failures[id(self.problems[i])] = f"non-finite loss, vector or gradient at step {int(p['steps'][i])}"
+        released = ((self.g_since >= r.group_patience) & (self.g_exact >= 1) if self.release
+                    else torch.zeros_like(converged))
         finished = []
         for slot in range(n_groups):
             if converged[slot]:
@@ -343,6 +375,8 @@ class _Batch:
                 finished.append((slot, "failed"))
             elif out_of_budget[slot]:
                 finished.append((slot, "budget"))
+            elif released[slot]:
+                finished.append((slot, "stalled"))
         return finished
 
     def _keep_best(self, acc, c_tokens, loss, force) -> None:
@@ -355,9 +389,16 @@ class _Batch:
         g_acc = torch.zeros(n_groups, device=acc.device).index_add_(0, p["group"], acc) / count
         g_loss = torch.zeros(n_groups, device=acc.device).index_add_(0, p["group"], loss)
         better = (g_acc > self.g_acc) | ((g_acc == self.g_acc) & (g_loss < self.g_loss))
+        if self.release:  # more exact members first: those are the solutions a release keeps
+            exact = (acc >= self.r.stop_accuracy).float()
+            g_exact = torch.zeros(n_groups, device=acc.device).index_add_(0, p["group"], exact)
+            better = (g_exact > self.g_exact) | ((g_exact == self.g_exact) & better)
         better = (better & torch.isfinite(g_loss)) | force
+        self.g_since = torch.where(better, 0, self.g_since + 1)
         if not bool(better.any()):
             return
+        if self.release:
+            self.g_exact = torch.where(better, g_exact, self.g_exact)
         self.g_acc = torch.where(better, g_acc, self.g_acc)
         self.g_loss = torch.where(better, g_loss, self.g_loss)
         rows_e, rows_m, probs = better[self.e_group], better[self.m_group], better[p["group"]]
@@ -411,12 +452,15 @@ class _Batch:
         for i in members.tolist():
             prob = self.problems[i]
             acc = float(p["snap_acc"][i])
+            own = status
+            if self.release and status != "converged":  # members exact in the kept snapshot
+                own = "converged" if acc >= self.r.stop_accuracy else status
             solutions.append(Solution(
                 problem=prob, e_row=e_local[int(p["e_row"][i])], m_row=m_local[int(p["m_row"][i])],
                 accuracy=acc, c_tokens=int(p["snap_c"][i]), loss=float(p["snap_loss"][i]),
                 steps=int(p["steps"][i]), restarts=int(p["restarts"][i]),
-                seconds=float(p["seconds"][i]), converged=status == "converged",
-                status=status, failure=self.failures.get(id(prob)) if status == "failed" else None,
+                seconds=float(p["seconds"][i]), converged=own == "converged",
+                status=own, failure=self.failures.get(id(prob)) if own == "failed" else None,
             ))
         return FittedGroup(self.keys[slot], solutions,
                            self.best_e[e_rows].detach().float().cpu().clone(),

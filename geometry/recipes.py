@@ -20,6 +20,7 @@ from .errors import ProtoscopeError
 INITS = ("normal", "embedding")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
+SHARE_POLICIES = ("release", "wait")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class Recipe:
     stop_accuracy: float = 1.0  # a problem (or share group) stops once every member reaches it
     patience: int = 150  # restart after this many steps without a better best accuracy; 0: never
     max_restarts: int = 8
+    # How a share group treats a member that stays short while the others are exact (fitting.py,
+    # "Share groups"): release: exact members never restart and the group stops, keeping them,
+    # once its best has not improved for group_patience steps; wait: it runs until all are exact.
+    share_policy: str = "release"
+    group_patience: int = 400
 
     def __post_init__(self):
         checks = [
@@ -50,6 +56,8 @@ class Recipe:
             (0 < self.stop_accuracy <= 1, "stop_accuracy must be in (0, 1]"),
             (self.patience >= 0 and self.max_restarts >= 0, "patience and max_restarts must be >= 0"),
             (self.init_scale > 0, "init_scale must be positive"),
+            (self.share_policy in SHARE_POLICIES, f"share_policy must be one of {SHARE_POLICIES}"),
+            (self.group_patience >= 1, "group_patience must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -63,7 +71,7 @@ RECIPES = {
     "default": Recipe(),
     "paper": Recipe(
         name="paper", init="normal", optimizer="adamw", lr=0.01, beta1=0.9, beta2=0.9,
-        weight_decay=0.01, max_steps=5000, patience=0, max_restarts=0,
+        weight_decay=0.01, max_steps=5000, patience=0, max_restarts=0, share_policy="wait",
     ),
 }
 

@@ -101,3 +101,51 @@ def test_cpu_batches_hold_about_512_target_tokens(fit_llama):
     if fitter.device.type != "cpu":
         return
     assert [fitter.auto_batch_size(n) for n in (1, 16, 32, 64, 600)] == [256, 32, 16, 8, 1]
+
+
+class CappedDecoder:
+    """The real decoder, except that rows whose targets are `stuck` never get their first
+    token right: a member that cannot become exact, whatever the optimiser does."""
+
+    def __init__(self, decoder: Decoder, stuck: tuple[int, ...]):
+        self.inner, self.loaded, self.stuck = decoder, decoder.loaded, stuck
+
+    def __call__(self, e, m, targets, grad=False):
+        out = self.inner(e, m, targets, grad=grad)
+        rows = (targets == torch.tensor(self.stuck, device=targets.device)).all(1)
+        out.correct = out.correct.clone()
+        out.correct[rows, 0] = False
+        return out
+
+
+def _hostage_fit(loaded, policy):
+    """One share-m group of three texts; t1 is stuck for good."""
+    recipe = resolve_recipe("default", lr=0.05, max_steps=500, patience=60, max_restarts=50,
+                            share_policy=policy, group_patience=150)
+    problems = _problems(loaded, texts=3, seeds=1, group=0)
+    stuck = problems[1].targets
+    (group,) = Fitter(CappedDecoder(Decoder(loaded, "bos e m*"), stuck), recipe, share="m").fit(problems)
+    return group, {s.problem.text_id: s for s in group.solutions}
+
+
+def test_a_stuck_member_does_not_hold_its_share_group_hostage(fit_llama):
+    group, by_text = _hostage_fit(fit_llama, "release")
+    assert by_text["t1"].status == "stalled" and not by_text["t1"].converged
+    assert by_text["t1"].restarts >= 1, "the stuck member restarts its own e"
+    for text in ("t0", "t2"):
+        s = by_text[text]
+        assert s.status == "converged" and s.converged and s.accuracy == 1.0
+        assert s.restarts == 0, "an exact member is never restarted"
+    assert max(s.steps for s in group.solutions) < 500, "released before the budget"
+    # the kept shared m and each exact member's e reconstruct that member's text, really
+    decoder = Decoder(fit_llama, "bos e m*")
+    for text in ("t0", "t2"):
+        s = by_text[text]
+        out = decoder(group.e[s.e_row], group.m[s.m_row], torch.tensor([s.problem.targets]))
+        assert float(out.accuracy[0]) == 1.0
+
+
+def test_wait_policy_runs_a_stuck_group_to_its_budget(fit_llama):
+    group, by_text = _hostage_fit(fit_llama, "wait")
+    assert {s.status for s in group.solutions} == {"budget"}
+    assert all(s.steps == 500 and not s.converged for s in group.solutions)
