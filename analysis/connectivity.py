@@ -9,6 +9,12 @@ and the text decoded where it is worst. A few pairs of DIFFERENT texts are walke
 straight segment as a contrast, scored against both texts (`target` a / b); a curve is trained
 only between same-text solutions, where there is one text for it to keep.
 
+A curve is trained until it answers: every `check_every` steps its whole grid is decoded and
+it stops as soon as its worst point reconstructs the text (`held`), or when `bezier_steps` run
+out (status `not within budget B`). The budget a pair ran under is recorded in its rows, and
+the trained control points are returned as `curves` (RUN/analysis/curves.safetensors, one
+[3, D] tensor `pair_<pair_id>` of path coordinates per curve; `load_curves` rebuilds them).
+
 When the two solutions share m (a run fitted with `share="m"`), the path moves e only, as in
 the paper's main experiments; otherwise it moves [e; m]. Also returned: `positions`, which
 positions every solution reconstructs (the compare page draws it).
@@ -26,8 +32,9 @@ import pandas as pd
 import torch
 
 from protoscope.geometry.decoder import Decoded, Decoder
-from protoscope.geometry.paths import (LinearPath, Path, decode_path, even_grid, join,
-                                       train_beziers)
+from protoscope.geometry.paths import (BezierPath, LinearPath, Path, decode_path, even_grid,
+                                       join, train_beziers)
+from protoscope.geometry.store import Tensors
 
 RECONSTRUCTED = 0.99  # the paper's threshold: a solution counts as reconstructing its text
 
@@ -41,6 +48,9 @@ class Budget:
     lr: float
     grid_points: int
     seed: int
+    check_every: int
+    max_pairs: int  # same-text pairs per text; -1: all
+    cross_text_pairs: int
 
 
 @dataclass(frozen=True)
@@ -58,18 +68,26 @@ class Pair:
 def analyze(store, loaded, *, max_pairs: int | None = None, cross_text_pairs: int = 3,
             grid: int = 61, bezier_steps: int = 150, samples_per_step: int = 8,
             lr: float = 0.02, seed: int = 0, min_accuracy: float = RECONSTRUCTED,
-            train_batch: int = 64) -> dict[str, pd.DataFrame]:
-    """Connectivity tables for the run in `store`, on the run's frozen model `loaded`."""
-    if grid < 2 or bezier_steps < 0 or samples_per_step < 1 or cross_text_pairs < 0:
-        raise ValueError("need grid >= 2, bezier_steps >= 0, samples_per_step >= 1 and "
-                         "cross_text_pairs >= 0")
+            train_batch: int = 64, check_every: int = 25,
+            hold_accuracy: float = RECONSTRUCTED) -> dict[str, pd.DataFrame]:
+    """Connectivity tables for the run in `store`, on the run's frozen model `loaded`.
+
+    `min_accuracy` picks the endpoints (solutions that reconstruct their text);
+    `hold_accuracy` is what every grid point of a `held` path reaches; `check_every` 0
+    trains every curve for the whole budget (no early stop).
+    """
+    if grid < 2 or bezier_steps < 0 or samples_per_step < 1 or cross_text_pairs < 0 \
+            or check_every < 0:
+        raise ValueError("need grid >= 2, bezier_steps >= 0, samples_per_step >= 1, "
+                         "cross_text_pairs >= 0 and check_every >= 0")
     if max_pairs is not None and max_pairs < 1:
         raise ValueError(f"max_pairs must be a positive number or None (all), got {max_pairs}")
     rows, e, m = store.solution_vectors()
     vectors = {int(s): (e[i], m[i]) for i, s in enumerate(rows["solution_id"])}
     targets = {t.text_id: torch.tensor(t.token_ids) for t in store.texts()}
-    budget = Budget(bezier_steps, samples_per_step, lr, grid, seed)
-    walker = _Walker(loaded, vectors, targets, budget)
+    budget = Budget(bezier_steps, samples_per_step, lr, grid, seed, check_every,
+                    -1 if max_pairs is None else max_pairs, cross_text_pairs)
+    walker = _Walker(loaded, vectors, targets, budget, hold_accuracy)
     endpoints = rows[(rows["method"] == "one-step") & (rows["accuracy"] >= min_accuracy)]
     pairs = same_text_pairs(endpoints, max_pairs, seed)
     pairs += cross_text_sample(endpoints, cross_text_pairs, seed, first_id=len(pairs))
@@ -84,7 +102,20 @@ def analyze(store, loaded, *, max_pairs: int | None = None, cross_text_pairs: in
                 tables[key].append(frame)
     out = {k: _concat(v, _EMPTY[k]) for k, v in tables.items()}
     out["positions"] = positions(loaded, rows, vectors, targets)
+    out["curves"] = Tensors({f"pair_{k}": c.controls for k, c in curves.items()},
+                            {"layout": "pair_<pair_id>: quadratic Bezier control points [3, D] "
+                                       "in path coordinates (start, control, end)"})
     return out
+
+
+def load_curves(store) -> dict[int, BezierPath]:
+    """The trained curves of RUN/analysis/curves.safetensors by pair_id (empty when none).
+
+    Their coordinates are what `connectivity_pairs.moved` says: [e; m], or e alone with the
+    pair's shared m fixed (`geometry.paths.split` turns points back into (e, m)).
+    """
+    tensors = store.analysis_tensors("curves") or {}
+    return {int(k.split("_", 1)[1]): BezierPath(*v) for k, v in tensors.items()}
 
 
 # -- which pairs ------------------------------------------------------------------------------
@@ -130,8 +161,10 @@ def cross_text_sample(endpoints: pd.DataFrame, count: int, seed: int, first_id: 
 class _Walker:
     """Builds, trains and evaluates the paths of pairs; one decoder per arrangement."""
 
-    def __init__(self, loaded, vectors: dict, targets: dict, budget: Budget):
+    def __init__(self, loaded, vectors: dict, targets: dict, budget: Budget,
+                 hold_accuracy: float):
         self.loaded, self.vectors, self.targets, self.budget = loaded, vectors, targets, budget
+        self.hold_accuracy = hold_accuracy
         self.t = even_grid(budget.grid_points)
         self.t_values = np.linspace(0.0, 1.0, budget.grid_points)  # float64 t for the tables
         self.decoders: dict[str, Decoder] = {}
@@ -175,7 +208,8 @@ class _Walker:
         return train_beziers(self.decoder(arrangement), torch.stack(a), torch.stack(b), targets,
                              budget.bezier_steps, budget.samples_per_step, budget.lr, budget.seed,
                              moved=moved, grid=budget.grid_points,
-                             fixed=None if moved == "e+m" else torch.stack(fixed))
+                             fixed=None if moved == "e+m" else torch.stack(fixed),
+                             check_every=budget.check_every, min_accuracy=self.hold_accuracy)
 
     def target(self, pair: Pair, text_id: str) -> torch.Tensor:
         """The first `length` token ids of a text: what the pair's solutions were fitted to."""
@@ -214,8 +248,18 @@ class _Walker:
                "barrier": float(loss.max() - (loss[0] + loss[-1]) / 2),
                "length_ratio": float(ratio), "worst_t": float(self.t_values[worst]),
                "worst_text": self.loaded.tokenizer.decode(out.predicted[worst].tolist()),
-               "train_steps": int(path.trained_steps), **asdict(self.budget)}
+               "train_steps": int(path.trained_steps), **self._held(base["path"], acc, path),
+               **asdict(self.budget)}
         return pd.DataFrame([row])
+
+    def _held(self, name: str, acc: np.ndarray, path: Path) -> dict:
+        """Did the path keep the text at every grid point, and what did the curve cost?"""
+        held = bool(acc.min() >= self.hold_accuracy)
+        if name == "linear":
+            status = "held" if held else "breaks"
+        else:
+            status = "held" if held else f"not within budget {self.budget.bezier_steps}"
+        return {"held": held, "status": status, "steps_used": int(getattr(path, "steps_used", 0))}
 
     def _tokens(self, base: dict, out: Decoded) -> pd.DataFrame:
         n_t, n = out.predicted.shape
@@ -268,8 +312,9 @@ _EMPTY = {
                      "accuracy", "loss"],
     "connectivity_pairs": ["pair_id", "solution_a", "solution_b", "text_a", "text_b", "same_text",
                            "path", "target", "moved", "min_accuracy", "barrier", "length_ratio",
-                           "worst_t", "worst_text", "train_steps", "bezier_steps",
-                           "samples_per_step", "lr", "grid_points", "seed"],
+                           "worst_t", "worst_text", "held", "status", "train_steps",
+                           "steps_used", "bezier_steps", "samples_per_step", "lr", "grid_points",
+                           "seed", "check_every", "max_pairs", "cross_text_pairs"],
     "connectivity_tokens": ["pair_id", "path", "target", "t", "position", "token", "correct"],
     "positions": ["solution_id", "position", "target_token", "predicted_token", "correct"],
 }

@@ -143,10 +143,14 @@ def decode_path(decoder: Decoder, path: Path, t: torch.Tensor, targets: torch.Te
 
 
 # -- training a curve ---------------------------------------------------------------------------
+RECONSTRUCTED = 0.99  # a point keeps the text when its accuracy reaches this (the paper's rule)
+
+
 def train_bezier(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: torch.Tensor,
                  steps: int = 150, samples_per_step: int = 8, lr: float = 0.02, seed: int = 0,
                  *, moved: str = "e+m", fixed: torch.Tensor | None = None,
-                 grid: int = 61) -> BezierPath:
+                 grid: int = 61, check_every: int = 0,
+                 min_accuracy: float = RECONSTRUCTED) -> BezierPath:
     """A quadratic curve from a to b whose control point minimises the reconstruction loss.
 
     a, b: path coordinates [D] (see `join`); targets: [N] token ids; `fixed`: the vector held
@@ -154,48 +158,85 @@ def train_bezier(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: to
     """
     fixed = None if fixed is None else fixed[None]
     return train_beziers(decoder, a[None], b[None], torch.as_tensor(targets)[None], steps,
-                         samples_per_step, lr, seed, moved=moved, fixed=fixed, grid=grid)[0]
+                         samples_per_step, lr, seed, moved=moved, fixed=fixed, grid=grid,
+                         check_every=check_every, min_accuracy=min_accuracy)[0]
 
 
 def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: torch.Tensor,
                   steps: int = 150, samples_per_step: int = 8, lr: float = 0.02, seed: int = 0,
                   *, moved: str = "e+m", fixed: torch.Tensor | None = None,
-                  grid: int = 61) -> list[BezierPath]:
+                  grid: int = 61, check_every: int = 0,
+                  min_accuracy: float = RECONSTRUCTED) -> list[BezierPath]:
     """Train P curves at once: a, b [P, D], targets [P, N], fixed [P, d] or None.
 
     Each step samples `samples_per_step` t ~ U(0, 1) per curve and decodes all P x S points in
     ONE decoder call (the Garipov recipe, with several t per step to cut the gradient noise).
-    Adam acts elementwise, so summing the curves' losses keeps their updates independent. A
-    curve whose mean grid loss ended above its straight start's is returned straight (with
-    `trained_steps` 0): stochastic t can overshoot, and a worse curve answers nothing.
+    Adam acts elementwise, so summing the curves' losses keeps their updates independent.
+
+    With `check_every` k > 0 a curve is trained until it answers: before the first step and
+    every k steps its whole `grid` is decoded, and a curve whose worst grid point reaches
+    `min_accuracy` stops there (each curve on its own; the rest of the batch trains on). A
+    curve that never holds uses the whole budget `steps`. Every returned curve carries
+    `held` (its worst grid point keeps the text), `steps_used` (optimiser steps it took) and
+    `trained_steps` (steps behind the returned control point). A curve that did not hold and
+    whose mean grid loss ended above its straight start's is returned straight
+    (`trained_steps` 0): stochastic t can overshoot, and a worse curve answers nothing.
     """
     _check_moved(moved)
-    if steps < 0 or samples_per_step < 1:
-        raise ValueError(f"need steps >= 0 and samples_per_step >= 1, got {steps} and "
-                         f"{samples_per_step}")
+    if steps < 0 or samples_per_step < 1 or check_every < 0:
+        raise ValueError(f"need steps >= 0, samples_per_step >= 1 and check_every >= 0, got "
+                         f"{steps}, {samples_per_step} and {check_every}")
     device = decoder.loaded.device
     a, b = a.detach().float().to(device), b.detach().float().to(device)
     targets = torch.as_tensor(targets, device=device)
     fixed = None if fixed is None else fixed.detach().float().to(device)
-    control = ((a + b) / 2).clone().requires_grad_(True)
-    start_loss = _grid_loss(decoder, a, control.detach(), b, targets, moved, fixed, grid)
+    n_curves = len(a)
+    straight = (a + b) / 2
+    control = straight.clone().requires_grad_(True)
+    start_loss, start_acc = _grid_eval(decoder, a, straight, b, targets, moved, fixed, grid)
+    held = (start_acc >= min_accuracy).cpu()
+    used = torch.zeros(n_curves, dtype=torch.long)
+    # Adam keeps moving a row on its momentum after its gradient stops, so a curve that
+    # holds is snapshotted when it stops and the snapshot is what it returns.
+    stopped = straight.clone()
+    active = ~held if check_every else torch.ones(n_curves, dtype=torch.bool)
     optimiser = torch.optim.Adam([control], lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    n_curves = len(a)
-    for _ in range(steps):
+    for step in range(1, steps + 1):
+        if not bool(active.any()):
+            break
+        # Every curve draws its t each step, so a curve's t stream does not depend on which
+        # others are still training.
         t = torch.rand(n_curves, samples_per_step, generator=generator).to(device)
-        loss = _sample_loss(decoder, a, control, b, targets, t, moved, fixed)
+        idx = active.nonzero().flatten().to(device)
+        part = None if fixed is None else fixed[idx]
+        loss = _sample_loss(decoder, a[idx], control[idx], b[idx], targets[idx], t[idx],
+                            moved, part)
         optimiser.zero_grad()
         loss.sum().backward()
         optimiser.step()
-    control = control.detach()
-    end_loss = _grid_loss(decoder, a, control, b, targets, moved, fixed, grid)
-    kept = end_loss <= start_loss
-    control = torch.where(kept[:, None], control, (a + b) / 2)
+        used[active] += 1
+        if check_every and (step % check_every == 0 or step == steps):
+            idx_cpu = active.nonzero().flatten()
+            _, acc = _grid_eval(decoder, a[idx], control.detach()[idx], b[idx], targets[idx],
+                                moved, part, grid)
+            now_held = acc.cpu() >= min_accuracy
+            done = idx_cpu[now_held]
+            held[done], active[done] = True, False
+            stopped[done.to(device)] = control.detach()[done.to(device)]
+    control = torch.where(active.to(device)[:, None] | ~held.to(device)[:, None],
+                          control.detach(), stopped)
+    end_loss, end_acc = _grid_eval(decoder, a, control, b, targets, moved, fixed, grid)
+    # Judged on the control point returned, so `held` always describes the curve as stored.
+    held = end_acc.cpu() >= min_accuracy
+    kept = (held.to(device) | (end_loss <= start_loss)).cpu()
+    control = torch.where(kept.to(device)[:, None], control, straight)
     curves = []
     for i in range(n_curves):
         curve = BezierPath(a[i], control[i], b[i])
-        curve.trained_steps = steps if bool(kept[i]) else 0
+        curve.steps_used = int(used[i])
+        curve.trained_steps = int(used[i]) if bool(kept[i]) else 0
+        curve.held = bool(held[i]) if bool(kept[i]) else bool(start_acc[i] >= min_accuracy)
         curves.append(curve)
     return curves
 
@@ -220,12 +261,18 @@ def _sample_loss(decoder, a, control, b, targets, t, moved, fixed) -> torch.Tens
     return _decode_many(decoder, points, targets, moved, fixed, grad=True).mean(1)
 
 
-def _grid_loss(decoder, a, control, b, targets, moved, fixed, grid: int) -> torch.Tensor:
-    """Mean summed loss [P] over the evaluation grid, one curve per decoder call."""
+def _grid_eval(decoder, a, control, b, targets, moved, fixed, grid: int,
+               per_call: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean summed loss [P] and worst accuracy [P] over the evaluation grid of P curves."""
     t = even_grid(grid).to(a.device)
-    losses = []
-    for i in range(len(a)):
-        points = _curve_points(a[i:i + 1], control[i:i + 1], b[i:i + 1], t[None])
-        part = None if fixed is None else fixed[i:i + 1]
-        losses.append(_decode_many(decoder, points, targets[i:i + 1], moved, part, grad=False))
-    return torch.cat(losses).mean(1)
+    losses, worst = [], []
+    for i in range(0, len(a), per_call):
+        j = slice(i, i + per_call)
+        points = _curve_points(a[j], control[j], b[j], t.expand(len(a[j]), -1))
+        n_curves, n_samples, width = points.shape
+        part = None if fixed is None else fixed[j].repeat_interleave(n_samples, 0)
+        e, m = split(points.reshape(-1, width), moved, part)
+        out = decoder(e, m, targets[j].repeat_interleave(n_samples, 0))
+        losses.append(out.total_loss.reshape(n_curves, n_samples).mean(1))
+        worst.append(out.accuracy.reshape(n_curves, n_samples).min(1).values)
+    return torch.cat(losses), torch.cat(worst)

@@ -5,6 +5,7 @@
     RUN/solutions.safetensors  "e" [n_e, d], "m" [n_m, d]; a shared vector is stored once
     RUN/solutions.parquet      one row per solution, indexing its vectors
     RUN/analysis/NAME.parquet  one tidy table per analysis
+    RUN/analysis/NAME.safetensors  tensors an analysis keeps (e.g. trained curves)
 
 Every write goes to a temporary file that is then renamed over the old one, so a reader, or a
 run killed at any moment, sees either the old or the new file. Vectors are written before the
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator
 import pandas as pd
 import torch
 from filelock import FileLock, Timeout
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import StoreError
@@ -197,12 +198,39 @@ class RunStore:
         atomic_write(self.path / ROWS, lambda tmp: table.to_parquet(tmp, index=False))
         return list(range(start, start + len(records)))
 
-    def write_analysis(self, name: str, frame: pd.DataFrame) -> pathlib.Path:
+    def analysis_tensors(self, name: str) -> Tensors | None:
+        """RUN/analysis/NAME.safetensors (e.g. trained curves), or None when absent."""
+        path = self.path / "analysis" / f"{name}.safetensors"
+        if not path.exists():
+            return None
+
+        def parse(p: pathlib.Path) -> Tensors:
+            with safe_open(str(p), framework="pt") as f:
+                return Tensors({k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {})
+
+        return _read(path, parse)
+
+    def write_analysis(self, name: str, frame: pd.DataFrame | Tensors) -> pathlib.Path:
+        """A table as NAME.parquet, or a `Tensors` mapping as NAME.safetensors."""
         folder = self.path / "analysis"
         folder.mkdir(exist_ok=True)
+        if isinstance(frame, Tensors):
+            path = folder / f"{name}.safetensors"
+            tensors = {k: v.detach().float().cpu().contiguous() for k, v in frame.items()}
+            atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=frame.metadata))
+            return path
         path = folder / f"{name}.parquet"
         atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
         return path
+
+
+class Tensors(dict):
+    """Named tensors an analysis keeps beside its tables (safetensors, never pickle), with
+    string metadata."""
+
+    def __init__(self, tensors=(), metadata: dict[str, str] | None = None):
+        super().__init__(tensors)
+        self.metadata = dict(metadata or {})
 
 
 def _read(path: pathlib.Path, parse):
