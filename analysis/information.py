@@ -15,6 +15,7 @@ Bondarenko et al.: probes and attention to e):
 - throughput: tokens per second of one decoder forward pass for a batch of solutions vs
   greedy autoregressive generation of as many tokens (from [mem] solutions when the run has
   them, else from each text's own first token, labelled as a stand-in).
+Every forward pass goes through the shared decoder's views (one-step, prompt, attention).
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ import pandas as pd
 import torch
 
 from protoscope.analysis.probes import probe
-from protoscope.geometry.arrangements import SLOT_BOS, SLOT_E, SLOT_M, parse_arrangement
+from protoscope.geometry.arrangements import parse_arrangement
 from protoscope.geometry.decoder import Decoder
 from protoscope.geometry.texts import token_nll
 
 RECONSTRUCTED = 0.99
 PROBE_TARGETS = ("source", "context_id", "length", "first_token")
-SLOTS = {SLOT_BOS: "bos", SLOT_E: "e", SLOT_M: "m"}
 
 
 def analyze(store, loaded, *, max_folds: int = 5, seed: int = 0, batch: int = 64,
@@ -152,26 +152,6 @@ def _own_vectors(rows: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 # -- proto-tokens as an ordinary prompt -------------------------------------------------------
-def _embeds(loaded, bos: bool, *vectors: torch.Tensor) -> torch.Tensor:
-    """inputs_embeds [B, K (+1), d]: the model's BOS embedding when asked, then the vectors."""
-    parts = list(vectors)
-    if bos:
-        bos_id = torch.tensor([loaded.info.bos_token_id], device=loaded.device)
-        parts.insert(0, loaded.embed(bos_id)[0].expand_as(parts[0]))
-    return torch.stack([p.to(loaded.device, loaded.dtype) for p in parts], 1)
-
-
-def _greedy(loaded, inputs_embeds: torch.Tensor, n: int) -> torch.Tensor:
-    """Greedy continuation of exactly n tokens [B, n] (EOS does not stop it)."""
-    mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=loaded.device)
-    pad = loaded.tokenizer.pad_token_id
-    pad = pad if pad is not None else loaded.tokenizer.eos_token_id
-    with torch.no_grad():
-        return loaded.model.generate(inputs_embeds=inputs_embeds, attention_mask=mask,
-                                     max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                     pad_token_id=pad)[:, -n:]
-
-
 def prompting(loaded, solutions: _Solutions, batch: int) -> pd.DataFrame:
     """Greedy continuation of the prompt [bos] e m and how much of the text it reproduces.
 
@@ -179,7 +159,8 @@ def prompting(loaded, solutions: _Solutions, batch: int) -> pd.DataFrame:
     output is the token the one-step decoding puts there (t_2 under `bos e m*`); the
     continuation is aligned with the text from that token on. `token_overlap` counts every
     generated token, `overlap_beyond_first` only those after it: what autoregressive reading
-    adds beyond the one position it shares with the one-step decoding.
+    adds beyond the one position it shares with the one-step decoding. The continuation is
+    exactly n tokens (end-of-sequence is never chosen: the decoder's prompt view).
     """
     out = []
     for chunk, e, m, targets, arrangement in solutions.batches(batch):
@@ -190,7 +171,7 @@ def prompting(loaded, solutions: _Solutions, batch: int) -> pd.DataFrame:
         n = targets.shape[1] - offset
         if n < 1:
             continue
-        generated = _greedy(loaded, _embeds(loaded, bos, e, m), n).cpu()
+        generated = decoder.greedy(decoder.prompt(e, m), n).cpu()
         same = (generated == targets[:, offset:]).float()
         for k, (sid, tid) in enumerate(zip(chunk["solution_id"], chunk["text_id"])):
             out.append({"solution_id": int(sid), "text_id": tid,
@@ -207,35 +188,17 @@ def prompting(loaded, solutions: _Solutions, batch: int) -> pd.DataFrame:
 # -- attention ------------------------------------------------------------------------------
 def attention(loaded, solutions: _Solutions, batch: int) -> pd.DataFrame:
     """Mean attention share per layer that supervised query positions give to each slot."""
-    model, dev = loaded.model, loaded.device
-    before = model.config._attn_implementation
     sums: dict[tuple[int, str], float] = {}
     count = 0
-    try:
-        # Fused attention kernels do not return weights; eager only for this measurement.
-        model.set_attn_implementation("eager")
-        for _, e, m, targets, arrangement in solutions.batches(batch):
-            decoder = Decoder(loaded, arrangement)
-            x, first = decoder.inputs(e.to(dev), m.to(dev), targets.to(dev))
-            slots = torch.tensor(decoder.arrangement.layout(targets.shape[1])[0], device=dev)
-            with torch.no_grad():
-                maps = model(inputs_embeds=x, output_attentions=True).attentions
-            for layer, weights in enumerate(maps):
-                queries = weights[:, :, first:first + targets.shape[1]].float()  # [B, H, Q, L]
-                for name, mass in _slot_mass(queries, slots).items():
-                    sums[layer, name] = sums.get((layer, name), 0.0) + mass
-            count += len(e)
-    finally:
-        model.set_attn_implementation(before)
+    for _, e, m, targets, arrangement in solutions.batches(batch):
+        masses = Decoder(loaded, arrangement).attention(e, m, targets).mass()
+        for name, mass in masses.items():  # [layers, B]
+            for layer, per_solution in enumerate(mass):
+                sums[layer, name] = sums.get((layer, name), 0.0) + float(per_solution.sum())
+        count += len(e)
     out = [{"layer": layer, "slot": name, "attention_mass": total / count}
            for (layer, name), total in sorted(sums.items())]
     return pd.DataFrame(out, columns=["layer", "slot", "attention_mass"])
-
-
-def _slot_mass(weights: torch.Tensor, slots: torch.Tensor) -> dict[str, float]:
-    """Per slot: attention weight on its keys, averaged over heads and queries, summed over B."""
-    return {name: float(weights[..., slots == slot].sum(-1).mean((1, 2)).sum())
-            for slot, name in SLOTS.items()}
 
 
 # -- throughput -----------------------------------------------------------------------------
@@ -272,17 +235,16 @@ def _throughput_at(loaded, solutions: _Solutions, mem: _Solutions, size: int,
         seconds, decoded = _timed(lambda: decoder(e, m, on_device), repeats)
         out.append(_rate("one-step", targets, seconds, decoded.predicted.cpu(), None))
         if not len(mem):  # no [mem] solutions: time generation from the text's first token
-            first = loaded.embed(on_device[:, 0])
-            prompt = _embeds(loaded, decoder.arrangement.bos, first)
+            prompt = decoder.prompt(loaded.embed(on_device[:, 0]))
             n = targets.shape[1]
-            seconds, _ = _timed(lambda: _greedy(loaded, prompt, n), repeats)
+            seconds, _ = _timed(lambda: decoder.greedy(prompt, n), repeats)
             # Generated from t_1, these tokens stand for t_2.. t_{N+1}; only the speed counts.
             out.append(_rate("autoregressive", targets, seconds, None, "first token of the text"))
     for _, e, _, targets, arrangement in mem.batches(size, first_only=True):
         decoder = Decoder(loaded, arrangement)
-        prompt = _embeds(loaded, decoder.arrangement.bos, e)  # the [mem] vector predicts t_1
+        prompt = decoder.prompt(e)  # the [mem] vector predicts t_1
         n = targets.shape[1]
-        seconds, generated = _timed(lambda: _greedy(loaded, prompt, n), repeats)
+        seconds, generated = _timed(lambda: decoder.greedy(prompt, n), repeats)
         out.append(_rate("mem", targets, seconds, generated.cpu(), None))
     return out
 
