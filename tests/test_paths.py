@@ -107,13 +107,31 @@ def test_trained_curve_beats_its_straight_start(two_solutions):
     assert _grid_loss(decoder, curve, targets) < 0.9 * straight
 
 
+class _Recording:
+    """The decoder, recording every m it is given (a path must not move what it holds fixed)."""
+
+    def __init__(self, decoder):
+        self.decoder, self.loaded, self.m = decoder, decoder.loaded, []
+
+    def __call__(self, e, m, targets, **options):
+        self.m.append(m.detach().clone())
+        return self.decoder(e, m, targets, **options)
+
+
 def test_moving_e_only_keeps_m_fixed(two_solutions):
     decoder, e, m, targets = two_solutions
-    curve = train_bezier(decoder, e[0], e[1], targets, steps=20, samples_per_step=4, lr=0.05,
+    recording = _Recording(decoder)
+    curve = train_bezier(recording, e[0], e[1], targets, steps=20, samples_per_step=4, lr=0.05,
                          moved="e", fixed=m[0], grid=21)
     assert curve.controls.shape == (3, e.shape[1])
+    assert curve.trained_steps == 20  # it trained (a dropped curve would be straight)
+    _grid_loss(recording, curve, targets, "e", m[0])
+    # every point decoded in training and on the grid has exactly the fixed m, bit for bit
+    seen = torch.cat(recording.m)
+    assert len(recording.m) >= 20 and len(seen) >= 20 * 4 + 21
+    assert torch.equal(seen, m[0].expand_as(seen))
     straight = _grid_loss(decoder, LinearPath(e[0], e[1]), targets, "e", m[0])
-    assert _grid_loss(decoder, curve, targets, "e", m[0]) <= straight + 1e-4
+    assert _grid_loss(decoder, curve, targets, "e", m[0]) < 0.9 * straight
 
 
 def test_a_worse_curve_falls_back_to_the_straight_one(two_solutions):
