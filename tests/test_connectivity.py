@@ -71,21 +71,28 @@ def test_summaries_match_the_grids(run):
         assert p["min_accuracy"] == pytest.approx(grid["accuracy"].min())
         ends = (grid["loss"].iloc[0] + grid["loss"].iloc[-1]) / 2
         assert p["barrier"] == pytest.approx(grid["loss"].max() - ends, rel=1e-5)
-        assert p["barrier"] >= 0
         assert p["worst_t"] in set(grid.loc[grid["accuracy"] == p["min_accuracy"], "t"])
+        if p["same_text"]:  # both ends reconstruct the text: the worst point lies between
+            assert 0.0 < p["worst_t"] < 1.0
     linear, bezier = pairs[pairs["path"] == "linear"], pairs[pairs["path"] == "bezier"]
     assert np.allclose(linear["length_ratio"], 1.0, atol=1e-4)
     assert (bezier["length_ratio"] >= 1.0 - 1e-4).all()
     assert (linear["train_steps"] == 0).all()
-    assert len(bezier) and (bezier["train_steps"] == 25).all()
+    assert len(bezier) and bezier["train_steps"].between(1, 25).all()  # within the budget
 
 
 def test_trained_curves_lower_the_barrier(run):
+    """Findings 3 and 4 on the tiny model: every straight segment between two solutions of a
+    text climbs a real loss barrier (25 to 46 nats here), and every trained curve cuts it by
+    far more than float noise (to 0.22-0.58 of it here) and loses less along its whole grid."""
     _, tables = run
     pairs = tables["connectivity_pairs"]
     same = pairs[pairs["same_text"]].pivot(index="pair_id", columns="path", values="barrier")
-    assert (same["bezier"] <= same["linear"] + 1e-3).all()
-    assert same["bezier"].mean() < same["linear"].mean()
+    assert len(same) == 9 and (same["linear"] > 10.0).all()
+    assert (same["bezier"] < 0.75 * same["linear"]).all()
+    curve = tables["connectivity"]
+    mean_loss = curve[curve["same_text"]].groupby(["pair_id", "path"])["loss"].mean().unstack()
+    assert (mean_loss["bezier"] < 0.8 * mean_loss["linear"]).all()
 
 
 def test_cross_text_pairs_score_both_texts(run):
