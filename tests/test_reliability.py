@@ -11,7 +11,6 @@ machine); the script entry, the lock and the kill run the real command line in s
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import math
 import os
@@ -104,13 +103,6 @@ def one_line(rc: int, err: str, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
     return lines[0]
-
-
-def needs(module: str, *values):
-    """A case of a command whose module colleagues may not have written yet: xfail, not skip."""
-    missing = importlib.util.find_spec(module) is None
-    mark = pytest.mark.xfail(missing, reason=f"{module} is not written yet", strict=False)
-    return pytest.param(*values, marks=mark)
 
 
 def snapshot(folder: pathlib.Path) -> dict[str, bytes]:
@@ -223,9 +215,7 @@ def test_bad_fit_input_gets_one_line(case, ns, tmp_path, capfd, monkeypatch):
 
 
 @pytest.mark.parametrize("command", [
-    needs("protoscope.analysis.run", ["analyze"]),
-    needs("protoscope.reports.report", ["report"]),
-    needs("protoscope.reports.compare", ["compare", "--text", "file-000"]),
+    ["analyze"], ["report"], ["compare", "--text", "file-000"],
 ])
 @pytest.mark.parametrize("where", ["empty-dir", "no-such-dir", "texts.txt"])
 def test_commands_on_something_that_is_not_a_run(command, where, ns, capfd):
@@ -235,16 +225,14 @@ def test_commands_on_something_that_is_not_a_run(command, where, ns, capfd):
     assert not (ns.root / "no-such-dir").exists()
 
 
-@pytest.mark.parametrize("argv", [needs("protoscope.demo", ["demo", "--device", "tpu"])])
-def test_demo_with_a_bad_device_gets_one_line(argv, tmp_path, capfd):
-    rc, _, err = cli([*argv, "--out", tmp_path / "demo"], capfd)
+def test_demo_with_a_bad_device_gets_one_line(tmp_path, capfd):
+    rc, _, err = cli(["demo", "--device", "tpu", "--out", tmp_path / "demo"], capfd)
     one_line(rc, err, "unknown device 'tpu'")
 
 
-@pytest.mark.parametrize("argv", [needs("protoscope.reports.compare", ["--text", "nope"])])
-def test_compare_an_unknown_text_id(argv, good_run, capfd):
+def test_compare_an_unknown_text_id(good_run, capfd):
     before = snapshot(good_run)
-    rc, _, err = cli(["compare", good_run, *argv], capfd)
+    rc, _, err = cli(["compare", good_run, "--text", "nope"], capfd)
     one_line(rc, err, "unknown text id 'nope'", "file-000, file-001, file-002")
     assert snapshot(good_run) == before
 
@@ -279,10 +267,7 @@ DAMAGE = {  # case: (file, damage, words the one line must contain)
 }
 
 
-@pytest.mark.parametrize("command", [
-    pytest.param("fit"), needs("protoscope.analysis.run", "analyze"),
-    needs("protoscope.reports.report", "report"),
-])
+@pytest.mark.parametrize("command", ["fit", "analyze", "report"])
 @pytest.mark.parametrize("case", list(DAMAGE))
 def test_damaged_store_gets_one_line_and_is_left_alone(case, command, ns, run_copy, capfd):
     name, damage, needles = DAMAGE[case]
