@@ -38,6 +38,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="alias, local folder or hub id (default: smollm2-135m)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps")
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
+    _threads_option(p)
+
+
+def _threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's); kept in the manifest")
 
 
 def _fit_options(p: argparse.ArgumentParser, texts: bool = True) -> None:
@@ -99,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--only", default=None, help="comma-separated: uniqueness,connectivity,neighbourhoods,information")
     ana.add_argument("--force", action="store_true", help="recompute tables that are up to date")
     ana.add_argument("--device", default="cpu")
+    _threads_option(ana)
     ana.add_argument("--quiet", action="store_true")
 
     rep = sub.add_parser("report", help="write RUN/report.html")
@@ -112,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job on the default model, end to end")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--device", default="cpu")
+    _threads_option(demo)
     demo.add_argument("--quiet", action="store_true")
     return parser
 

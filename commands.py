@@ -5,10 +5,8 @@ Kept apart from cli.py so the parser stays readable; nothing here computes scien
 
 from __future__ import annotations
 
-import sys
-import time
-
 from .geometry.errors import ProtoscopeError
+from .progress import Progress
 
 
 def _recipe(args):
@@ -32,31 +30,6 @@ def _config(args, **fields):
                      dtype=args.dtype, **fields)
 
 
-class Progress:
-    """A live bar: problems done, best/worst accuracy in the batch, optimiser steps per second."""
-
-    def __init__(self, total: int, quiet: bool, desc: str = "fit"):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, desc=desc, unit="sol", disable=quiet, file=sys.stderr,
-                        dynamic_ncols=True)
-        self.steps, self.started = 0, time.perf_counter()
-
-    def on_step(self, acc) -> None:
-        self.steps += 1
-        if self.steps % 5 == 0:
-            rate = self.steps / (time.perf_counter() - self.started)
-            self.bar.set_postfix(active=len(acc), best=f"{float(acc.max()):.2f}",
-                                 worst=f"{float(acc.min()):.2f}", steps_s=f"{rate:.1f}", refresh=False)
-            self.bar.refresh()
-
-    def on_group(self, group) -> None:
-        self.bar.update(len(group.solutions))
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def _check_positive(**values) -> None:
     for name, value in values.items():
         if value is not None and value < 1:
@@ -77,36 +50,34 @@ def experiment(args) -> int:
     args.texts = f"generated:{args.contexts}:{args.per_context}"
     store = _fit_run(args, _config(args, lengths=(args.length,), protocol="first-of-context"))
     from .analysis.run import run_analyses
+    from .geometry.runs import record_threads
 
     with _locked(args.out):
         run_analyses(store, only=["uniqueness"], device=args.device, quiet=args.quiet)
+        record_threads(store, "analyze")
     summary = store.analysis("uniqueness_summary")
     print(summary.to_string(index=False))
     return 0
 
 
 def _fit_run(args, config):
-    """Fit (or resume) every problem of a one-length run and print its summary."""
-    from .geometry.runs import done_keys, fit_into, prepare_run, problems_for
+    """Fit (or resume) every problem of a run and print its summary."""
+    from .geometry.runs import fit_run
 
-    with _locked(args.out):
-        store, loaded, texts = prepare_run(args.out, config, device=args.device, overwrite=args.overwrite)
-        length = config.lengths[0]
-        problems = problems_for(texts, config, length, done=done_keys(store, config.arrangement))
-        bar = Progress(len(problems), args.quiet)
-        try:
-            fit_into(store, loaded, problems, config, batch_size=args.batch_size,
-                     progress=bar.on_group, on_step=bar.on_step)
-        finally:
-            bar.close()
-        store.update_manifest(status="complete")
+    _threads(args)
+    bar = Progress(quiet=args.quiet)
+    try:
+        store = fit_run(args.out, config, device=args.device, overwrite=args.overwrite,
+                        batch_size=args.batch_size, **bar.callbacks()).store
+    finally:
+        bar.close()
     _print_fit_summary(store.solutions(), args.out)
     return store
 
 
 def capacity(args) -> int:
     from .geometry.capacity import capacity_per_text, capacity_search, length_grid
-    from .geometry.runs import prepare_run
+    from .geometry.runs import prepare_run, record_threads
 
     _check_positive(seeds=args.seeds, batch_size=args.batch_size)
     methods = {"one-step": ("one-step",), "mem": ("mem",), "both": ("one-step", "mem")}.get(args.method)
@@ -117,9 +88,11 @@ def capacity(args) -> int:
         raise ProtoscopeError(f"--lengths must be increasing positive integers, got {list(lengths)}")
     config = _config(args, lengths=tuple(lengths), kind="capacity", methods=methods,
                      warm_start=not args.no_warm_start)
+    _threads(args)
     with _locked(args.out):
-        store, loaded, texts = prepare_run(args.out, config, device=args.device, overwrite=args.overwrite)
         bar = Progress(None, args.quiet, desc="capacity")
+        store, loaded, texts = prepare_run(args.out, config, device=args.device, overwrite=args.overwrite,
+                                           on_texts=bar.on_texts)
 
         def on_length(method, length, rows):
             ok = sum(acc >= 0.99 for acc in rows.values())
@@ -131,6 +104,7 @@ def capacity(args) -> int:
         finally:
             bar.close()
         store.write_analysis("capacity", table)
+        record_threads(store, "capacity")
         store.update_manifest(status="complete")
     print(capacity_per_text(table).to_string(index=False))
     print(f"capacity table: {store.path / 'analysis' / 'capacity.parquet'}")
@@ -139,12 +113,15 @@ def capacity(args) -> int:
 
 def analyze(args) -> int:
     from .analysis.run import run_analyses
+    from .geometry.runs import record_threads
     from .geometry.store import RunStore
 
     store = RunStore.open(args.run)
     only = [s.strip() for s in args.only.split(",")] if args.only else None
+    _threads(args)
     with _locked(args.run):
         timings = run_analyses(store, only=only, device=args.device, force=args.force, quiet=args.quiet)
+        record_threads(store, "analyze")
     for name, seconds in timings.items():
         print(f"{name:>15}: {'up to date' if seconds is None else f'{seconds:.1f} s'}")
     print(f"tables: {store.path / 'analysis'}")
@@ -170,8 +147,16 @@ def compare(args) -> int:
 def demo(args) -> int:
     from .demo import run_demo
 
+    _threads(args)
     run_demo(args.out, device=args.device, quiet=args.quiet)
     return 0
+
+
+def _threads(args) -> None:
+    """--threads, applied before any model loads (absent: torch's default)."""
+    from .geometry.runs import use_threads
+
+    use_threads(getattr(args, "threads", None))
 
 
 def _locked(path):

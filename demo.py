@@ -14,8 +14,9 @@ import time
 from .analysis.run import run_analyses
 from .geometry.models import resolve_device
 from .geometry.recipes import resolve_recipe
-from .geometry.runs import RunConfig, done_keys, fit_into, prepare_run, problems_for
+from .geometry.runs import RunConfig, fit_run, record_threads
 from .geometry.store import RunStore
+from .progress import Progress
 
 DEMO_TEXTS = "builtin:2+generated:1:2+random:1"
 DEMO_LENGTH, DEMO_SEEDS, DEMO_MAX_STEPS = 8, 3, 400
@@ -30,7 +31,6 @@ def run_demo(out: str = "runs/demo", device: str = "cpu", quiet: bool = False, *
              max_steps: int = DEMO_MAX_STEPS, options: dict = DEMO_OPTIONS) -> dict:
     """Fit, analyse, report; returns seconds per stage (also kept in the run's manifest).
     The keyword sizes exist for tests; `protoscope demo` uses the measured defaults."""
-    from .commands import Progress
     from .reports.compare import build_compare
     from .reports.report import build_report
 
@@ -41,18 +41,17 @@ def run_demo(out: str = "runs/demo", device: str = "cpu", quiet: bool = False, *
     say = (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     with RunStore(out).lock():
         say(f"[1/4] fitting {seeds} seeds x texts '{texts}' at {length} tokens into {out}")
-        store, loaded, chosen = prepare_run(out, config, device=device)
-        problems = problems_for(chosen, config, length, done=done_keys(store, config.arrangement))
-        bar = Progress(len(problems), quiet)
+        bar = Progress(quiet=quiet)
         try:
-            fit_into(store, loaded, problems, config, progress=bar.on_group, on_step=bar.on_step)
+            fitted = fit_run(out, config, device=device, lock=False, **bar.callbacks())
         finally:
             bar.close()
-        store.update_manifest(status="complete")
+        store, loaded, chosen = fitted.store, fitted.loaded, fitted.texts
         timings["fit"] = time.perf_counter() - started
         say("[2/4] analyses")
         timings.update({f"analysis:{k}": v for k, v in run_analyses(
             store, loaded=loaded, quiet=quiet, options=options).items()})
+        record_threads(store, "analyze")
     say("[3/4] report")
     t0 = time.perf_counter()
     report = build_report(out)

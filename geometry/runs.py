@@ -1,13 +1,18 @@
 """How does a command become a run store full of solutions? Opening, resuming and filling runs.
 
-`prepare_run` loads the model, opens (and checks) or creates the store with its texts;
-`fit_into` turns problems into solutions appended to the store as each group finishes. A run
-directory that already exists is resumed when its config matches and refused otherwise, so
-re-running an interrupted command finishes it without refitting anything already stored.
+`fit_run` is the whole sequence every fitting command uses (the CLI's fit and experiment, the
+demo, the tests' tiny run, and anything new that fits a run): take the run's lock, prepare the
+run, skip what is stored, fit the rest, mark the run complete. Its parts stay public for
+callers that climb a grid instead (capacity): `prepare_run` loads the model, opens (and
+checks) or creates the store with its texts; `fit_into` turns problems into solutions appended
+to the store as each group finishes. A run directory that already exists is resumed when its
+config matches and refused otherwise, so re-running an interrupted command finishes it without
+refitting anything already stored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import platform
 import sys
@@ -87,10 +92,16 @@ def versions() -> dict:
 
 
 def prepare_run(out, config: RunConfig, device: str = "cpu", overwrite: bool = False,
-                loaded: LoadedModel | None = None) -> tuple[RunStore, LoadedModel, list[Text]]:
-    """Load the model, then resume the store at `out` or create it with freshly loaded texts."""
+                loaded: LoadedModel | None = None, texts: Sequence[Text] | None = None,
+                on_texts: Callable[[str, int, int], None] | None = None,
+                ) -> tuple[RunStore, LoadedModel, list[Text]]:
+    """Load the model, then resume the store at `out` or create it with freshly loaded texts.
+
+    `texts`, when given, are stored as they are instead of loading `config.texts` (which then
+    only labels them); `on_texts(stage, done, total)` reports text preparation (see load_texts).
+    """
     store = RunStore(out)
-    if overwrite or not (store.path / "manifest.json").exists():
+    if texts is None and (overwrite or not (store.path / "manifest.json").exists()):
         check_text_spec(config.texts)
     loaded = loaded or load_model(config.model, device=device, dtype=config.dtype)
     if (store.path / "manifest.json").exists() and not overwrite:
@@ -99,7 +110,7 @@ def prepare_run(out, config: RunConfig, device: str = "cpu", overwrite: bool = F
         return store, loaded, store.texts()
     if overwrite and store.path.exists():
         _clear(store)
-    texts = load_text_mix(config, loaded)
+    texts = list(texts) if texts is not None else load_text_mix(config, loaded, on_texts)
     for length in config.lengths if config.kind == "fit" else ():
         for t in texts:
             t.prefix(length)  # a text shorter than the length is an error naming the text
@@ -118,7 +129,8 @@ def prepare_run(out, config: RunConfig, device: str = "cpu", overwrite: bool = F
     return RunStore.create(out, manifest, texts), loaded, texts
 
 
-def load_text_mix(config: RunConfig, loaded: LoadedModel) -> list[Text]:
+def load_text_mix(config: RunConfig, loaded: LoadedModel,
+                  on_texts: Callable[[str, int, int], None] | None = None) -> list[Text]:
     """Texts of a SPEC, or of several joined by '+' (e.g. `builtin:3+generated:1:2+random:1`);
     `builtin:K` takes the first K built-in paragraphs."""
     texts: list[Text] = []
@@ -130,7 +142,7 @@ def load_text_mix(config: RunConfig, loaded: LoadedModel) -> list[Text]:
                 raise ProtoscopeError(f"text spec {part!r}: COUNT must be a positive integer")
             part, take = "builtin", int(count)
         texts += load_texts(part, loaded, seed=config.text_seed, random_words=config.random_words,
-                            generate_tokens=config.generate_tokens)[:take]
+                            generate_tokens=config.generate_tokens, progress=on_texts)[:take]
     ids = [t.text_id for t in texts]
     if len(set(ids)) != len(ids):
         raise ProtoscopeError(f"text spec {config.texts!r} names some texts twice")
@@ -229,6 +241,76 @@ def fit_into(store: RunStore, loaded: LoadedModel, problems: Sequence[Problem], 
     store.update_manifest(updated=now())
     rows = store.solutions()
     return rows[rows["solution_id"].isin(new_ids)]
+
+
+@dataclass
+class FittedRun:
+    """What `fit_run` leaves: the store (complete), the model and texts it used, new rows."""
+
+    store: RunStore
+    loaded: LoadedModel
+    texts: list[Text]
+    new_rows: pd.DataFrame
+
+
+def fit_run(out, config: RunConfig, *, device: str = "cpu", overwrite: bool = False,
+            loaded: LoadedModel | None = None, texts: Sequence[Text] | None = None,
+            batch_size: int | None = None, lock: bool = True,
+            on_texts: Callable[[str, int, int], None] | None = None,
+            on_problems: Callable[[int], None] | None = None,
+            on_group: Callable[[FittedGroup], None] | None = None,
+            on_step: Callable | None = None) -> FittedRun:
+    """Fit (or resume) every (text, seed, length) of `config` into the run store at `out`.
+
+    The one fit-run sequence: hold the run's lock (`lock=False` when the caller already holds
+    it, e.g. to analyse under the same lock), `prepare_run` (load or reuse `loaded`; open and
+    check an existing run, or create it from `texts` or `config.texts`), skip the (text, seed,
+    length) already stored for `config.arrangement`, fit the rest length by length with
+    `fit_into`, record the torch thread count used, mark the run complete.
+
+    Progress callbacks, all optional: `on_texts(stage, done, total)` while texts are prepared
+    (stages "tokenised", "scored"); `on_problems(total)` once, with the number of problems left
+    to fit (0 when a finished run is resumed); `on_step(accuracy)` after every optimiser step
+    with the per-problem accuracy of the batch; `on_group(group)` as each group is stored.
+    `progress.Progress().callbacks()` supplies all four as a live bar on stderr.
+    """
+    store = RunStore(out)
+    with store.lock() if lock else contextlib.nullcontext():
+        store, loaded, texts = prepare_run(out, config, device=device, overwrite=overwrite,
+                                           loaded=loaded, texts=texts, on_texts=on_texts)
+        done = done_keys(store, config.arrangement)
+        todo = {n: problems_for(texts, config, n, done=done) for n in config.lengths}
+        if on_problems:
+            on_problems(sum(len(p) for p in todo.values()))
+        new = [fit_into(store, loaded, problems, config, batch_size=batch_size,
+                        progress=on_group, on_step=on_step)
+               for problems in todo.values() if problems]
+        record_threads(store, config.kind)
+        store.update_manifest(status="complete")
+    rows = pd.concat(new, ignore_index=True) if new else store.solutions().iloc[:0]
+    return FittedRun(store, loaded, texts, rows)
+
+
+def use_threads(threads: int | None) -> int:
+    """Set torch's CPU thread count (None keeps torch's default) before a model loads;
+    returns the count in use. On a shared machine, jobs with default threads each ran up to
+    20x slower."""
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise ProtoscopeError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def record_threads(store: RunStore, stage: str) -> None:
+    """Keep the torch thread count a stage ran with in the manifest: {"fit": 2, "analyze": 1}."""
+    import torch
+
+    threads = dict(store.manifest.get("threads") or {})
+    threads[stage] = torch.get_num_threads()
+    store.update_manifest(threads=threads)
 
 
 def solution_row(s, config: RunConfig, arrangement: str, method: str) -> dict:

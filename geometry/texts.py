@@ -52,6 +52,7 @@ RANDOM_VOCAB = 100_000
 # Full-vocabulary logits dominate memory (B x L x 49152 floats for the default model), so a
 # forward batch holds at most this many logit bytes; one text always fits in a batch.
 LOGITS_BUDGET_BYTES = 256 * 2**20
+TOKENIZE_CHUNK = 1000  # texts per tokenizer call: progress stays live on a file of 10,000
 
 
 @dataclass(frozen=True)
@@ -235,22 +236,27 @@ def _sample(loaded, context: list[int], count: int, n_tokens: int, seed: int,
 # ---------------------------------------------------------------- NLL
 
 
-def token_nll(loaded, token_ids, batch: int | None = None):
+def token_nll(loaded, token_ids, batch: int | None = None, progress=None):
     """-log P(t_i | BOS, t_<i) in nats, per token, under the model run normally.
 
     `token_ids` is one sequence of ids (returns a 1-D float64 array) or a list of sequences
     (returns a list of arrays). Texts are sorted by length and right-padded into batches of at
     most `batch` texts whose logits fit LOGITS_BUDGET_BYTES. Only the first n_ctx - 1 tokens
     of a text longer than the model's context are scored (BOS takes one position).
+    `progress("scored", done, total)`, when given, is called after each batch.
     """
     if isinstance(token_ids, (torch.Tensor, np.ndarray)):
         token_ids = token_ids.tolist()
     single = len(token_ids) > 0 and isinstance(token_ids[0], (int, np.integer))
     seqs = [list(token_ids)] if single else [list(s) for s in token_ids]
     results: list[np.ndarray | None] = [None] * len(seqs)
+    scored = 0
     for group in _batches(loaded, seqs, batch):
         for i, nll in zip(group, _nll_batch(loaded, [seqs[i] for i in group])):
             results[i] = nll
+        scored += len(group)
+        if progress:
+            progress("scored", scored, len(seqs))
     return results[0] if single else results
 
 
@@ -366,31 +372,45 @@ def _check_unique(ids: list[str], where: str) -> None:
         seen.add(text_id)
 
 
-def _to_text(loaded, text_id: str, source: str, context_id: str | None, text: str) -> Text:
-    if not text.strip():
-        raise ProtoscopeError(f"text {text_id!r} is empty")
-    ids = tokenize(loaded, text)
-    if not ids:
-        raise ProtoscopeError(f"text {text_id!r} has no tokens for this tokenizer")
-    return Text(text_id, source, context_id, text, ids)
+def _to_texts(loaded, records: Sequence[tuple[str, str | None, str]], source: str,
+              progress=None) -> list[Text]:
+    """Text records from (text_id, context_id, text), tokenised in chunks (one tokenizer call
+    per chunk, not per text) with `progress("tokenised", done, total)` after each."""
+    for text_id, _, text in records:
+        if not text.strip():
+            raise ProtoscopeError(f"text {text_id!r} is empty")
+    out: list[Text] = []
+    for start in range(0, len(records), TOKENIZE_CHUNK):
+        chunk = records[start:start + TOKENIZE_CHUNK]
+        ids = loaded.tokenizer([t for _, _, t in chunk], add_special_tokens=False)["input_ids"]
+        for (text_id, context_id, text), token_ids in zip(chunk, ids):
+            if not token_ids:
+                raise ProtoscopeError(f"text {text_id!r} has no tokens for this tokenizer")
+            out.append(Text(text_id, source, context_id, text, token_ids))
+        if progress:
+            progress("tokenised", len(out), len(records))
+    return out
 
 
 def load_texts(spec: str, loaded, seed: int = 0, random_words: int = 400,
-               generate_tokens: int = 128, with_nll: bool = True) -> list[Text]:
-    """The texts a SPEC names, tokenised for `loaded`, with per-token NLL unless with_nll=False."""
+               generate_tokens: int = 128, with_nll: bool = True, progress=None) -> list[Text]:
+    """The texts a SPEC names, tokenised for `loaded`, with per-token NLL unless with_nll=False.
+
+    `progress(stage, done, total)`, when given, is called as texts are "tokenised" and "scored".
+    """
     source, params = parse_text_spec(spec)
     if source == "builtin":
-        texts = [_to_text(loaded, i, "builtin", None, t) for i, t in builtin_texts()]
+        texts = _to_texts(loaded, [(i, None, t) for i, t in builtin_texts()], "builtin", progress)
     elif source == "random":
-        texts = [_to_text(loaded, i, "random", None, t)
-                 for i, t in random_texts(params["count"], seed, random_words)]
+        texts = _to_texts(loaded, [(i, None, t) for i, t in
+                                   random_texts(params["count"], seed, random_words)], "random", progress)
     elif source == "generated":
         texts = generated_texts(loaded, params["contexts"], params["per_context"], seed,
                                 generate_tokens)
     else:
-        texts = [_to_text(loaded, i, "file", c, t) for i, c, t in read_text_file(params["path"])]
+        texts = _to_texts(loaded, read_text_file(params["path"]), "file", progress)
     _check_unique([t.text_id for t in texts], f"text spec {spec!r}")
     if with_nll:
-        nlls = token_nll(loaded, [t.token_ids for t in texts])
+        nlls = token_nll(loaded, [t.token_ids for t in texts], progress=progress)
         texts = [dataclasses.replace(t, token_nll=n) for t, n in zip(texts, nlls)]
     return texts

@@ -1,5 +1,6 @@
 """The command line contract: every command has --help, fit writes a store and resumes it."""
 import pytest
+import torch
 
 from protoscope.cli import build_parser, main
 from protoscope.geometry.models import tiny_model
@@ -73,3 +74,35 @@ def test_experiment_uniqueness_builds_the_paper_protocol(model_folder, tmp_path,
     kinds = set(store.analysis("uniqueness")["pair_kind"])
     assert kinds == {"same_text", "same_context", "different_context"}
     assert "same_context<different_context" in capsys.readouterr().out
+
+
+def test_threads_are_applied_and_kept_in_the_manifest(model_folder, tmp_path, capsys):
+    texts = tmp_path / "t.txt"
+    texts.write_text("the cat sat on the mat\n")
+    out = tmp_path / "run"
+    args = ["fit", "--model", str(model_folder), "--texts", str(texts), "--length", "2",
+            "--seeds", "1", "--out", str(out), "--max-steps", "20", "--quiet", "--threads", "1"]
+    torch.set_num_threads(2)
+    try:
+        assert main(args) == 0
+        assert torch.get_num_threads() == 1
+        assert main(["analyze", str(out), "--only", "uniqueness", "--threads", "1", "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(1)
+    assert RunStore.open(out).manifest["threads"] == {"fit": 1, "analyze": 1}
+
+
+@pytest.mark.parametrize("command", ["fit", "capacity", "experiment", "analyze", "demo"])
+def test_every_model_command_takes_threads(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    assert "--threads" in capsys.readouterr().out
+
+
+def test_threads_below_one_get_one_line(model_folder, tmp_path, capsys):
+    args = ["fit", "--model", str(model_folder), "--texts", "builtin", "--length", "2",
+            "--out", str(tmp_path / "run"), "--threads", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "protoscope: error: --threads must be at least 1, got 0"
+    assert not (tmp_path / "run").exists()

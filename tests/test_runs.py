@@ -1,0 +1,107 @@
+"""The one fit-run sequence: does `fit_run` fill a run, report progress, resume without refitting,
+mark the run complete and keep its thread count; and does the demo reach it without importing
+the command layer?"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from protoscope.geometry.errors import ProtoscopeError
+from protoscope.geometry.recipes import resolve_recipe
+from protoscope.geometry.runs import RunConfig, fit_run, use_threads
+from protoscope.geometry.store import RunStore
+
+TEXTS = "the cat sat on the mat\n\nwe went to the city at night\n\nthis is a good one for you\n"
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_text(TEXTS)
+    return RunConfig(model="tiny", texts=str(path), seeds=2, lengths=(3,),
+                     recipe=resolve_recipe("default", max_steps=60))
+
+
+class Calls:
+    def __init__(self):
+        self.texts, self.problems, self.groups, self.steps = [], [], 0, 0
+
+    def kwargs(self) -> dict:
+        return {"on_texts": lambda *a: self.texts.append(a), "on_problems": self.problems.append,
+                "on_group": self.count_group, "on_step": self.count_step}
+
+    def count_group(self, group):
+        self.groups += len(group.solutions)
+
+    def count_step(self, acc):
+        assert acc.ndim == 1 and len(acc) >= 1
+        self.steps += 1
+
+
+def test_fit_run_fills_reports_and_completes_the_run(config, fit_llama, tmp_path):
+    calls = Calls()
+    fitted = fit_run(tmp_path / "run", config, loaded=fit_llama, **calls.kwargs())
+    rows = RunStore.open(tmp_path / "run").solutions()
+    assert len(rows) == len(fitted.new_rows) == 6
+    assert calls.problems == [6] and calls.groups == 6 and calls.steps > 0
+    assert ("tokenised", 3, 3) in calls.texts and calls.texts[-1] == ("scored", 3, 3)
+    manifest = fitted.store.manifest
+    assert manifest["status"] == "complete"
+    assert manifest["threads"] == {"fit": torch.get_num_threads()}
+    assert all(t.token_nll is not None for t in fitted.texts)
+
+
+def test_fit_run_resumes_only_what_is_missing(config, fit_llama, tmp_path):
+    out = tmp_path / "run"
+
+    def stop(group):  # interrupted right after the first group was stored
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_run(out, config, loaded=fit_llama, on_group=stop)
+    assert len(RunStore.open(out).solutions()) == 1
+    assert RunStore.open(out).manifest["status"] == "running"
+    calls = Calls()
+    again = fit_run(out, config, loaded=fit_llama, **calls.kwargs())
+    assert calls.problems == [5] and calls.groups == 5 and len(again.new_rows) == 5
+    rows = RunStore.open(out).solutions()
+    assert len(rows) == 6 and not rows.duplicated(["text_id", "seed", "length"]).any()
+    assert again.store.manifest["status"] == "complete"
+
+
+def test_a_finished_run_fits_nothing_again(config, fit_llama, tmp_path):
+    out = tmp_path / "run"
+    fit_run(out, config, loaded=fit_llama)
+    before = RunStore.open(out).solutions()
+    calls = Calls()
+    again = fit_run(out, config, loaded=fit_llama, **calls.kwargs())
+    assert calls.problems == [0] and calls.steps == 0 and again.new_rows.empty
+    assert RunStore.open(out).solutions().equals(before)
+
+
+def test_fit_run_takes_the_lock_unless_told_the_caller_holds_it(config, fit_llama, tmp_path):
+    out = tmp_path / "run"
+    with RunStore(out).lock():
+        with pytest.raises(ProtoscopeError, match="in use"):
+            fit_run(out, config, loaded=fit_llama)
+        assert len(fit_run(out, config, loaded=fit_llama, lock=False).new_rows) == 6
+
+
+def test_use_threads():
+    before = torch.get_num_threads()
+    try:
+        assert use_threads(1) == 1 == torch.get_num_threads()
+        assert use_threads(None) == 1
+        with pytest.raises(ProtoscopeError, match="--threads must be at least 1, got 0"):
+            use_threads(0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_demo_does_not_import_the_command_layer():
+    code = ("import sys, protoscope.demo; "
+            "sys.exit('protoscope.commands' in sys.modules or 'protoscope.cli' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
