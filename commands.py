@@ -78,6 +78,7 @@ def _fit_run(args, config):
 def capacity(args) -> int:
     from .geometry.capacity import capacity_per_text, capacity_search, length_grid
     from .geometry.runs import prepare_run, record_threads
+    from .geometry.tables import reconstructed
 
     _check_positive(seeds=args.seeds, batch_size=args.batch_size)
     methods = {"one-step": ("one-step",), "mem": ("mem",), "both": ("one-step", "mem")}.get(args.method)
@@ -95,7 +96,7 @@ def capacity(args) -> int:
                                            on_texts=bar.on_texts)
 
         def on_length(method, length, rows):
-            ok = sum(acc >= 0.99 for acc in rows.values())
+            ok = sum(bool(reconstructed(acc)) for acc in rows.values())
             bar.bar.write(f"{method:>8} length {length:>4}: {ok}/{len(rows)} reconstructed")
 
         try:

@@ -35,8 +35,7 @@ from protoscope.geometry.decoder import Decoded, Decoder
 from protoscope.geometry.paths import (BezierPath, LinearPath, Path, decode_path, even_grid,
                                        join, train_beziers)
 from protoscope.geometry.store import Tensors
-
-RECONSTRUCTED = 0.99  # the paper's threshold: a solution counts as reconstructing its text
+from protoscope.geometry.tables import RECONSTRUCTED, columns
 
 
 @dataclass(frozen=True)
@@ -307,17 +306,8 @@ def positions(loaded, rows: pd.DataFrame, vectors: dict, targets: dict,
     return _concat(frames, _EMPTY["positions"])
 
 
-_EMPTY = {
-    "connectivity": ["pair_id", "solution_a", "solution_b", "same_text", "path", "target", "t",
-                     "accuracy", "loss"],
-    "connectivity_pairs": ["pair_id", "solution_a", "solution_b", "text_a", "text_b", "same_text",
-                           "path", "target", "moved", "min_accuracy", "barrier", "length_ratio",
-                           "worst_t", "worst_text", "held", "status", "train_steps",
-                           "steps_used", "bezier_steps", "samples_per_step", "lr", "grid_points",
-                           "seed", "check_every", "max_pairs", "cross_text_pairs"],
-    "connectivity_tokens": ["pair_id", "path", "target", "t", "position", "token", "correct"],
-    "positions": ["solution_id", "position", "target_token", "predicted_token", "correct"],
-}
+_EMPTY = {name: columns(name) for name in
+          ("connectivity", "connectivity_pairs", "connectivity_tokens", "positions")}
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:

@@ -24,16 +24,14 @@ import math
 import statistics
 import time
 
-import numpy as np
 import pandas as pd
 import torch
 
 from protoscope.analysis.probes import probe
-from protoscope.geometry.arrangements import parse_arrangement
 from protoscope.geometry.decoder import Decoder
+from protoscope.geometry.tables import CONCATENATED, capacity_of, columns, own_vectors
 from protoscope.geometry.texts import token_nll
 
-RECONSTRUCTED = 0.99
 PROBE_TARGETS = ("source", "context_id", "length", "first_token")
 
 
@@ -101,19 +99,14 @@ def information(loaded, rows: pd.DataFrame, texts: dict,
                     "h_lm_bits": nats / math.log(2), "capacity": int(reached.get(text_id, 0)),
                     "c_tokens": int(group.loc[group["length"] == n, "c_tokens"].max()),
                     "bits_per_dimension": nats / math.log(2) / dims, "per_text_dimensions": dims})
-    return pd.DataFrame(out, columns=["text_id", "source", "length", "h_lm_nats", "h_lm_bits",
-                                      "capacity", "c_tokens", "bits_per_dimension",
-                                      "per_text_dimensions"])
+    return pd.DataFrame(out, columns=columns("information"))
 
 
 def _capacities(fitted: pd.DataFrame, capacity: pd.DataFrame | None) -> dict[str, int]:
     """Longest reconstructed length per text: the capacity table if any, else the solutions."""
-    if capacity is not None and len(capacity):
-        one_step = capacity["method"] == "one-step"
-        table = capacity[one_step & capacity["reconstructed"].astype(bool)]
-    else:
-        table = fitted[fitted["accuracy"] >= RECONSTRUCTED]
-    return table.groupby("text_id")["length"].max().astype(int).to_dict()
+    table = capacity if capacity is not None and len(capacity) else fitted
+    table = table[table["method"] == "one-step"]
+    return capacity_of(table, ["text_id"]).set_index("text_id")["capacity"].to_dict()
 
 
 # -- probes -----------------------------------------------------------------------------------
@@ -126,9 +119,9 @@ def probes(solutions: _Solutions, max_folds: int, seed: int) -> pd.DataFrame:
         "length": rows["length"].astype(str),
         "first_token": rows["text_id"].map(lambda t: str(texts[t].token_ids[0])),
     }
-    own = _own_vectors(rows)
+    own = own_vectors(rows)
     e, m = solutions.e, solutions.m
-    features = {"e": e, "m": m, "e+m": torch.cat([e, m], 1)}
+    features = {"e": e, "m": m, CONCATENATED: torch.cat([e, m], 1)}
     out = []
     for target in PROBE_TARGETS:
         for name, x in features.items():
@@ -139,16 +132,7 @@ def probes(solutions: _Solutions, max_folds: int, seed: int) -> pd.DataFrame:
             result = probe(x.numpy()[keep], y, groups, max_folds=max_folds, seed=seed)
             if result is not None:
                 out.append({"target": target, "features": name, **result})
-    return pd.DataFrame(out, columns=["target", "features", "accuracy", "chance", "n", "folds",
-                                      "shuffled_accuracy", "classes", "cv"])
-
-
-def _own_vectors(rows: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Per feature set, the rows whose vectors were all fitted for that solution alone."""
-    uses = rows["arrangement"].map(lambda spec: parse_arrangement(spec).uses)
-    e = (uses.map(lambda u: "e" in u) & (rows["share"] != "e")).to_numpy(bool)
-    m = (uses.map(lambda u: "m" in u) & (rows["share"] != "m")).to_numpy(bool)
-    return {"e": e, "m": m, "e+m": e & m}
+    return pd.DataFrame(out, columns=columns("probes"))
 
 
 # -- proto-tokens as an ordinary prompt -------------------------------------------------------
@@ -180,9 +164,7 @@ def prompting(loaded, solutions: _Solutions, batch: int) -> pd.DataFrame:
                         "first_token_match": bool(same[k, 0]),
                         "overlap_beyond_first": float(same[k, 1:].mean()) if n > 1 else math.nan,
                         "aligned_from": offset, "prompt": "bos e m" if bos else "e m"})
-    return pd.DataFrame(out, columns=["solution_id", "text_id", "continuation", "token_overlap",
-                                      "first_token_match", "overlap_beyond_first",
-                                      "aligned_from", "prompt"])
+    return pd.DataFrame(out, columns=columns("prompting"))
 
 
 # -- attention ------------------------------------------------------------------------------
@@ -198,7 +180,7 @@ def attention(loaded, solutions: _Solutions, batch: int) -> pd.DataFrame:
         count += len(e)
     out = [{"layer": layer, "slot": name, "attention_mass": total / count}
            for (layer, name), total in sorted(sums.items())]
-    return pd.DataFrame(out, columns=["layer", "slot", "attention_mass"])
+    return pd.DataFrame(out, columns=columns("attention"))
 
 
 # -- throughput -----------------------------------------------------------------------------
@@ -222,8 +204,7 @@ def throughput(loaded, solutions: _Solutions, mem: _Solutions, batches: tuple[in
     out = []
     for size in batches:
         out += _throughput_at(loaded, solutions, mem, size, repeats)
-    return pd.DataFrame(out, columns=["method", "length", "batch", "tokens", "seconds",
-                                      "tokens_per_second", "accuracy", "stand_in"])
+    return pd.DataFrame(out, columns=columns("throughput"))
 
 
 def _throughput_at(loaded, solutions: _Solutions, mem: _Solutions, size: int,

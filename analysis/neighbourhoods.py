@@ -25,16 +25,16 @@ import torch
 
 from protoscope.geometry.decoder import Decoder
 from protoscope.geometry.errors import ProtoscopeError
+from protoscope.geometry.tables import CONCATENATED, RECONSTRUCTED, columns, own_vectors
 
-from .vectors import cohorts, cosine_distances, load_solutions, own_masks, stack
+from .vectors import cohorts, cosine_distances, load_solutions, stack
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RADII = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-MOVES = ("e", "e+m")
-SWEEP_COLUMNS = ["solution_id", "text_id", "radius", "direction", "trial", "accuracy", "loss"]
-RADII_COLUMNS = ["solution_id", "text_id", "radius_99", "radius_50", "adversarial_radius_99",
-                 "nearest_same_text", "nearest_other_text"]
+MOVES = ("e", CONCATENATED)
+SWEEP_COLUMNS = columns("neighbourhoods")
+RADII_COLUMNS = columns("neighbourhood_radii")
 
 
 def analyze(store, loaded, *, radii=DEFAULT_RADII, directions: int = 4,
@@ -82,8 +82,8 @@ class _Space:
         self.V = torch.cat([e, m], 1).float().to(device)
         self.mask = torch.zeros_like(self.V)
         self.mask[:, : self.d] = 1.0
-        if vectors == "e+m":
-            own_m = torch.as_tensor(own_masks(rows)["m"], device=device)
+        if vectors == CONCATENATED:
+            own_m = torch.as_tensor(own_vectors(rows)["m"], device=device)
             self.mask[own_m, self.d:] = 1.0
         self.norms = (self.V * self.mask).norm(dim=1)
         length = int(rows["length"].iloc[0])
@@ -221,9 +221,9 @@ def radii_table(sweep: pd.DataFrame, space: _Space) -> pd.DataFrame:
     for i, sid in enumerate(space.ids):
         rand, adv = mean.loc["random", sid], mean.loc["adversarial", sid]
         out.append({"solution_id": sid, "text_id": str(space.rows["text_id"].iloc[i]),
-                    "radius_99": first_radius_below(rand, 0.99),
+                    "radius_99": first_radius_below(rand, RECONSTRUCTED),
                     "radius_50": first_radius_below(rand, 0.5),
-                    "adversarial_radius_99": first_radius_below(adv, 0.99),
+                    "adversarial_radius_99": first_radius_below(adv, RECONSTRUCTED),
                     "nearest_same_text": same[i], "nearest_other_text": other[i]})
     return pd.DataFrame(out, columns=RADII_COLUMNS)
 
@@ -265,15 +265,15 @@ def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
 
 
 def purity_table(rows: pd.DataFrame, e, m, k_max: int = 5) -> pd.DataFrame:
-    """k-NN purity by text for k = 1..k_max and the silhouette, per own vector (e, m, pair)."""
+    """k-NN purity by text for k = 1..k_max and the silhouette, per own vector (e, m, e+m)."""
     out = []
     labels = rows["text_id"].astype(str).to_numpy()
-    for name, keep in own_masks(rows).items():
+    for name, keep in own_vectors(rows).items():
         x = stack(name, e, m)[keep]
         sil = silhouette(x, labels[keep])
         out += [{"vector": name, "k": k, "purity": p, "silhouette": sil}
                 for k, p in knn_purity(x, labels[keep], k_max).items()]
-    return pd.DataFrame(out, columns=["vector", "k", "purity", "silhouette"])
+    return pd.DataFrame(out, columns=columns("neighbourhood_purity"))
 
 
 def map_table(rows: pd.DataFrame, e, m, sources: dict, *, umap: bool = True, seed: int = 0,
@@ -282,7 +282,7 @@ def map_table(rows: pd.DataFrame, e, m, sources: dict, *, umap: bool = True, see
     from sklearn.decomposition import PCA
 
     frames = []
-    for name, keep in own_masks(rows).items():
+    for name, keep in own_vectors(rows).items():
         x = stack(name, e, m)[keep]
         if len(x) < 2:
             continue
@@ -298,8 +298,8 @@ def map_table(rows: pd.DataFrame, e, m, sources: dict, *, umap: bool = True, see
                 warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
                 coords["umap"] = reducer.fit_transform(x)
         frames += [ids.assign(method=method, x=xy[:, 0], y=xy[:, 1]) for method, xy in coords.items()]
-    columns = ["solution_id", "text_id", "source", "vector", "method", "x", "y"]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else _empty(columns)
+    names = columns("maps")
+    return pd.concat(frames, ignore_index=True)[names] if frames else _empty(names)
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:

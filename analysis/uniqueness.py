@@ -22,9 +22,9 @@ import pandas as pd
 from scipy.stats import mannwhitneyu
 
 from protoscope.geometry.errors import ProtoscopeError
+from protoscope.geometry.tables import VECTORS, columns, own_vectors
 
-from .vectors import (VECTORS, cohorts, cosine_distances, l2_distances, load_solutions,
-                      own_masks, stack)
+from .vectors import cohorts, cosine_distances, l2_distances, load_solutions, stack
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,9 @@ COMPARISONS = {
     "same_text<different_text": (("same_text",), ("same_context", "different_context")),
     "same_context<different_context": (("same_context",), ("different_context",)),
 }
-PAIR_COLUMNS = ["solution_a", "solution_b", "text_a", "text_b", "pair_kind", "vector",
-                "cosine_distance", "l2_distance", "tfidf_distance", "semantic_distance"]
-SUMMARY_COLUMNS = ["vector", "comparison", "auc", "p_value", "n_a", "n_b"]
-BIN_COLUMNS = ["text_distance", "vector", "bin_low", "bin_high", "pair_kind", "n",
-               "median_cosine_distance"]
+PAIR_COLUMNS = columns("uniqueness")
+SUMMARY_COLUMNS = columns("uniqueness_summary")
+BIN_COLUMNS = columns("uniqueness_bins")
 
 
 def analyze(store, loaded=None, *, semantic: bool = True, n_bins: int = 5,
@@ -98,7 +96,7 @@ def _cohort_pairs(rows, e, m, texts, loaded, semantic, semantic_model) -> pd.Dat
         "tfidf_distance": np.where(same, 0.0, tfidf[pos[ia], pos[ib]]),
         "semantic_distance": np.where(same, 0.0, sem[pos[ia], pos[ib]]),
     })
-    masks, frames = own_masks(rows), []
+    masks, frames = own_vectors(rows), []
     for name in VECTORS:
         keep = masks[name][ia] & masks[name][ib]
         if not keep.any():

@@ -2,7 +2,8 @@
 
 Distances, neighbourhoods and maps only mean something on vectors that were trained for that
 solution alone: a shared vector (share `m` or `e`) is the same for a whole group, and a vector
-the arrangement never feeds to the model (m under `e*` or `mem`) is just its random start.
+the arrangement never feeds to the model (m under `e*` or `mem`) is just its random start
+(the rule is geometry/tables.py `own_vectors`, which probes follow too).
 Solutions are compared only within a *cohort*: one arrangement and one length, since a vector
 fitted for 16 tokens and one fitted for 64 live in different problems.
 """
@@ -16,31 +17,18 @@ import pandas as pd
 import torch
 from scipy.spatial.distance import cdist
 
-from protoscope.geometry.arrangements import parse_arrangement
+from protoscope.geometry.tables import CONCATENATED, VECTORS
 
 log = logging.getLogger(__name__)
 
-VECTORS = ("e", "m", "pair")  # pair: e and m concatenated
-
-
-def own_masks(rows: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Per vector name, which rows have that vector trained for themselves alone."""
-    uses = rows["arrangement"].astype(str).map(lambda s: parse_arrangement(s).uses)
-    share = rows["share"].astype(str)
-    # np.array copies: pandas may hand out read-only views, which torch warns about
-    e = np.array(uses.map(lambda u: "e" in u) & (share != "e"), dtype=bool)
-    m = np.array(uses.map(lambda u: "m" in u) & (share != "m"), dtype=bool)
-    both = np.array(uses.map(lambda u: {"e", "m"} <= u), dtype=bool)
-    return {"e": e, "m": m, "pair": both}
-
 
 def stack(name: str, e: torch.Tensor, m: torch.Tensor) -> np.ndarray:
-    """The rows of one named vector as float64 numpy [n, d] (pair: [n, 2d])."""
+    """The rows of one named vector as float64 numpy [n, d] (e+m: [n, 2d])."""
     if name == "e":
         x = e
     elif name == "m":
         x = m
-    elif name == "pair":
+    elif name == CONCATENATED:
         x = torch.cat([e, m], dim=1)
     else:
         raise ValueError(f"unknown vector {name!r}: allowed are {', '.join(VECTORS)}")

@@ -18,6 +18,7 @@ import tempfile
 
 from protoscope.geometry.capacity import capacity_per_text, capacity_search, length_grid
 from protoscope.geometry.runs import RunConfig, prepare_run
+from protoscope.geometry.tables import reconstructed
 
 from . import common
 
@@ -46,7 +47,7 @@ def search(spec: str, n_texts: int, seeds: int, max_length: int, budget: int,
 def _log(label: str, length: int, rows: dict) -> None:
     import sys
 
-    ok = sum(acc >= 0.99 for acc in rows.values())
+    ok = sum(bool(reconstructed(acc)) for acc in rows.values())
     print(f"capacity {label}: length {length}: {ok}/{len(rows)} reconstructed", file=sys.stderr, flush=True)
 
 

@@ -1,8 +1,8 @@
 """How long a text can two vectors hold? Capacity search over a grid of prefix lengths.
 
 For every (text, seed) the search fits prefixes of growing length; a length counts as
-reconstructed at accuracy >= 0.99 (PAPER.md), and a (text, seed) stops climbing after two
-lengths in a row fail. With warm start, length L starts from the vectors found at the previous
+reconstructed at accuracy >= 0.99 (PAPER.md; the rule and the capacity rule live in
+geometry/tables.py), and a (text, seed) stops climbing after two lengths in a row fail. With warm start, length L starts from the vectors found at the previous
 length (the same e, and m repeated more times): measured in bench/ to save steps. A text's
 capacity is the longest prefix reconstructed by any of its seeds. The [mem] baseline (method
 `mem`) climbs the same grid with one trained vector in front of the teacher-forced text.
@@ -18,9 +18,9 @@ import pandas as pd
 from .arrangements import parse_arrangement
 from .runs import RunConfig, done_keys, fit_into
 from .store import RunStore
+from .tables import capacity_of, columns, reconstructed
 from .texts import Text
 
-RECONSTRUCTED = 0.99
 PAPER_GRID = (4, 5, 8, 11, 16, 22, 32, 45, 64, 90, 128, 181, 256, 362, 512, 724, 1024, 1448)
 
 
@@ -60,7 +60,7 @@ def capacity_search(store: RunStore, loaded, texts: Sequence[Text], config: RunC
             rows = _rows(store, arrangement, length)
             for t, s in alive:
                 acc = rows.get((t.text_id, s), 0.0)
-                failures[(t.text_id, s)] = 0 if acc >= RECONSTRUCTED else failures[(t.text_id, s)] + 1
+                failures[(t.text_id, s)] = 0 if reconstructed(acc) else failures[(t.text_id, s)] + 1
             if on_length:
                 on_length(method, length, rows)
     return capacity_table(store)
@@ -115,21 +115,16 @@ def capacity_table(store: RunStore) -> pd.DataFrame:
         records.append({
             "text_id": r.text_id, "source": text.source, "seed": int(r.seed), "method": r.method,
             "arrangement": r.arrangement, "length": int(r.length), "accuracy": float(r.accuracy),
-            "c_tokens": int(r.c_tokens), "reconstructed": float(r.accuracy) >= RECONSTRUCTED,
+            "c_tokens": int(r.c_tokens), "reconstructed": bool(reconstructed(float(r.accuracy))),
             "h_lm_nats": h, "h_lm_bits": h / math.log(2),
         })
-    return pd.DataFrame.from_records(records, columns=[
-        "text_id", "source", "seed", "method", "arrangement", "length", "accuracy", "c_tokens",
-        "reconstructed", "h_lm_nats", "h_lm_bits"])
+    return pd.DataFrame.from_records(records, columns=columns("capacity"))
 
 
 def capacity_per_text(table: pd.DataFrame) -> pd.DataFrame:
     """Longest reconstructed prefix per (text, method): the best of the seeds (0 if none)."""
-    ok = table[table["reconstructed"]]
-    best = ok.groupby(["text_id", "method"], as_index=False)["length"].max().rename(columns={"length": "capacity"})
-    keys = table[["text_id", "source", "method"]].drop_duplicates()
-    out = keys.merge(best, on=["text_id", "method"], how="left")
-    out["capacity"] = out["capacity"].fillna(0).astype(int)
+    out = capacity_of(table, ["text_id", "source", "method"])
+    ok = table[table["reconstructed"].astype(bool)]
     h = ok.sort_values("length").groupby(["text_id", "method"]).last()["h_lm_nats"]
     out["h_lm_nats"] = [h.get((t, m), 0.0) for t, m in zip(out["text_id"], out["method"])]
     return out

@@ -18,6 +18,7 @@ import math
 import torch
 
 from .decoder import Decoded, Decoder
+from .tables import RECONSTRUCTED
 
 MOVED = ("e", "m", "e+m")
 
@@ -143,7 +144,7 @@ def decode_path(decoder: Decoder, path: Path, t: torch.Tensor, targets: torch.Te
 
 
 # -- training a curve ---------------------------------------------------------------------------
-RECONSTRUCTED = 0.99  # a point keeps the text when its accuracy reaches this (the paper's rule)
+# a point keeps the text when its accuracy reaches RECONSTRUCTED (the paper's rule)
 
 
 def train_bezier(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: torch.Tensor,

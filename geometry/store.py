@@ -28,6 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import StoreError
+from .tables import conform
 from .texts import Text
 
 MANIFEST, TEXTS, VECTORS, ROWS = "manifest.json", "texts.jsonl", "solutions.safetensors", "solutions.parquet"
@@ -211,7 +212,8 @@ class RunStore:
         return _read(path, parse)
 
     def write_analysis(self, name: str, frame: pd.DataFrame | Tensors) -> pathlib.Path:
-        """A table as NAME.parquet, or a `Tensors` mapping as NAME.safetensors."""
+        """A table as NAME.parquet (in the table contract's columns, geometry/tables.py), or a
+        `Tensors` mapping as NAME.safetensors."""
         folder = self.path / "analysis"
         folder.mkdir(exist_ok=True)
         if isinstance(frame, Tensors):
@@ -219,7 +221,7 @@ class RunStore:
             tensors = {k: v.detach().float().cpu().contiguous() for k, v in frame.items()}
             atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=frame.metadata))
             return path
-        path = folder / f"{name}.parquet"
+        path, frame = folder / f"{name}.parquet", conform(name, frame)
         atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
         return path
 

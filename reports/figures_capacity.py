@@ -2,7 +2,8 @@
 
 Overview figures read `solutions.parquet`; capacity figures read `analysis/capacity.parquet`
 and `analysis/information.parquet` (columns in docs/tables.md). Capacity of one (text, seed,
-method) is the longest prefix length whose row says `reconstructed`, as in the paper.
+method) is the longest prefix length whose row says `reconstructed`, as in the paper
+(geometry/tables.py `capacity_of`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..geometry.capacity import capacity_per_text
+from ..geometry.tables import RECONSTRUCTED, capacity_of, read
 from .figures import base_figure, color, esc, lines_with_gaps, no_data, usable
 
 _METHOD_DASH = {"one-step": "solid", "mem": "dash"}
@@ -57,15 +59,13 @@ def steps_distribution(solutions: pd.DataFrame | None) -> go.Figure:
 def text_capacity(capacity: pd.DataFrame) -> pd.DataFrame:
     """Longest reconstructed prefix per (text_id, source, method, seed); 0 when none was."""
     keys = [k for k in ("text_id", "source", "method", "seed") if k in capacity.columns]
-    held = capacity["length"].where(capacity["reconstructed"].astype(bool), 0)
-    out = capacity.assign(capacity=held).groupby(keys, dropna=False)["capacity"].max()
-    return out.reset_index()
+    return capacity_of(capacity, keys)
 
 
 def capacity_curves(capacity: pd.DataFrame | None) -> go.Figure:
     """Accuracy against prefix length, one line per text (mean over seeds), per method."""
     title = "Accuracy vs prefix length"
-    rows = usable(capacity, ["text_id", "length", "accuracy"])
+    rows = usable(capacity, read("capacity", "text_id", "length", "accuracy"))
     if rows is None:
         return no_data(title, "No capacity search in this run.")
     # The searched lengths are powers of sqrt(2): tick exactly those on the log axis.
@@ -81,15 +81,15 @@ def capacity_curves(capacity: pd.DataFrame | None) -> go.Figure:
             marker=dict(size=4), opacity=0.6,
             hovertemplate="text %{customdata}<br>length %{x}<br>accuracy %{y:.3f}"
                           "<extra></extra>"))
-    fig.add_hline(y=0.99, line=dict(color="grey", dash="dot"),
-                  annotation_text="reconstructed (0.99)")
+    fig.add_hline(y=RECONSTRUCTED, line=dict(color="grey", dash="dot"),
+                  annotation_text=f"reconstructed ({RECONSTRUCTED:g})")
     return fig
 
 
 def capacity_by_source(capacity: pd.DataFrame | None) -> go.Figure:
     """Capacity (longest reconstructed prefix) of each text and seed, grouped by source."""
     title = "Capacity per source"
-    rows = usable(capacity, ["text_id", "length", "reconstructed"])
+    rows = usable(capacity, read("capacity", "text_id", "length", "reconstructed"))
     if rows is None:
         return no_data(title, "No capacity search in this run.")
     caps = text_capacity(rows)
@@ -111,7 +111,7 @@ def hlm_vs_capacity(information: pd.DataFrame | None,
     """H_LM of the longest reconstructed prefix against that capacity, one colour per source:
     from the information table, else from a capacity search's own rows (one-step method)."""
     title = "Information held (H_LM) vs capacity"
-    rows = usable(information, ["text_id", "capacity", "h_lm_bits"])
+    rows = usable(information, read("information", "text_id", "capacity", "h_lm_bits"))
     if rows is None:
         rows = _hlm_at_capacity(capacity)
     if rows is None:
@@ -130,7 +130,8 @@ def hlm_vs_capacity(information: pd.DataFrame | None,
 def _hlm_at_capacity(capacity: pd.DataFrame | None) -> pd.DataFrame | None:
     """Per text, the longest one-step prefix reconstructed in a capacity search and its H_LM
     (geometry.capacity.capacity_per_text, the same rule the capacity command prints)."""
-    rows = usable(capacity, ["text_id", "source", "method", "length", "reconstructed", "h_lm_nats"])
+    rows = usable(capacity, read("capacity", "text_id", "source", "method", "length",
+                                     "reconstructed", "h_lm_nats"))
     if rows is None:
         return None
     per_text = capacity_per_text(rows)
@@ -141,7 +142,7 @@ def _hlm_at_capacity(capacity: pd.DataFrame | None) -> pd.DataFrame | None:
 def one_step_vs_mem(capacity: pd.DataFrame | None) -> go.Figure:
     """Per text, the one-step capacity against the autoregressive [mem] capacity."""
     title = "One-step vs [mem] capacity"
-    rows = usable(capacity, ["text_id", "length", "reconstructed", "method"])
+    rows = usable(capacity, read("capacity", "text_id", "length", "reconstructed", "method"))
     methods = set() if rows is None else set(rows["method"].astype(str))
     if not {"one-step", "mem"} <= methods:
         return no_data(title, "This run has no capacity search with both the one-step and "

@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..geometry.tables import CONCATENATED, read
 from .figures import TEMPLATE, base_figure, esc, no_data, usable
 
 _ACCURACY_SCALE = "RdYlGn"
@@ -45,13 +46,13 @@ def _of_solutions(frame: pd.DataFrame | None, solution_ids: list,
 
 def distance_heatmap(uniqueness: pd.DataFrame | None, solution_ids: list,
                      vector: str | None = None) -> go.Figure:
-    """Pairwise cosine distance between the given solutions (one vector: e, m or pair)."""
+    """Pairwise cosine distance between the given solutions (one vector: e, m or e+m)."""
     title = "Pairwise cosine distance"
-    rows = _of_solutions(uniqueness, solution_ids, ["solution_a", "solution_b", "vector",
-                                                    "cosine_distance"])
+    rows = _of_solutions(uniqueness, solution_ids, read("uniqueness", "solution_a", "solution_b",
+                                                        "vector", "cosine_distance"))
     if rows is not None:
         vectors = list(dict.fromkeys(rows["vector"].astype(str)))
-        vector = vector or ("pair" if "pair" in vectors else vectors[0])
+        vector = vector or (CONCATENATED if CONCATENATED in vectors else vectors[0])
         rows = rows[rows["vector"].astype(str) == vector]
     if rows is None or rows.empty:
         return no_data(title, "No uniqueness pairs between solutions of this text.")
@@ -70,8 +71,8 @@ def distance_heatmap(uniqueness: pd.DataFrame | None, solution_ids: list,
 def connectivity_matrix(pairs: pd.DataFrame | None, solution_ids: list) -> go.Figure:
     """Lowest accuracy along the linear and along the Bezier path, for every pair."""
     title = "Lowest accuracy along the path between two solutions"
-    rows = _of_solutions(pairs, solution_ids, ["solution_a", "solution_b", "path",
-                                               "min_accuracy"])
+    rows = _of_solutions(pairs, solution_ids, read("connectivity_pairs", "solution_a",
+                                                   "solution_b", "path", "min_accuracy"))
     if rows is None:
         return no_data(title, "No connectivity pairs between solutions of this text.")
     paths = [p for p in ("linear", "bezier") if p in set(rows["path"].astype(str))]
@@ -110,7 +111,7 @@ def _grid(rows: pd.DataFrame, row_key: str, columns: list[str]) -> dict[str, pd.
 def position_correctness(positions: pd.DataFrame | None, solution_ids: list) -> go.Figure:
     """Which positions each solution gets right (green) or wrong (red)."""
     title = "Per-position correctness of every solution"
-    rows = usable(positions, ["solution_id", "position", "correct"])
+    rows = usable(positions, read("positions", "solution_id", "position", "correct"))
     if rows is not None:
         rows = rows[rows["solution_id"].isin(solution_ids)]
     if rows is None or rows.empty:
@@ -136,7 +137,8 @@ def position_correctness(positions: pd.DataFrame | None, solution_ids: list) -> 
 def path_tokens(tokens: pd.DataFrame | None, pair_id, path: str = "linear") -> go.Figure:
     """Decoded tokens along one pair's path: a t x position grid coloured by correctness."""
     title = f"Decoded tokens along the {path} path of pair {pair_id}"
-    rows = usable(tokens, ["pair_id", "path", "t", "position", "correct"])
+    rows = usable(tokens, read("connectivity_tokens", "pair_id", "path", "t", "position",
+                               "correct"))
     if rows is not None:
         rows = rows[(rows["pair_id"] == pair_id) & (rows["path"].astype(str) == path)]
     if rows is None or rows.empty:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..geometry.tables import read
 from .figures import (add_band, base_figure, color, esc, lines_with_gaps, no_data,
                       quantile_band, rgb_of, usable)
 
@@ -43,7 +44,7 @@ def _pair_groups(frame: pd.DataFrame):
 def path_accuracy(connectivity: pd.DataFrame | None, path: str = "linear") -> go.Figure:
     """Accuracy along one path kind ("linear" or "bezier") for every pair, with a median band."""
     title = f"Accuracy along {path} paths"
-    rows = usable(connectivity, ["pair_id", "path", "t", "accuracy"])
+    rows = usable(connectivity, read("connectivity", "pair_id", "path", "t", "accuracy"))
     if rows is not None:
         rows = rows[rows["path"].astype(str) == path]
     if rows is None or rows.empty:
@@ -71,7 +72,7 @@ def pair_summary(pairs: pd.DataFrame | None, value: str = "barrier") -> go.Figur
         raise ValueError(f"value must be one of {sorted(_SUMMARY)}, not {value!r}")
     title = {"barrier": "Loss barrier per pair", "length_ratio": "Path length ratio per pair",
              "min_accuracy": "Lowest accuracy per pair"}[value]
-    rows = usable(pairs, ["pair_id", "path", value])
+    rows = usable(pairs, read("connectivity_pairs", "pair_id", "path", value))
     if rows is None:
         return no_data(title, "No connectivity pairs in this run.")
     fig = base_figure(title, "path", _SUMMARY[value], boxmode="group")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..geometry.tables import read
 from .figures import base_figure, color, esc, no_data, usable
 
 _SLOT_ORDER = ("bos", "e", "m")
@@ -17,7 +18,7 @@ _SLOT_ORDER = ("bos", "e", "m")
 def probe_accuracy(probes: pd.DataFrame | None) -> go.Figure:
     """Cross-validated probe accuracy per target and feature set, with the chance level."""
     title = "Linear probes: accuracy vs chance"
-    rows = usable(probes, ["target", "features", "accuracy"])
+    rows = usable(probes, read("probes", "target", "features", "accuracy"))
     if rows is None:
         return no_data(title, "No probes were trained in this run.")
     fig = base_figure(title, "what the probe predicts", "accuracy", barmode="group",
@@ -38,7 +39,7 @@ def probe_accuracy(probes: pd.DataFrame | None) -> go.Figure:
 def bits_per_dimension(information: pd.DataFrame | None) -> go.Figure:
     """H_LM of the reconstructed prefix divided by the trained dimensions, per source."""
     title = "Bits per trained dimension"
-    rows = usable(information, ["text_id", "bits_per_dimension"])
+    rows = usable(information, read("information", "text_id", "bits_per_dimension"))
     if rows is None:
         return no_data(title, "No information analysis in this run.")
     sources = rows["source"].astype(str) if "source" in rows.columns else "all"
@@ -54,7 +55,7 @@ def bits_per_dimension(information: pd.DataFrame | None) -> go.Figure:
 def attention_by_layer(attention: pd.DataFrame | None) -> go.Figure:
     """Share of attention that query positions give to each slot (bos, e, m), per layer."""
     title = "Attention to e vs m by layer"
-    rows = usable(attention, ["layer", "slot", "attention_mass"])
+    rows = usable(attention, read("attention", "layer", "slot", "attention_mass"))
     if rows is None:
         return no_data(title, "No attention analysis in this run.")
     fig = base_figure(title, "layer", "mean attention share", yaxis_range=[0, 1.02],
@@ -73,7 +74,7 @@ def attention_by_layer(attention: pd.DataFrame | None) -> go.Figure:
 def prompting_overlap(prompting: pd.DataFrame | None) -> go.Figure:
     """Token overlap between the text and what the model writes when the vectors are a prompt."""
     title = "Proto-tokens used as a prompt: overlap with the text"
-    rows = usable(prompting, ["solution_id", "token_overlap"])
+    rows = usable(prompting, read("prompting", "solution_id", "token_overlap"))
     if rows is None:
         return no_data(title, "No prompting analysis in this run.")
     fig = base_figure(title, "token overlap with the target text", "solutions")
@@ -85,7 +86,7 @@ def prompting_overlap(prompting: pd.DataFrame | None) -> go.Figure:
 def throughput(throughput: pd.DataFrame | None) -> go.Figure:
     """Tokens reconstructed per second of decoding: one-step vs autoregressive [mem]."""
     title = "Decoding throughput"
-    rows = usable(throughput, ["method", "length", "tokens_per_second"])
+    rows = usable(throughput, read("throughput", "method", "length", "tokens_per_second"))
     if rows is None:
         return no_data(title, "No throughput measurement in this run.")
     fig = base_figure(title, "text length (tokens)", "tokens per second", yaxis_type="log")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..geometry.tables import CONCATENATED, read
 from .figures import (add_band, base_figure, color, esc, lines_with_gaps, no_data,
                       quantile_band, rgb_of, snippet, usable)
 
@@ -21,7 +22,7 @@ _MAX_LEGEND_TEXTS = 25
 def accuracy_vs_radius(neighbourhoods: pd.DataFrame | None) -> go.Figure:
     """Mean accuracy (over trials) against relative radius, per solution and direction."""
     title = "Accuracy vs perturbation radius"
-    rows = usable(neighbourhoods, ["solution_id", "radius", "accuracy"])
+    rows = usable(neighbourhoods, read("neighbourhoods", "solution_id", "radius", "accuracy"))
     if rows is None:
         return no_data(title, "No neighbourhood analysis in this run.")
     if "direction" not in rows.columns:
@@ -49,7 +50,7 @@ def radius_vs_nearest(radii: pd.DataFrame | None, radius: str = "radius_99") -> 
     Points above the diagonal have a neighbourhood that reaches another solution.
     """
     title = "Safe radius vs nearest other solution"
-    rows = usable(radii, ["solution_id", radius])
+    rows = usable(radii, read("neighbourhood_radii", "solution_id", radius))
     nearest = [c for c in ("nearest_same_text", "nearest_other_text")
                if rows is not None and c in rows.columns and rows[c].notna().any()]
     if rows is None or not nearest:
@@ -79,10 +80,10 @@ def solution_map(maps: pd.DataFrame | None, texts: pd.DataFrame | None = None,
     run's texts frame, when given).
     """
     title = f"{method.upper()} map of the solutions"
-    rows = usable(maps, ["solution_id", "text_id", "vector", "method", "x", "y"])
+    rows = usable(maps, read("maps", "solution_id", "text_id", "vector", "method", "x", "y"))
     if rows is not None:
         rows = rows[rows["method"].astype(str) == method]
-        vector = vector or ("pair" if "pair" in set(rows["vector"].astype(str))
+        vector = vector or (CONCATENATED if CONCATENATED in set(rows["vector"].astype(str))
                             else next(iter(rows["vector"].astype(str)), None))
         rows = rows[rows["vector"].astype(str) == vector]
     if rows is None or rows.empty:

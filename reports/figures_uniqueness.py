@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..geometry.tables import CONCATENATED, read
 from .figures import base_figure, color, esc, no_data, usable
 
 PAIR_KINDS = ("same_text", "same_context", "different_context")
@@ -31,15 +32,15 @@ def kind_color(kind: str, kinds: list[str]) -> str:
 
 
 def default_vector(frame: pd.DataFrame) -> str:
-    """'pair' (e and m together) when the table has it, else its first vector."""
+    """'e+m' (e and m concatenated) when the table has it, else its first vector."""
     vectors = list(dict.fromkeys(frame["vector"].astype(str)))
-    return "pair" if "pair" in vectors else vectors[0]
+    return CONCATENATED if CONCATENATED in vectors else vectors[0]
 
 
 def distance_by_pair_kind(uniqueness: pd.DataFrame | None) -> go.Figure:
-    """Cosine distance between solutions, per vector (e, m, pair), one box per pair kind."""
+    """Cosine distance between solutions, per vector (e, m, e+m), one box per pair kind."""
     title = "Cosine distance between solutions by pair kind"
-    rows = usable(uniqueness, ["pair_kind", "vector", "cosine_distance"])
+    rows = usable(uniqueness, read("uniqueness", "pair_kind", "vector", "cosine_distance"))
     if rows is None:
         return no_data(title, "No uniqueness analysis in this run.")
     fig = base_figure(title, "vector", "cosine distance", boxmode="group")
@@ -84,7 +85,8 @@ def distance_vs_text_distance(uniqueness: pd.DataFrame | None, text_distance: st
                          f"not {text_distance!r}")
     column, x_title = _TEXT_DISTANCE[text_distance]
     title = f"Proto-token distance vs {text_distance} text distance"
-    rows = usable(uniqueness, ["pair_kind", "vector", "cosine_distance", column])
+    rows = usable(uniqueness, read("uniqueness", "pair_kind", "vector", "cosine_distance",
+                                        column))
     if rows is None:
         return no_data(title, f"No pairs with a {text_distance} text distance in this run.")
     vector = vector or default_vector(rows)
@@ -101,7 +103,7 @@ def distance_vs_text_distance(uniqueness: pd.DataFrame | None, text_distance: st
         fig.add_trace(_pair_scatter(shown[shown["pair_kind"].astype(str) == kind], column,
                                     kind, kind_color(kind, kinds)))
     if bins is not None and "vector" in bins.columns:
-        bins = bins[bins["vector"].astype(str) == vector]  # docs/tables.md: no column yet
+        bins = bins[bins["vector"].astype(str) == vector]
     if bins is not None:
         _add_bin_medians(fig, bins, text_distance, kinds)
     return fig
@@ -120,8 +122,8 @@ def _pair_scatter(group: pd.DataFrame, column: str, kind: str, rgb: str) -> go.S
 
 def _add_bin_medians(fig: go.Figure, bins: pd.DataFrame, text_distance: str,
                      kinds: list[str]) -> None:
-    rows = usable(bins, ["text_distance", "bin_low", "bin_high", "pair_kind",
-                         "median_cosine_distance"])
+    rows = usable(bins, read("uniqueness_bins", "text_distance", "bin_low", "bin_high",
+                             "pair_kind", "median_cosine_distance"))
     if rows is None:
         return
     rows = rows[rows["text_distance"].astype(str) == text_distance]

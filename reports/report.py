@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..geometry.store import RunStore
+from ..geometry.tables import read
 from . import figures_capacity as cap
 from . import figures_connectivity as conn
 from . import figures_information as info
@@ -26,9 +27,9 @@ from .page import Html, Section, figures_of, html_table, meta_list, render_page,
 _SOLUTION_COLUMNS = ["solution_id", "text_id", "seed", "length", "arrangement", "share",
                      "method", "recipe", "accuracy", "c_tokens", "loss", "steps", "restarts",
                      "seconds", "status", "failure"]
-_PAIR_COLUMNS = ["pair_id", "path", "text_a", "text_b", "solution_a", "solution_b",
-                 "same_text", "moved", "min_accuracy", "barrier", "length_ratio", "worst_t",
-                 "worst_text"]
+_PAIR_COLUMNS = read("connectivity_pairs", "pair_id", "path", "text_a", "text_b", "solution_a",
+                     "solution_b", "same_text", "moved", "min_accuracy", "barrier",
+                     "length_ratio", "worst_t", "worst_text")
 
 
 def open_run(run_dir: Path | str) -> RunStore:
@@ -122,7 +123,8 @@ def uniqueness(store) -> Section:
               uniq.distance_vs_text_distance(pairs, "semantic", bins=bins)]
     summary = store.analysis("uniqueness_summary")
     blocks += [Html("<h3>Which pairs are closer (AUC)</h3>")] if summary is not None else []
-    blocks += _table(summary, ["vector", "comparison", "auc", "p_value", "n_a", "n_b"])
+    blocks += _table(summary, read("uniqueness_summary", "vector", "comparison", "auc", "p_value",
+                                        "n_a", "n_b"))
     return _section("uniqueness", "Non-uniqueness", blocks, "No uniqueness analysis in this run.")
 
 
@@ -153,7 +155,7 @@ def neighbourhoods(store) -> Section:
     purity = store.analysis("neighbourhood_purity")
     blocks += [Html("<h3>Do neighbours share a text? (k-NN purity)</h3>")] \
         if purity is not None else []
-    blocks += _table(purity, ["vector", "k", "purity", "silhouette"])
+    blocks += _table(purity, read("neighbourhood_purity", "vector", "k", "purity", "silhouette"))
     return _section("neighbourhoods", "Neighbourhoods", blocks,
                     "No neighbourhood analysis in this run.")
 
@@ -167,7 +169,8 @@ def information(store) -> Section:
               info.throughput(store.analysis("throughput"))]
     blocks += [Html("<h3>What the model writes when the vectors are a prompt</h3>")] \
         if prompting is not None else []
-    blocks += _table(prompting, ["solution_id", "text_id", "token_overlap", "continuation"],
+    blocks += _table(prompting, read("prompting", "solution_id", "text_id", "token_overlap",
+                                     "continuation"),
                      text_columns=("continuation",), max_rows=200)
     return _section("information", "Information", blocks, "No information analysis in this run.")
 

@@ -2,7 +2,9 @@
 
 `make_synthetic_run(folder)` writes manifest.json, texts.jsonl, solutions.parquet (with small
 random vectors in solutions.safetensors, which RunStore.open validates) and every analysis
-table of docs/tables.md (plus positions.parquet) with plausible values: same-text pairs closer
+table of the table contract (geometry/tables.py, docs/tables.md) with plausible values, in
+exactly the contract's columns (written through `conform`, so a hand-made table cannot drift
+from what the analyses write): same-text pairs closer
 than different-text pairs, linear paths that dip in the middle, Bezier paths that hold. Texts
 t1 and t2 are hostile (a <script>, an <img onerror>); the text with id HOSTILE_ID (itself
 markup) holds both, so every page built from the run exercises escaping.
@@ -19,6 +21,7 @@ import pandas as pd
 from safetensors.numpy import save_file
 
 from protoscope.geometry.store import FORMAT
+from protoscope.geometry.tables import COLUMNS, CONCATENATED, VECTORS, conform, reconstructed
 
 SCRIPT_TEXT = "<script>window.__pwned=1</script> a text that must show as text"
 IMG_TEXT = '<img src=x onerror="window.__pwned=1"> another text that must show as text'
@@ -30,10 +33,7 @@ TEXTS = [  # (text_id, source, context_id, text)
     ("t2", "generated", "c1", IMG_TEXT),
     (HOSTILE_ID, "random", None, "river quiet number " + SCRIPT_TEXT + " " + IMG_TEXT),
 ]
-ANALYSES = ("capacity", "uniqueness", "uniqueness_summary", "uniqueness_bins", "connectivity",
-            "connectivity_pairs", "connectivity_tokens", "neighbourhoods",
-            "neighbourhood_radii", "neighbourhood_purity", "maps", "information", "probes",
-            "prompting", "attention", "throughput", "positions")
+ANALYSES = tuple(COLUMNS)  # every table of the contract
 D_MODEL = 8
 LENGTH = 8  # tokens per text: small grids keep the compare page quick to render
 T_GRID = np.linspace(0, 1, 11)
@@ -55,7 +55,8 @@ def make_synthetic_run(folder: Path | str, *, seeds: int = 3,
     solutions.to_parquet(root / "solutions.parquet", index=False)
     tables = _analysis_tables(rng, solutions)
     for name in analyses:
-        tables[name].to_parquet(root / "analysis" / f"{name}.parquet", index=False)
+        # conform: the hand-made tables must have exactly the columns the analyses write
+        conform(name, tables[name]).to_parquet(root / "analysis" / f"{name}.parquet", index=False)
     return root
 
 
@@ -125,7 +126,7 @@ def _capacity(rng, source) -> pd.DataFrame:
                     rows.append({"text_id": text_id, "source": src, "seed": seed,
                                  "method": method, "arrangement": "bos e m*", "length": length,
                                  "accuracy": acc, "c_tokens": int(acc * length),
-                                 "reconstructed": acc >= 0.99, "h_lm_nats": 3.1 * length,
+                                 "reconstructed": bool(reconstructed(acc)), "h_lm_nats": 3.1 * length,
                                  "h_lm_bits": 3.1 * length / np.log(2)})
     return pd.DataFrame(rows)
 
@@ -143,7 +144,7 @@ def _uniqueness(rng, solutions, context) -> pd.DataFrame:
     for (sa, ta), (sb, tb) in combinations(records, 2):
         kind = _kind(ta, tb, context)
         base = {"same_text": 0.3, "same_context": 0.7, "different_context": 0.85}[kind]
-        for vector in ("e", "m", "pair"):
+        for vector in VECTORS:
             cos = float(np.clip(base + rng.normal(0, 0.05), 0, 2))
             rows.append({"solution_a": int(sa), "solution_b": int(sb), "text_a": ta,
                          "text_b": tb, "pair_kind": kind, "vector": vector,
@@ -156,14 +157,15 @@ def _uniqueness(rng, solutions, context) -> pd.DataFrame:
 def _uniqueness_summaries(pairs: pd.DataFrame) -> dict:
     summary = pd.DataFrame([{"vector": v, "comparison": c, "auc": auc, "p_value": p,
                              "n_a": 12, "n_b": 54}
-                            for v in ("e", "m", "pair")
+                            for v in VECTORS
                             for c, auc, p in (("same_text<different_text", 0.98, 1e-6),
                                               ("same_context<different_context", 0.61, 0.02))])
     bins = []
     for distance in ("tfidf", "semantic"):
         for low in (0.0, 0.5):
             for kind in ("same_context", "different_context"):
-                bins.append({"text_distance": distance, "bin_low": low, "bin_high": low + 0.5,
+                bins.append({"text_distance": distance, "vector": CONCATENATED,
+                             "bin_low": low, "bin_high": low + 0.5,
                              "pair_kind": kind, "n": 10,
                              "median_cosine_distance": 0.7 if kind == "same_context" else 0.85})
     return {"uniqueness_summary": summary, "uniqueness_bins": pd.DataFrame(bins)}
@@ -193,21 +195,29 @@ def _connectivity(rng, pairs) -> dict:
             acc = _path_accuracy(path, T_GRID, float(rng.uniform(0.4, 0.9)))
             loss = (1 - acc) * 30 + 0.1
             curve += [{"pair_id": pair_id, "solution_a": a, "solution_b": b,
-                       "same_text": ta == tb, "path": path, "t": float(t), "accuracy": float(x),
+                       "same_text": ta == tb, "path": path, "target": "a", "t": float(t),
+                       "accuracy": float(x),
                        "loss": float(l)} for t, x, l in zip(T_GRID, acc, loss)]
             worst = int(np.argmin(acc))
             summary.append({"pair_id": pair_id, "solution_a": a, "solution_b": b,
                             "text_a": ta, "text_b": tb, "same_text": ta == tb, "path": path,
-                            "moved": "e+m", "min_accuracy": float(acc.min()),
+                            "target": "a", "moved": CONCATENATED, "min_accuracy": float(acc.min()),
                             "barrier": float(loss.max() - 0.1),
                             "length_ratio": 1.0 if path == "linear" else float(
                                 rng.uniform(1.0, 1.2)),
                             "worst_t": float(T_GRID[worst]),
                             "worst_text": "<script>window.__pwned=1</script> garbled",
-                            "train_steps": 0 if path == "linear" else 300})
+                            "held": path == "bezier", "status": "held" if path == "bezier"
+                            else "breaks",
+                            "train_steps": 0 if path == "linear" else 300,
+                            "steps_used": 0 if path == "linear" else 300,
+                            "bezier_steps": 300, "samples_per_step": 4, "lr": 0.02,
+                            "grid_points": len(T_GRID), "seed": 0, "check_every": 50,
+                            "max_pairs": -1, "cross_text_pairs": 2})
             for t, x in zip(T_GRID, acc):
                 wrong = rng.random(LENGTH) > x
-                tokens += [{"pair_id": pair_id, "path": path, "t": float(t), "position": p,
+                tokens += [{"pair_id": pair_id, "path": path, "target": "a", "t": float(t),
+                            "position": p,
                             "token": "<i>x</i>" if bad else f"w{p}", "correct": not bad}
                            for p, bad in enumerate(wrong)]
     return {"connectivity": pd.DataFrame(curve), "connectivity_pairs": pd.DataFrame(summary),
@@ -219,11 +229,11 @@ def _neighbourhoods(rng, solutions, source) -> dict:
     for sid, text_id in zip(solutions["solution_id"], solutions["text_id"]):
         for direction, scale in (("random", 0.25), ("adversarial", 0.08)):
             for radius in RADII:
-                sweep += [{"solution_id": sid, "text_id": text_id, "radius": radius,
-                           "direction": direction, "trial": trial,
-                           "accuracy": float(np.clip(np.exp(-(radius / scale) ** 2)
-                                                     + rng.normal(0, 0.02), 0, 1))}
-                          for trial in range(2)]
+                for trial in range(2):
+                    acc = float(np.clip(np.exp(-(radius / scale) ** 2) + rng.normal(0, 0.02), 0, 1))
+                    sweep.append({"solution_id": sid, "text_id": text_id, "radius": radius,
+                                  "direction": direction, "trial": trial, "accuracy": acc,
+                                  "loss": (1 - acc) * 30})
         radii.append({"solution_id": sid, "text_id": text_id, "radius_99": 0.05,
                       "radius_50": 0.2, "adversarial_radius_99": 0.01,
                       "nearest_same_text": float(rng.uniform(0.3, 0.6)),
@@ -244,21 +254,28 @@ def _neighbourhoods(rng, solutions, source) -> dict:
 def _information(rng, solutions, source) -> dict:
     info = pd.DataFrame([{"text_id": t, "source": s, "length": 16, "h_lm_nats": 50.0 + i,
                           "h_lm_bits": (50.0 + i) / np.log(2), "capacity": 16 + 4 * i,
-                          "c_tokens": 16, "bits_per_dimension": (50.0 + i) / np.log(2) / 1152}
+                          "c_tokens": 16, "bits_per_dimension": (50.0 + i) / np.log(2) / 1152,
+                          "per_text_dimensions": 1152}
                          for i, (t, s) in enumerate(source.items())])
     probes = pd.DataFrame([{"target": target, "features": f, "accuracy": acc, "chance": chance,
-                            "n": 12, "folds": 3}
-                           for target, chance in (("source", 0.5), ("context_id", 0.34))
-                           for f, acc in (("e", 0.6), ("m", 0.8), ("e+m", 0.85))])
+                            "n": 12, "folds": 3, "shuffled_accuracy": chance, "classes": classes,
+                            "cv": "stratified-group"}
+                           for target, chance, classes in (("source", 0.5, 2),
+                                                           ("context_id", 0.34, 3))
+                           for f, acc in zip(VECTORS, (0.6, 0.8, 0.85))])
     prompting = pd.DataFrame({"solution_id": solutions["solution_id"],
                               "text_id": solutions["text_id"],
                               "continuation": "<img src=x onerror=\"window.__pwned=1\"> the",
-                              "token_overlap": rng.uniform(0, 0.2, len(solutions))})
+                              "token_overlap": rng.uniform(0, 0.2, len(solutions)),
+                              "first_token_match": True, "overlap_beyond_first": 0.0,
+                              "aligned_from": 1, "prompt": "bos e m"})
     attention = pd.DataFrame([{"layer": layer, "slot": slot, "attention_mass": mass}
                               for layer in range(4)
                               for slot, mass in (("bos", 0.5), ("e", 0.2 + 0.05 * layer),
                                                  ("m", 0.3 - 0.05 * layer))])
-    throughput = pd.DataFrame([{"method": m, "length": n, "tokens_per_second": tps * n}
+    throughput = pd.DataFrame([{"method": m, "length": n, "batch": 1, "tokens": n,
+                                "seconds": 1 / tps, "tokens_per_second": tps * n,
+                                "accuracy": 1.0, "stand_in": False}
                                for m, tps in (("one-step", 400.0), ("mem", 2.0))
                                for n in (8, 16, 32)])
     return {"information": info, "probes": probes, "prompting": prompting,

@@ -10,6 +10,7 @@ import torch
 from protoscope.analysis import information
 from protoscope.analysis.probes import probe
 from protoscope.geometry.store import RunStore
+from protoscope.geometry.tables import reconstructed
 
 from tiny_run import LENGTH, SEEDS, TEXTS, tiny_run
 
@@ -73,7 +74,7 @@ def test_information_table(run):
     rows = store.solutions()
     best = rows.groupby("text_id")["c_tokens"].max()
     assert (info.set_index("text_id")["c_tokens"] == best.loc[info["text_id"]].to_numpy()).all()
-    exact = set(rows.loc[rows["accuracy"] >= 0.99, "text_id"])
+    exact = set(rows.loc[reconstructed(rows["accuracy"]), "text_id"])
     assert all((c == LENGTH) == (t in exact) for t, c in zip(info["text_id"], info["capacity"]))
 
 

@@ -10,6 +10,7 @@ import torch
 from protoscope.analysis import neighbourhoods as nb
 from protoscope.geometry.errors import ProtoscopeError
 from protoscope.geometry.store import RunStore
+from protoscope.geometry.tables import RECONSTRUCTED
 from tiny_run import SEEDS, single_thread, tiny_run
 
 RADII = (0.0, 0.05, 1.0)
@@ -83,7 +84,7 @@ def test_radii_table(tables, store):
 
 def test_first_radius_below():
     curve = pd.Series([1.0, 1.0, 0.98, 0.4], index=[0.0, 0.1, 0.2, 0.5])
-    assert nb.first_radius_below(curve, 0.99) == 0.2
+    assert nb.first_radius_below(curve, RECONSTRUCTED) == 0.2
     assert nb.first_radius_below(curve, 0.5) == 0.5
     assert math.isnan(nb.first_radius_below(curve, 0.1))
 
@@ -124,7 +125,7 @@ def test_purity_is_one_on_separated_clusters_and_low_when_shuffled():
 
 def test_purity_table_on_the_tiny_run(tables):
     purity = tables["neighbourhood_purity"]
-    assert set(purity["vector"]) == {"e", "m", "pair"}
+    assert set(purity["vector"]) == {"e", "m", "e+m"}
     assert set(purity["k"]) == {1, 2, 3, 4, 5}
     assert purity["purity"].between(0, 1).all()
 

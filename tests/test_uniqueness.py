@@ -39,10 +39,10 @@ def test_distances_match_hand_computation():
     assert got.loc[("e", 10, 12), "l2_distance"] == pytest.approx(1.0)
     # m: (10, 12) opposite
     assert got.loc[("m", 10, 12), "cosine_distance"] == pytest.approx(2.0)
-    # pair [1, 0, 0, 1] vs [0, 1, 0, 1]: cos = 1/2; vs [2, 0, 0, -1]: cos = 1/sqrt(10)
-    assert got.loc[("pair", 10, 11), "cosine_distance"] == pytest.approx(0.5)
-    assert got.loc[("pair", 10, 12), "cosine_distance"] == pytest.approx(1 - 1 / math.sqrt(10))
-    assert got.loc[("pair", 10, 12), "l2_distance"] == pytest.approx(math.sqrt(1 + 4))
+    # e+m [1, 0, 0, 1] vs [0, 1, 0, 1]: cos = 1/2; vs [2, 0, 0, -1]: cos = 1/sqrt(10)
+    assert got.loc[("e+m", 10, 11), "cosine_distance"] == pytest.approx(0.5)
+    assert got.loc[("e+m", 10, 12), "cosine_distance"] == pytest.approx(1 - 1 / math.sqrt(10))
+    assert got.loc[("e+m", 10, 12), "l2_distance"] == pytest.approx(math.sqrt(1 + 4))
     assert len(pairs) == 3 * 3  # 3 pairs x 3 vectors
     # same text: text distances exactly 0; disjoint words: TF-IDF distance 1
     assert got.loc[("e", 10, 12), "tfidf_distance"] == 0.0
@@ -72,7 +72,8 @@ def test_shared_m_and_other_cohorts_are_left_out():
     rows.loc[3, "length"] = 5  # a different cohort: never paired
     rows.loc[2, "method"] = "mem"
     pairs = uq.pair_table(rows, e, e.clone(), texts, semantic=False)
-    assert set(pairs["vector"]) == {"e", "pair"}
+    # a shared m is no solution's own, so neither is [e; m]: only e is compared
+    assert set(pairs["vector"]) == {"e"}
     assert set(zip(pairs["solution_a"], pairs["solution_b"])) == {(10, 11)}
 
 
@@ -106,7 +107,7 @@ def test_bins_compare_kinds_within_text_distance_quantiles():
     kind = np.where(rng.random(n) < 0.5, "same_context", "different_context")
     tfidf = rng.uniform(0, 1, n)
     cos = tfidf * 0.5 + np.where(kind == "same_context", 0.1, 0.3)
-    pairs = pd.DataFrame({"vector": "pair", "pair_kind": kind, "tfidf_distance": tfidf,
+    pairs = pd.DataFrame({"vector": "e+m", "pair_kind": kind, "tfidf_distance": tfidf,
                           "semantic_distance": np.nan, "cosine_distance": cos})
     bins = uq.bin_medians(pairs, n_bins=4)
     assert set(bins["text_distance"]) == {"tfidf"}  # all-NaN semantic: no bins
