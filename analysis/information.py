@@ -1,13 +1,9 @@
 """What do the proto-tokens hold, and can anything but the one-step decoding read it?
 
-Five measurements of a run (paper: H_LM and capacity, finding 5, the 279x throughput claim;
-Bondarenko et al.: probes and attention to e):
+Four measurements of a run (paper: H_LM and capacity, finding 5, the 279x throughput claim;
+Bondarenko et al.: attention to e); what a linear probe reads off the vectors is analysis/probes.py:
 - information: H_LM of each text's fitted prefix (nats and bits), its capacity, and the bits
   of H_LM per trained dimension (2d when e and m are both per text, d when one is shared);
-- probes: can a linear classifier read source, context, length or first token off e, m or
-  [e; m]? Cross-validated, grouped by text where the classes allow (so a probe must generalise
-  to unseen texts rather than recognise same-text solutions), against the majority class and
-  a shuffled-label run;
 - prompting: the proto-tokens fed as an ordinary prompt ([bos] e m) and continued greedily;
   how often the continuation matches the text (the paper says: unrelated text);
 - attention: the share of attention that each layer's supervised query positions give to the
@@ -27,26 +23,23 @@ import time
 import pandas as pd
 import torch
 
-from protoscope.analysis.probes import probe
 from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.tables import CONCATENATED, capacity_of, columns, own_vectors
+from protoscope.geometry.tables import capacity_of, columns
 from protoscope.geometry.texts import token_nll
 
-PROBE_TARGETS = ("source", "context_id", "length", "first_token")
 
 
-def analyze(store, loaded, *, max_folds: int = 5, seed: int = 0, batch: int = 64,
+def analyze(store, loaded, *, batch: int = 64,
             throughput_batches: tuple[int, ...] = (1, 64),
             repeats: int = 3) -> dict[str, pd.DataFrame]:
-    """The information, probes, prompting, attention and throughput tables of a run.
+    """The information, prompting, attention and throughput tables of a run.
 
     `batch` bounds how many solutions go through the model at once; throughput is timed at
     each size in `throughput_batches` (1: latency, where generation pays N sequential steps;
     larger: a batch that amortises them), `repeats` times after a warm-up.
     """
-    if max_folds < 2 or batch < 1 or repeats < 1 or min(throughput_batches, default=0) < 1:
-        raise ValueError("need max_folds >= 2, batch >= 1, repeats >= 1 and throughput "
-                         "batch sizes >= 1")
+    if batch < 1 or repeats < 1 or min(throughput_batches, default=0) < 1:
+        raise ValueError("need batch >= 1, repeats >= 1 and throughput batch sizes >= 1")
     rows, e, m = store.solution_vectors()
     texts = {t.text_id: t for t in store.texts()}
     one_step = (rows["method"] == "one-step").to_numpy()
@@ -54,7 +47,6 @@ def analyze(store, loaded, *, max_folds: int = 5, seed: int = 0, batch: int = 64
     mem = _Solutions(rows[~one_step].reset_index(drop=True), e[~one_step], m[~one_step], texts)
     return {
         "information": information(loaded, rows, texts, store.analysis("capacity")),
-        "probes": probes(solutions, max_folds, seed),
         "prompting": prompting(loaded, solutions, batch),
         "attention": attention(loaded, solutions, batch),
         "throughput": throughput(loaded, solutions, mem, throughput_batches, repeats),
@@ -107,32 +99,6 @@ def _capacities(fitted: pd.DataFrame, capacity: pd.DataFrame | None) -> dict[str
     table = capacity if capacity is not None and len(capacity) else fitted
     table = table[table["method"] == "one-step"]
     return capacity_of(table, ["text_id"]).set_index("text_id")["capacity"].to_dict()
-
-
-# -- probes -----------------------------------------------------------------------------------
-def probes(solutions: _Solutions, max_folds: int, seed: int) -> pd.DataFrame:
-    """Linear probes for each target from e, m and [e; m]; targets with < 2 classes skipped."""
-    rows, texts = solutions.rows, solutions.texts
-    labels = {
-        "source": rows["text_id"].map(lambda t: texts[t].source),
-        "context_id": rows["text_id"].map(lambda t: texts[t].context_id),
-        "length": rows["length"].astype(str),
-        "first_token": rows["text_id"].map(lambda t: str(texts[t].token_ids[0])),
-    }
-    own = own_vectors(rows)
-    e, m = solutions.e, solutions.m
-    features = {"e": e, "m": m, CONCATENATED: torch.cat([e, m], 1)}
-    out = []
-    for target in PROBE_TARGETS:
-        for name, x in features.items():
-            # Only vectors fitted for each solution alone: a shared or unused one says nothing;
-            # only texts with the label (a context exists only for generated texts).
-            keep = own[name] & labels[target].notna().to_numpy()
-            y, groups = labels[target].to_numpy()[keep], rows["text_id"].to_numpy()[keep]
-            result = probe(x.numpy()[keep], y, groups, max_folds=max_folds, seed=seed)
-            if result is not None:
-                out.append({"target": target, "features": name, **result})
-    return pd.DataFrame(out, columns=columns("probes"))
 
 
 # -- proto-tokens as an ordinary prompt -------------------------------------------------------

@@ -1,79 +1,282 @@
-"""Can a linear classifier read a label off proto-token vectors, better than chance?
+"""What can a linear read-out recover from the proto-tokens, beyond chance, at this n?
 
-`probe(x, y, groups)` cross-validates a standardised logistic regression and reports it beside
-two baselines: the majority-class share and the same probe trained on shuffled labels (which
-a probe that overfits, or folds that leak, would also "beat"). Folds are grouped by `groups`
-(the text id) whenever every class spans at least two groups, so the probe is scored on texts
-it has not seen; otherwise folds are merely stratified, and `cv` says which was used.
+Each probe maps one vector of a solution (e; m or [e; m] where those are the solution's own,
+see vectors.own_masks) to a property of its text, and is scored out of fold: folds hold out
+whole texts (GroupKFold), so a probe must generalise to texts it has not seen instead of
+recognising the other seeds of one text. Targets:
+- `source` (built-in prose, generated, random words) and `context` (the context a generated
+  text continues; generated texts only): classification accuracy;
+- `token@I`: the token at position I (1-based) of the fitted prefix, classes with fewer than
+  `min_class` texts dropped: accuracy;
+- `bag_of_words`: which tokens of the vocabulary occur in the prefix (multi-label, tokens in
+  at least `bag_min` texts and not in all): macro ROC AUC of a ridge read-out;
+- `sentence_embedding`: the prefix's all-MiniLM-L6-v2 embedding (384 wide): R^2;
+- `h_lm`: the prefix's H_LM in nats: R^2.
+
+Every probe is reported beside its baseline, the larger of chance (the majority class share;
+AUC 0.5; R^2 0) and the mean score of the same probe trained on labels permuted between texts,
+with a 95% interval of its score (bootstrap over texts of the out-of-fold predictions). A probe
+whose interval reaches down to the baseline gets the verdict "no evidence": at this n the
+number says nothing. Only the largest cohort (one arrangement and length) is probed, and only
+its solutions that reconstruct their text (accuracy >= RECONSTRUCTED, 0.99).
+
+Table (docs/tables.md): probes.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections import Counter
 
 import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from protoscope.geometry.errors import ProtoscopeError
 
-def make_probe(seed: int = 0) -> Pipeline:
-    """The linear probe: standardised features, multinomial logistic regression."""
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+from protoscope.geometry.tables import VECTORS, columns, own_vectors, reconstructed
+
+from .vectors import cohorts, load_solutions, stack
+
+log = logging.getLogger(__name__)
+
+COLUMNS = columns("probes")
+KINDS = {"classify": "accuracy", "multilabel": "macro_auc", "regress": "r2"}
+CHANCE = {"macro_auc": 0.5, "r2": 0.0}
+EVIDENCE, NO_EVIDENCE = "evidence", "no evidence"
+ALPHAS = np.logspace(-2, 5, 15)
 
 
-def probe(x: np.ndarray, y, groups=None, max_folds: int = 5, seed: int = 0) -> dict | None:
-    """Cross-validated probe accuracy and its baselines; None when y cannot be probed.
+# -- one probe --------------------------------------------------------------------------------
+def score_probe(x, y, groups, kind: str, *, folds: int = 5, permutations: int = 10,
+                resamples: int = 1000, seed: int = 0) -> dict:
+    """Out-of-fold score of a linear probe from x [n, d] to y, with baseline, 95% interval
+    and verdict.
 
-    Classes seen only once are dropped (no fold can both train and test them); with fewer
-    than two classes left there is nothing to predict.
+    kind: `classify` (y [n] labels; accuracy), `multilabel` (y [n, k] 0/1; macro ROC AUC of a
+    ridge read-out) or `regress` (y [n] or [n, k]; R^2, variance-weighted over outputs).
+    `groups` (the text id) keeps a text's solutions on one side of every split; permutations
+    move labels between groups, so the shuffled baseline keeps the same structure.
     """
-    if max_folds < 2:
-        raise ValueError(f"max_folds must be at least 2, got {max_folds}")
-    y = np.asarray([str(v) for v in y])
-    groups = np.asarray(groups if groups is not None else np.arange(len(y))).astype(str)
-    counts = Counter(y)
-    keep = np.array([counts[v] >= 2 for v in y], dtype=bool)
-    x, y, groups = np.asarray(x, dtype=np.float64)[keep], y[keep], groups[keep]
-    if len(set(y)) < 2:
-        return None
-    splitter, cv = _folds(y, groups, max_folds, seed)
-    shuffled = _shuffled(y, groups, cv, seed)
-    return {"accuracy": _score(x, y, groups, splitter, seed),
-            "chance": max(Counter(y).values()) / len(y), "n": int(len(y)),
-            "folds": int(splitter.n_splits),
-            "shuffled_accuracy": _score(x, shuffled, groups, splitter, seed),
-            "classes": int(len(set(y))), "cv": cv}
-
-
-def _folds(y: np.ndarray, groups: np.ndarray, max_folds: int, seed: int):
-    """Grouped stratified folds when every class spans >= 2 groups, else stratified ones."""
-    groups_per_class = min(len(set(groups[y == c])) for c in set(y))
-    if groups_per_class >= 2 and len(set(groups)) < len(y):
-        folds = min(max_folds, groups_per_class)
-        return StratifiedGroupKFold(folds, shuffle=True, random_state=seed), "stratified-group"
-    folds = min(max_folds, min(Counter(y).values()))
-    return StratifiedKFold(folds, shuffle=True, random_state=seed), "stratified"
-
-
-def _shuffled(y: np.ndarray, groups: np.ndarray, cv: str, seed: int) -> np.ndarray:
-    """Labels permuted at the level the folds split: whole groups when each has one label."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown probe kind {kind!r}: allowed are {', '.join(KINDS)}")
+    if folds < 2 or permutations < 1 or resamples < 1:
+        raise ValueError("need folds >= 2, permutations >= 1 and resamples >= 1")
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y)
+    groups = np.asarray(groups).astype(str)
+    n_groups = len(set(groups))
+    if len(x) != len(y) or len(x) != len(groups):
+        raise ValueError(f"x, y and groups differ in length: {len(x)}, {len(y)}, {len(groups)}")
+    if n_groups < 2:
+        raise ValueError("a probe needs at least two texts")
+    k = min(folds, n_groups)
+    if kind == "classify":
+        k = min(k, min(Counter(y.tolist()).values())) if len(set(y.tolist())) > 1 else k
+        k = max(2, k)
+    metric = KINDS[kind]
     rng = np.random.default_rng(seed)
-    names = sorted(set(groups))
-    if cv != "stratified-group" or any(len(set(y[groups == g])) > 1 for g in names):
-        return rng.permutation(y)
-    label = {g: y[groups == g][0] for g in names}
-    moved = dict(zip(names, rng.permutation([label[g] for g in names])))
-    return np.array([moved[g] for g in groups])
+    predicted = _out_of_fold(x, y, groups, kind, k, seed)
+    score = _metric(metric, y, predicted)
+    shuffled = [_metric(metric, yp, _out_of_fold(x, yp, groups, kind, k, seed))
+                for yp in (_permute(y, groups, rng) for _ in range(permutations))]
+    shuffled_mean = float(np.nanmean(shuffled))
+    chance = (max(Counter(y.tolist()).values()) / len(y)) if kind == "classify" else CHANCE[metric]
+    low, high = _interval(metric, y, predicted, groups, resamples, rng)
+    baseline = max(chance, shuffled_mean)
+    return {"score": score, "metric": metric, "baseline": baseline, "low": low, "high": high,
+            "n": int(len(y)), "verdict": EVIDENCE if low > baseline else NO_EVIDENCE,
+            "chance": chance, "shuffled": shuffled_mean,
+            "classes": int(len(set(y.tolist()))) if kind == "classify" else int(_width(y)),
+            "folds": int(k)}
 
 
-def _score(x: np.ndarray, y: np.ndarray, groups: np.ndarray, splitter, seed: int) -> float:
+def _width(y: np.ndarray) -> int:
+    return 1 if y.ndim == 1 else y.shape[1]
+
+
+def _estimator(kind: str, seed: int):
+    if kind == "classify":
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    return make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS))
+
+
+def _out_of_fold(x, y, groups, kind: str, k: int, seed: int) -> np.ndarray:
+    if kind == "classify":
+        splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+        method = "predict"
+    else:
+        splitter, method = GroupKFold(k, shuffle=True, random_state=seed), "predict"
+    target = y.astype(np.float64) if kind != "classify" else y
     with warnings.catch_warnings():
-        # Tiny folds of wide vectors rarely converge fully; the accuracy is still what it is.
+        # Small folds of wide vectors: an unconverged or class-poor fold still predicts.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        warnings.simplefilter("ignore", UserWarning)  # a class missing from one fold
-        scores = cross_val_score(make_probe(seed), x, y, groups=groups, cv=splitter)
-    return float(np.mean(scores))
+        warnings.simplefilter("ignore", UserWarning)
+        return cross_val_predict(_estimator(kind, seed), x, target, groups=groups, cv=splitter,
+                                 method=method)
+
+
+def _metric(metric: str, y: np.ndarray, predicted: np.ndarray) -> float:
+    if metric == "accuracy":
+        return float(np.mean(predicted == y))
+    if metric == "r2":
+        return float(r2_score(y.astype(np.float64), predicted,
+                              multioutput="variance_weighted")) if len(y) > 1 else np.nan
+    return macro_auc(y, predicted)
+
+
+def macro_auc(y: np.ndarray, scores: np.ndarray) -> float:
+    """Mean over labels (columns with both classes present) of the ROC AUC of `scores`."""
+    y = np.asarray(y, dtype=bool)
+    pos = y.sum(0)
+    neg = len(y) - pos
+    ok = (pos > 0) & (neg > 0)
+    if not ok.any():
+        return np.nan
+    ranks = rankdata(scores[:, ok], axis=0)  # average ranks: ties count half
+    u = (ranks * y[:, ok]).sum(0) - pos[ok] * (pos[ok] + 1) / 2
+    return float(np.mean(u / (pos[ok] * neg[ok])))
+
+
+def _permute(y: np.ndarray, groups: np.ndarray, rng) -> np.ndarray:
+    """Labels moved between whole groups (each group takes another group's first label)."""
+    names, first = np.unique(groups, return_index=True)
+    order = rng.permutation(len(names))
+    where = {g: i for i, g in enumerate(names)}
+    source = first[order]
+    return y[[source[where[g]] for g in groups]]
+
+
+def _interval(metric, y, predicted, groups, resamples: int, rng) -> tuple[float, float]:
+    """95% percentile interval of the score, resampling texts (groups) with replacement."""
+    names = np.unique(groups)
+    members = [np.flatnonzero(groups == g) for g in names]
+    values = []
+    for _ in range(resamples):
+        pick = np.concatenate([members[i] for i in rng.integers(0, len(names), len(names))])
+        values.append(_metric(metric, y[pick], predicted[pick]))
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return np.nan, np.nan
+    return float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
+
+
+# -- the run's probes -------------------------------------------------------------------------
+def analyze(store, loaded=None, *, positions: tuple[int, ...] = (1, 2, 4, 8, 16),
+            folds: int = 5, permutations: int = 10, resamples: int = 1000, min_class: int = 3,
+            bag_min: int = 5, semantic: bool = True, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The probes table of a run: every target x every vector the solutions own."""
+    if folds < 2 or permutations < 1 or resamples < 1 or min_class < 2 or bag_min < 1:
+        raise ProtoscopeError("probes need folds >= 2, permutations >= 1, resamples >= 1, "
+                              "min_class >= 2 and bag_min >= 1")
+    if not positions or min(positions) < 1:
+        raise ProtoscopeError(f"probe positions are 1-based, got {list(positions)}")
+    rows, e, m = load_solutions(store)
+    texts = {t.text_id: t for t in store.texts()}
+    keep = _largest_cohort(rows)
+    if not len(keep):
+        return {"probes": pd.DataFrame(columns=COLUMNS)}
+    rows, e, m = rows.iloc[keep].reset_index(drop=True), e[keep], m[keep]
+    length = int(rows["length"].iloc[0])
+    targets = _targets(rows, texts, length, positions, min_class, bag_min, semantic, loaded)
+    masks, out = own_vectors(rows), []
+    groups = rows["text_id"].astype(str).to_numpy()
+    for name, (kind, labels, usable) in targets.items():
+        for vector in VECTORS:
+            use = masks[vector] & usable
+            if len(set(groups[use])) < 4 or (kind == "classify" and len(set(labels[use])) < 2):
+                continue
+            x = stack(vector, e, m)[use]
+            result = score_probe(x, labels[use], groups[use], kind, folds=folds,
+                                 permutations=permutations, resamples=resamples, seed=seed)
+            out.append({"target": name, "vector": vector, **result})
+    return {"probes": pd.DataFrame(out, columns=COLUMNS)}
+
+
+def _largest_cohort(rows: pd.DataFrame) -> np.ndarray:
+    ok = np.asarray(reconstructed(rows["accuracy"]), dtype=bool)
+    best = np.array([], dtype=int)
+    for index in cohorts(rows, method="one-step"):
+        index = index[ok[index]]
+        if len(index) > len(best):
+            best = index
+    return best
+
+
+def _targets(rows, texts, length, positions, min_class, bag_min, semantic, loaded) -> dict:
+    """target -> (kind, labels [n] or [n, k], which rows have the label)."""
+    text = [texts[t] for t in rows["text_id"]]
+    n, every = len(rows), np.ones(len(rows), dtype=bool)
+    prefix = [t.token_ids[:length] for t in text]
+    out: dict[str, tuple] = {"source": ("classify", np.array([t.source for t in text]), every)}
+    context = np.array([t.context_id if t.source == "generated" else None for t in text], object)
+    out["context"] = ("classify", context.astype(str), context != None)  # noqa: E711
+    for i in positions:
+        if i <= length:
+            labels = np.array([str(p[i - 1]) for p in prefix])
+            out[f"token@{i}"] = ("classify", labels, _common(labels, rows, min_class))
+    bag = _bag(prefix, rows, bag_min)
+    if bag is not None:
+        out["bag_of_words"] = ("multilabel", bag, every)
+    if semantic:
+        embedding = _sentence_embeddings(text, length, loaded)
+        if embedding is not None:
+            out["sentence_embedding"] = ("regress", embedding, every)
+    h = np.array([_h_lm(t, length, loaded) for t in text])
+    out["h_lm"] = ("regress", h, np.isfinite(h))
+    return {k: v for k, v in out.items() if len(v[1]) == n}
+
+
+def _common(labels: np.ndarray, rows: pd.DataFrame, min_class: int) -> np.ndarray:
+    """Rows whose label is shared by at least `min_class` different texts."""
+    texts_per = rows.assign(label=labels).groupby("label")["text_id"].nunique()
+    return np.array([texts_per[v] >= min_class for v in labels], dtype=bool)
+
+
+def _bag(prefix, rows, bag_min: int) -> np.ndarray | None:
+    """[n, k] 0/1: which of the tokens found in >= bag_min texts (and not in all) occur."""
+    per_text = {t: set(p) for t, p in zip(rows["text_id"], prefix)}
+    counts = Counter(tok for toks in per_text.values() for tok in toks)
+    vocab = sorted(t for t, c in counts.items() if bag_min <= c < len(per_text))
+    if not vocab:
+        return None
+    return np.array([[tok in set(p) for tok in vocab] for p in prefix], dtype=np.float64)
+
+
+def _decoded(text, length: int, loaded) -> str:
+    if loaded is None or length >= len(text.token_ids):
+        return text.text
+    return loaded.tokenizer.decode(list(text.token_ids[:length]), skip_special_tokens=True)
+
+
+def _sentence_embeddings(text, length: int, loaded) -> np.ndarray | None:
+    from .uniqueness import _sentence_model
+
+    try:
+        model = _sentence_model(None)
+        strings = [_decoded(t, length, loaded) for t in text]
+        return np.asarray(model.encode(strings, normalize_embeddings=True, convert_to_numpy=True,
+                                       show_progress_bar=False), dtype=np.float64)
+    # Optional model: any failure to load it leaves the other probes standing.
+    except Exception as err:  # noqa: BLE001
+        log.warning("sentence-embedding probe skipped (%s: %s)", type(err).__name__, str(err)[:200])
+        return None
+
+
+def _h_lm(text, length: int, loaded) -> float:
+    if text.token_nll is not None and len(text.token_nll) >= length:
+        return text.h_lm(length)
+    if loaded is None:
+        return np.nan
+    from protoscope.geometry.texts import token_nll
+
+    return float(np.sum(token_nll(loaded, text.token_ids[:length])))
+

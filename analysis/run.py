@@ -15,7 +15,7 @@ from ..geometry.models import load_model
 from ..geometry.runs import now
 from ..geometry.store import RunStore
 
-ANALYSES = ("uniqueness", "connectivity", "neighbourhoods", "information")
+ANALYSES = ("uniqueness", "connectivity", "neighbourhoods", "information", "probes")
 
 
 def solutions_stamp(store: RunStore) -> dict:

@@ -1,9 +1,10 @@
 """Which texts do we fit, as which token ids, and how much information do they hold for the model?
 
-A text SPEC names a source: `builtin` (the paragraphs in builtin_texts.py), `random:COUNT`
-(words drawn uniformly from the 100k most frequent English words), `generated:C:K` (K
-continuations sampled from the model for each of C contexts) or a path to a `.txt` / `.jsonl`
-file. `load_texts` turns a spec into `Text` records: token ids plus the per-token negative
+A text SPEC names a source: `builtin` (the paragraphs in builtin_texts.py), `windows:COUNT`
+(COUNT non-overlapping windows of WINDOW_WORDS words from inside those paragraphs, past the
+part that serves as a context for generated texts), `random:COUNT` (words drawn uniformly from
+the 100k most frequent English words), `generated:C:K` (K continuations sampled from the model
+for each of C contexts) or a path to a `.txt` / `.jsonl` file. `load_texts` turns a spec into `Text` records: token ids plus the per-token negative
 log-likelihood under the model run normally, whose sum is the paper's H_LM (nats here;
 `bits=True` divides by ln 2).
 
@@ -45,10 +46,13 @@ from protoscope.geometry.builtin_texts import PARAGRAPHS
 from protoscope.geometry.errors import ProtoscopeError
 
 SOURCES = ("builtin", "random", "generated", "file")
-SPEC_FORMS = ("builtin, random:COUNT, generated:CONTEXTS:PER_CONTEXT, "
+SPEC_FORMS = ("builtin, windows:COUNT, random:COUNT, generated:CONTEXTS:PER_CONTEXT, "
               "or a path to a .txt or .jsonl file")
 CONTEXT_TOKENS = 32
 RANDOM_VOCAB = 100_000
+# Windows start past the first WINDOW_START words of a paragraph: its opening serves as the
+# context of generated texts (CONTEXT_TOKENS tokens, about 25 words) and as the `builtin` text.
+WINDOW_WORDS, WINDOW_START = 20, 40
 # Full-vocabulary logits dominate memory (B x L x 49152 floats for the default model), so a
 # forward batch holds at most this many logit bytes; one text always fits in a batch.
 LOGITS_BUDGET_BYTES = 256 * 2**20
@@ -130,13 +134,19 @@ def _positive_int(value: str, what: str, spec: str) -> int:
 def parse_text_spec(spec: str) -> tuple[str, dict]:
     """Validate a SPEC without a model, so the CLI fails before a slow model load.
 
-    Returns (source, params): ("builtin", {}), ("random", {"count"}), ("generated",
-    {"contexts", "per_context"}) or ("file", {"path"}).
+    Returns (source, params): ("builtin", {}), ("windows", {"count"}), ("random", {"count"}),
+    ("generated", {"contexts", "per_context"}) or ("file", {"path"}).
     """
     spec = spec.strip()
     head, *args = spec.split(":")
     if spec == "builtin":
         return "builtin", {}
+    if head == "windows" and len(args) == 1:
+        count, available = _positive_int(args[0], "COUNT", spec), len(window_texts())
+        if count > available:
+            raise ProtoscopeError(f"text spec {spec!r}: the built-in paragraphs hold {available} "
+                                  "windows")
+        return "windows", {"count": count}
     if head == "random" and len(args) == 1:
         return "random", {"count": _positive_int(args[0], "COUNT", spec)}
     if head == "generated" and len(args) == 2:
@@ -159,6 +169,20 @@ def parse_text_spec(spec: str) -> tuple[str, dict]:
 def builtin_texts() -> list[tuple[str, str]]:
     """(text_id, text) for the paragraphs that ship with protoscope."""
     return [(f"builtin-{slug}", text) for slug, text in PARAGRAPHS]
+
+
+@functools.lru_cache(maxsize=1)
+def window_texts() -> tuple[tuple[str, str], ...]:
+    """(text_id, text) of every window, ordered round-robin over paragraphs (window k of each
+    paragraph before window k+1 of any), so `windows:COUNT` spreads over all paragraphs."""
+    per_paragraph = []
+    for slug, paragraph in PARAGRAPHS:
+        words = paragraph.split()
+        starts = range(WINDOW_START, len(words) - WINDOW_WORDS + 1, WINDOW_WORDS)
+        per_paragraph.append([(f"window-{slug}-{k:02d}", " ".join(words[s:s + WINDOW_WORDS]))
+                              for k, s in enumerate(starts)])
+    depth = max(len(w) for w in per_paragraph)
+    return tuple(w[k] for k in range(depth) for w in per_paragraph if k < len(w))
 
 
 @functools.lru_cache(maxsize=1)
@@ -401,6 +425,9 @@ def load_texts(spec: str, loaded, seed: int = 0, random_words: int = 400,
     source, params = parse_text_spec(spec)
     if source == "builtin":
         texts = _to_texts(loaded, [(i, None, t) for i, t in builtin_texts()], "builtin", progress)
+    elif source == "windows":  # built-in prose, so the same source as the paragraphs
+        texts = _to_texts(loaded, [(i, None, t) for i, t in window_texts()[:params["count"]]],
+                          "builtin", progress)
     elif source == "random":
         texts = _to_texts(loaded, [(i, None, t) for i, t in
                                    random_texts(params["count"], seed, random_words)], "random", progress)

@@ -15,24 +15,31 @@ from .figures import base_figure, color, esc, no_data, usable
 _SLOT_ORDER = ("bos", "e", "m")
 
 
-def probe_accuracy(probes: pd.DataFrame | None) -> go.Figure:
-    """Cross-validated probe accuracy per target and feature set, with the chance level."""
-    title = "Linear probes: accuracy vs chance"
-    rows = usable(probes, read("probes", "target", "features", "accuracy"))
+def probe_scores(probes: pd.DataFrame | None) -> go.Figure:
+    """Each probe's cross-validated score with its 95% interval, beside its baseline; probes
+    with no evidence at this n are drawn hollow."""
+    title = "Linear probes: score vs baseline (95% interval)"
+    rows = usable(probes, read("probes", "target", "vector", "score", "baseline", "low", "high"))
     if rows is None:
         return no_data(title, "No probes were trained in this run.")
-    fig = base_figure(title, "what the probe predicts", "accuracy", barmode="group",
-                      yaxis_range=[0, 1.02])
-    for i, (features, group) in enumerate(rows.groupby(rows["features"].astype(str))):
-        fig.add_trace(go.Bar(x=group["target"].astype(str).map(esc), y=group["accuracy"],
-                             name=esc(f"features {features}"), marker_color=color(i),
-                             hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
-    if "chance" in rows.columns:
-        # A grey bar beside each group reads more easily than a marker over a bar group.
-        chance = rows.groupby(rows["target"].astype(str))["chance"].max().reset_index()
-        fig.add_trace(go.Bar(x=chance["target"].map(esc), y=chance["chance"], name="chance",
-                             marker_color="#bbbbbb",
-                             hovertemplate="chance %{y:.3f}<extra></extra>"))
+    fig = base_figure(title, "what the probe predicts", "score (accuracy, macro AUC or R^2)",
+                      barmode="group")
+    for i, (vector, group) in enumerate(rows.groupby(rows["vector"].astype(str))):
+        evidence = group["verdict"].astype(str).eq("evidence") if "verdict" in group else True
+        fig.add_trace(go.Scatter(
+            x=group["target"].astype(str).map(esc), y=group["score"], mode="markers",
+            name=esc(f"probe of {vector}"), marker=dict(color=color(i), size=10, symbol=[
+                "circle" if ok else "circle-open" for ok in pd.Series(evidence, index=group.index)]),
+            error_y=dict(type="data", symmetric=False, array=group["high"] - group["score"],
+                         arrayminus=group["score"] - group["low"]),
+            customdata=group[["metric", "n"]].astype(str).map(esc).to_numpy()
+            if {"metric", "n"} <= set(group.columns) else None,
+            hovertemplate="%{x}: %{y:.3f} (%{customdata[0]}, n %{customdata[1]})<extra></extra>"))
+    base = rows.groupby(rows["target"].astype(str))["baseline"].max().reset_index()
+    fig.add_trace(go.Scatter(x=base["target"].map(esc), y=base["baseline"], mode="markers",
+                             name="baseline (chance or shuffled labels)",
+                             marker=dict(color="#888888", symbol="line-ew-open", size=22),
+                             hovertemplate="baseline %{y:.3f}<extra></extra>"))
     return fig
 
 

@@ -162,7 +162,7 @@ def neighbourhoods(store) -> Section:
 
 def information(store) -> Section:
     prompting = store.analysis("prompting")
-    blocks = [info.probe_accuracy(store.analysis("probes")),
+    blocks = [info.probe_scores(store.analysis("probes")),
               info.bits_per_dimension(store.analysis("information")),
               info.attention_by_layer(store.analysis("attention")),
               info.prompting_overlap(prompting),

@@ -257,12 +257,11 @@ def _information(rng, solutions, source) -> dict:
                           "c_tokens": 16, "bits_per_dimension": (50.0 + i) / np.log(2) / 1152,
                           "per_text_dimensions": 1152}
                          for i, (t, s) in enumerate(source.items())])
-    probes = pd.DataFrame([{"target": target, "features": f, "accuracy": acc, "chance": chance,
-                            "n": 12, "folds": 3, "shuffled_accuracy": chance, "classes": classes,
-                            "cv": "stratified-group"}
-                           for target, chance, classes in (("source", 0.5, 2),
-                                                           ("context_id", 0.34, 3))
-                           for f, acc in zip(VECTORS, (0.6, 0.8, 0.85))])
+    probes = pd.DataFrame([{"target": target, "vector": v, "score": acc, "metric": "accuracy",
+                            "baseline": chance, "low": acc - 0.1, "high": acc + 0.1, "n": 12,
+                            "verdict": "evidence" if acc - 0.1 > chance else "no evidence"}
+                           for target, chance in (("source", 0.5), ("context", 0.34))
+                           for v, acc in zip(VECTORS, (0.6, 0.8, 0.85))])
     prompting = pd.DataFrame({"solution_id": solutions["solution_id"],
                               "text_id": solutions["text_id"],
                               "continuation": "<img src=x onerror=\"window.__pwned=1\"> the",

@@ -1,5 +1,5 @@
-"""Information content: probes that beat chance only when there is something to find, and the
-information, prompting, attention and throughput tables of a tiny fitted run."""
+"""Information content: the information, prompting, attention and throughput tables of a tiny
+fitted run (probes: test_probes.py)."""
 
 import math
 
@@ -8,52 +8,12 @@ import pytest
 import torch
 
 from protoscope.analysis import information
-from protoscope.analysis.probes import probe
 from protoscope.geometry.store import RunStore
 from protoscope.geometry.tables import reconstructed
 
 from tiny_run import LENGTH, SEEDS, TEXTS, tiny_run
 
 
-
-
-def _clusters(seed=0, classes=3, per_class=20, d=16, spread=4.0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, spread, (classes, d))
-    y = np.repeat(np.arange(classes), per_class)
-    return centres[y] + rng.normal(0, 1, (len(y), d)), y
-
-
-def test_probe_finds_separable_labels():
-    x, y = _clusters()
-    result = probe(x, y, seed=0)
-    assert result["accuracy"] >= 0.95
-    assert result["chance"] == pytest.approx(1 / 3)
-    assert result["shuffled_accuracy"] < result["chance"] + 0.2
-    assert result["folds"] == 5 and result["cv"] == "stratified" and result["n"] == 60
-
-
-def test_probe_does_not_beat_chance_on_shuffled_labels():
-    x, y = _clusters(seed=1)
-    y = np.random.default_rng(1).permutation(y)  # labels unrelated to the features
-    result = probe(x, y, seed=0)
-    assert result["accuracy"] < result["chance"] + 0.2
-
-
-def test_probe_groups_folds_by_text_when_it_can():
-    x, y = _clusters(seed=2, classes=2, per_class=12)
-    groups = np.array([f"text{i // 3}" for i in range(len(y))])  # 3 solutions per text
-    result = probe(x, y, groups, max_folds=3)
-    assert result["cv"] == "stratified-group" and result["folds"] == 3
-    assert result["accuracy"] >= 0.9
-
-
-def test_probe_skips_what_cannot_be_probed():
-    x, _ = _clusters(per_class=4)
-    assert probe(x, ["a"] * len(x)) is None  # one class
-    assert probe(x, ["a"] * (len(x) - 1) + ["b"]) is None  # a singleton class is dropped
-    with pytest.raises(ValueError, match="max_folds"):
-        probe(x, ["a", "b"] * (len(x) // 2), max_folds=1)
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +36,6 @@ def test_information_table(run):
     assert (info.set_index("text_id")["c_tokens"] == best.loc[info["text_id"]].to_numpy()).all()
     exact = set(rows.loc[reconstructed(rows["accuracy"]), "text_id"])
     assert all((c == LENGTH) == (t in exact) for t, c in zip(info["text_id"], info["capacity"]))
-
-
-def test_probe_table(run):
-    _, _, tables = run
-    probes = tables["probes"]
-    # tiny run: source has 2 classes (generated, builtin); context_id one (c0) and is skipped
-    assert set(probes["target"]) == {"source", "first_token"}
-    assert set(probes["features"]) == {"e", "m", "e+m"}
-    assert probes["accuracy"].between(0, 1).all() and probes["chance"].between(0, 1).all()
-    assert (probes["n"] == len(TEXTS) * SEEDS).all()
 
 
 def test_prompting_table(run):

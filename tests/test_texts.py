@@ -16,8 +16,8 @@ import wordfreq
 from protoscope.geometry.builtin_texts import PARAGRAPHS
 from protoscope.geometry.errors import ProtoscopeError
 from protoscope.geometry.texts import (
-    SOURCES, Text, builtin_texts, generated_texts, load_texts, parse_text_spec, random_texts,
-    read_text_file, token_nll, tokenize)
+    SOURCES, WINDOW_START, WINDOW_WORDS, Text, builtin_texts, generated_texts, load_texts,
+    parse_text_spec, random_texts, read_text_file, token_nll, tokenize, window_texts)
 
 
 def _without_bos(loaded):
@@ -72,6 +72,21 @@ def test_random_texts_use_frequent_words():
         assert all(w in top for w in words)
 
 
+def test_windows_are_disjoint_spans_past_the_contexts_spread_over_paragraphs():
+    windows = window_texts()
+    assert len(windows) >= 90 and len({i for i, _ in windows}) == len(windows)
+    assert all(len(text.split()) == WINDOW_WORDS for _, text in windows)
+    # the first windows come from different paragraphs (round robin)
+    firsts = [i.rsplit("-", 1)[0] for i, _ in windows[:len(PARAGRAPHS)]]
+    assert len(set(firsts)) == len(PARAGRAPHS)
+    for slug, paragraph in PARAGRAPHS:
+        words = paragraph.split()
+        mine = [t for i, t in windows if i.startswith(f"window-{slug}-")]
+        spans = [" ".join(words[s:s + WINDOW_WORDS]) for s in
+                 range(WINDOW_START, len(words) - WINDOW_WORDS + 1, WINDOW_WORDS)]
+        assert mine == spans  # disjoint, in order, none from the paragraph's opening words
+
+
 # ---------------------------------------------------------------- spec
 
 
@@ -79,6 +94,7 @@ def test_random_texts_use_frequent_words():
     ("builtin", ("builtin", {})),
     ("random:5", ("random", {"count": 5})),
     ("generated:3:4", ("generated", {"contexts": 3, "per_context": 4})),
+    ("windows:7", ("windows", {"count": 7})),
 ])
 def test_parse_text_spec_forms(spec, expected):
     assert parse_text_spec(spec) == expected
@@ -87,7 +103,7 @@ def test_parse_text_spec_forms(spec, expected):
 @pytest.mark.parametrize("spec", [
     "random:0", "random:-2", "random:x", "random", "random:1:2", "generated:2",
     "generated:0:3", "generated:2:0", f"generated:{len(PARAGRAPHS) + 1}:1", "wiki",
-    "texts.csv", "",
+    "texts.csv", "", "windows:0", "windows", "windows:100000",
 ])
 def test_parse_text_spec_rejects_bad_forms(spec):
     with pytest.raises(ProtoscopeError) as err:
@@ -96,7 +112,7 @@ def test_parse_text_spec_rejects_bad_forms(spec):
 
 
 def test_unknown_spec_names_the_allowed_forms():
-    with pytest.raises(ProtoscopeError, match="builtin, random:COUNT, generated:"):
+    with pytest.raises(ProtoscopeError, match="builtin, windows:COUNT, random:COUNT, generated:"):
         parse_text_spec("pg19")
 
 
@@ -303,3 +319,9 @@ def test_builtin_texts_suit_the_default_model():
     # A pretrained model finds written English far likelier than a uniform guess (~10.8 nats).
     for nll in token_nll(loaded, [t.prefix(64) for t in texts[:2]]):
         assert np.isfinite(nll).all() and 0.5 < nll.mean() < 6.0
+
+
+def test_windows_spec_loads_builtin_prose(tiny_llama):
+    texts = load_texts("windows:3", tiny_llama, with_nll=False)
+    assert [t.text_id for t in texts] == [i for i, _ in window_texts()[:3]]
+    assert {t.source for t in texts} == {"builtin"} and all(t.n_tokens > 0 for t in texts)
