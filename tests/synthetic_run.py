@@ -259,8 +259,11 @@ def _information(rng, solutions, source) -> dict:
                          for i, (t, s) in enumerate(source.items())])
     probes = pd.DataFrame([{"target": target, "vector": v, "score": acc, "metric": "accuracy",
                             "baseline": chance, "low": acc - 0.1, "high": acc + 0.1, "n": 12,
-                            "verdict": "evidence" if acc - 0.1 > chance else "no evidence"}
-                           for target, chance in (("source", 0.5), ("context", 0.34))
+                            "verdict": "evidence" if acc - 0.1 > chance else "no evidence",
+                            "chance": chance, "shuffled": chance - 0.02, "classes": classes,
+                            "folds": 5}
+                           for target, chance, classes in (("source", 0.5, 2),
+                                                           ("context", 0.34, 3))
                            for v, acc in zip(VECTORS, (0.6, 0.8, 0.85))])
     prompting = pd.DataFrame({"solution_id": solutions["solution_id"],
                               "text_id": solutions["text_id"],
