@@ -53,12 +53,24 @@ def atomic_write(path: pathlib.Path, write: Callable[[pathlib.Path], None]) -> N
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a read-only or full disk: one line naming the file
+        raise StoreError(f"cannot write {path}: {err.strerror or err}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def write_json(path: pathlib.Path, data) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str) + "\n"))
+
+
+def make_folder(path: pathlib.Path) -> None:
+    """Create a run folder (and its parents); one that cannot be created is a StoreError."""
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path} is a file, not a run folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(f"cannot create run folder {path}: {err.strerror or err}") from None
 
 
 def empty_solutions() -> pd.DataFrame:
@@ -76,7 +88,7 @@ class RunStore:
     @classmethod
     def create(cls, path, manifest: dict, texts: list[Text]) -> RunStore:
         store = cls(path)
-        store.path.mkdir(parents=True, exist_ok=True)
+        make_folder(store.path)
         if (store.path / MANIFEST).exists():
             raise StoreError(f"{store.path} already holds a run; use --overwrite to replace it")
         lines = "".join(json.dumps(t.to_json()) + "\n" for t in texts)
@@ -121,12 +133,14 @@ class RunStore:
     @contextlib.contextmanager
     def lock(self, wait: float = 0) -> Iterator[None]:
         """Hold the run's lock; a second process gets a clear StoreError instead of a race."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path)
         lock = FileLock(str(self.path / ".lock"))
         try:
             lock.acquire(timeout=wait)
         except Timeout:
             raise StoreError(f"{self.path} is in use by another protoscope process") from None
+        except OSError as err:  # e.g. a read-only folder
+            raise StoreError(f"cannot lock {self.path / '.lock'}: {err.strerror or err}") from None
         for stale in self.path.glob(".*.tmp-*"):  # left by a writer killed mid-write
             stale.unlink(missing_ok=True)
         try:

@@ -23,6 +23,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from ..geometry.errors import ProtoscopeError
 from .figures import esc, no_data_reason, snippet
 
 _ERROR_RECORDER = """(function () {
@@ -205,13 +206,18 @@ def render_page(title: str, sections: list[Section], header: Html | str = "") ->
 def write_page(path: Path | str, text: str) -> Path:
     """Write atomically (temp file, then rename) so a reader never sees half a page."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # a read-only run folder: one line, not a traceback
+        raise ProtoscopeError(f"cannot write {path}: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for reading
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise ProtoscopeError(f"cannot write {path}: {err.strerror or err}") from None
         raise
     return path

@@ -237,6 +237,43 @@ def test_compare_an_unknown_text_id(good_run, capfd):
     assert snapshot(good_run) == before
 
 
+UNUSABLE_OUT = {  # case: (--out under the test's root, words the one line must contain)
+    "cannot be created": ("/proc/protoscope-run", ["cannot create run folder /proc/protoscope-run"]),
+    "a file": ("texts.txt", ["texts.txt is a file, not a run folder"]),
+    "under a file": ("texts.txt/run", ["cannot create run folder", "texts.txt/run"]),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE_OUT))
+@pytest.mark.parametrize("command", ["fit", "capacity", "experiment"])
+def test_an_unusable_out_gets_one_line_before_the_model_loads(case, command, ns, capfd, monkeypatch):
+    where, needles = UNUSABLE_OUT[case]
+    def load_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr("protoscope.geometry.runs.load_model", load_model)
+    common = ["--model", ns.model, "--seeds", "1", "--out", ns.root / where, "--quiet"]
+    argv = {"fit": ["fit", "--texts", ns.texts, "--length", "2", *common],
+            "capacity": ["capacity", "--texts", ns.texts, "--lengths", "2,4", *common],
+            "experiment": ["experiment", "uniqueness", "--contexts", "1", *common]}[command]
+    rc, _, err = cli(argv, capfd)
+    one_line(rc, err, *needles)
+
+
+def test_a_run_that_cannot_be_written_gets_one_line(good_run, tmp_path, capfd):
+    """analyze must take the run's lock and report must write report.html: where neither can
+    be done (here a folder sits where the file goes), one line, not a traceback."""
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    (run / ".lock").unlink(missing_ok=True)
+    (run / ".lock").mkdir()
+    rc, _, err = cli(["analyze", run, "--only", "uniqueness", "--quiet"], capfd)
+    one_line(rc, err, "cannot lock", str(run / ".lock"))
+    (run / "report.html").mkdir()
+    rc, _, err = cli(["report", run], capfd)
+    one_line(rc, err, "cannot write", str(run / "report.html"))
+
+
 def _truncate(path: pathlib.Path) -> None:
     os.truncate(path, path.stat().st_size // 2)
 
