@@ -17,6 +17,7 @@ if __package__ in (None, ""):  # `python cli.py ...` runs the installed package'
     if __name__ == "__main__":
         sys.exit(_main())
 
+from .analysis import options as analysis_options  # noqa: E402
 from .geometry.errors import ProtoscopeError  # noqa: E402
 
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--device", default="cpu")
     _threads_option(ana)
     ana.add_argument("--quiet", action="store_true")
+    analysis_options.add_arguments(ana)
 
     rep = sub.add_parser("report", help="write RUN/report.html")
     rep.add_argument("run")

@@ -113,6 +113,7 @@ def capacity(args) -> int:
 
 
 def analyze(args) -> int:
+    from .analysis.options import from_args
     from .analysis.run import run_analyses
     from .geometry.runs import record_threads
     from .geometry.store import RunStore
@@ -121,12 +122,24 @@ def analyze(args) -> int:
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     _threads(args)
     with _locked(args.run):
-        timings = run_analyses(store, only=only, device=args.device, force=args.force, quiet=args.quiet)
+        timings = run_analyses(store, only=only, device=args.device, force=args.force,
+                               quiet=args.quiet, options=from_args(args))
         record_threads(store, "analyze")
     for name, seconds in timings.items():
         print(f"{name:>15}: {'up to date' if seconds is None else f'{seconds:.1f} s'}")
+    print_findings(store)
     print(f"tables: {store.path / 'analysis'}")
     return 0
+
+
+def print_findings(store) -> None:
+    """The findings table, as the run's answer comes first."""
+    table = store.analysis("findings")
+    if table is None or table.empty:
+        print("findings: none (no table answers a question yet)")
+        return
+    shown = table[["finding", "estimate", "low", "high", "n", "paper", "verdict"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 
 def report(args) -> int:

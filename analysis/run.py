@@ -1,7 +1,10 @@
 """Which analyses are up to date, and running the rest: the `analyze` command's engine.
 
-A table is up to date when it was computed from the solutions the store holds now (the
-manifest records, per analysis, the solution count and the time of the rows it saw).
+A table is up to date when it was computed from the solutions the store holds now AND under
+the options asked for now: the manifest records, per analysis, the solution count, the last
+solution it saw and every option of its analyze() call (`options.resolve`), so a table
+computed under another budget is recomputed, not reused. The findings table is rebuilt from
+the tables at the end of every call (it runs no model).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from ..geometry.errors import ProtoscopeError, StoreError
 from ..geometry.models import load_model
 from ..geometry.runs import now
 from ..geometry.store import RunStore
+from . import findings
+from .options import resolve, stamp_value
 
 ANALYSES = ("uniqueness", "connectivity", "neighbourhoods", "information", "probes")
 
@@ -33,10 +38,18 @@ def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = 
         raise ProtoscopeError(f"unknown analysis {unknown[0]!r}: allowed are {', '.join(ANALYSES)}")
     if not len(store.solutions()):
         raise ProtoscopeError(f"{store.path} holds no solutions yet: run `protoscope fit` first")
-    stamp, done = solutions_stamp(store), store.manifest.get("analyses", {})
-    todo = [n for n in names if force or done.get(n) != stamp]
+    options = options or {}
+    unknown = sorted(set(options) - set(ANALYSES))
+    if unknown:
+        raise ProtoscopeError(f"options for unknown analysis {unknown[0]!r}")
+    modules = {n: importlib.import_module(f"{__package__}.{n}") for n in names}
+    solutions, done = solutions_stamp(store), store.manifest.get("analyses", {})
+    resolved = {n: resolve(modules[n].analyze, options.get(n), n) for n in names}
+    stamps = {n: {**solutions, "options": stamp_value(resolved[n])} for n in names}
+    todo = [n for n in names if force or done.get(n) != stamps[n]]
     timings: dict[str, float | None] = {n: None for n in names}
     if not todo:
+        findings.write(store)
         return timings
     if loaded is None:
         manifest = store.manifest
@@ -46,12 +59,16 @@ def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = 
         loaded = load_model(model, device=device, dtype=manifest.get("dtype", "float32"))
     for name in todo:
         started = time.perf_counter()
-        module = importlib.import_module(f"{__package__}.{name}")
         if not quiet:
             print(f"analysis: {name} ...", file=sys.stderr, flush=True)
-        tables = module.analyze(store, loaded, **(options or {}).get(name, {}))
+        try:
+            tables = modules[name].analyze(store, loaded, **resolved[name])
+        except ValueError as err:  # a bad option value: one line, not a traceback
+            raise ProtoscopeError(f"{name}: {err}") from None
         for table, frame in tables.items():
             store.write_analysis(table, frame)
         timings[name] = time.perf_counter() - started
-        store.update_manifest(analyses={**store.manifest.get("analyses", {}), name: stamp}, updated=now())
+        store.update_manifest(analyses={**store.manifest.get("analyses", {}), name: stamps[name]},
+                              updated=now())
+    findings.write(store)
     return timings

@@ -56,6 +56,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "prompting": ("solution_id", "text_id", "continuation", "token_overlap",
                   "first_token_match", "overlap_beyond_first", "aligned_from", "prompt"),
     "attention": ("layer", "slot", "attention_mass"),
+    "findings": ("finding", "estimate", "low", "high", "n", "paper", "verdict", "unit", "claim",
+                 "detail"),
     "throughput": ("method", "length", "batch", "tokens", "seconds", "tokens_per_second",
                    "accuracy", "stand_in"),
 }

@@ -1,0 +1,319 @@
+"""What does this run answer, and does it agree with the paper? The findings table.
+
+One row per question the run's tables can answer (a question whose table is absent, or holds
+no observation for it, is left out): its estimate, a 95% interval, n, the paper's value where
+the paper gives one, the paper's claim in words, and a verdict.
+
+Intervals: percentile bootstrap (`scipy.stats.bootstrap`, 2000 resamples, seeded) over the
+finding's unit. Pairs of solutions share texts, so pair statistics resample TEXTS (a cluster
+bootstrap: a pair weighs count(text_a) x count(text_b) in a resample, a per-text observation
+count(text)); per-solution statistics resample solutions. Fewer than 5 units (a percentile
+interval from 3 or 4 texts is far too narrow), or resamples in which the statistic is
+undefined (e.g. no different-text pair left), give no interval: inconclusive at this n.
+
+Verdict rule. Each finding has a boundary b and the side of it the paper's finding lies on:
+- "agrees" when the whole interval lies on the paper's side of b,
+- "disagrees" when the whole interval lies on the other side,
+- "inconclusive" otherwise: the interval straddles b, there is no interval at this n, or the
+  paper gives nothing to compare with (e.g. capacity on a model the paper did not run).
+A finding whose paper value is a number rather than a side (capacity of a model the paper
+measured) agrees when the interval contains that number and disagrees when it does not.
+The boundaries: AUCs against 0.5 (chance); shares of paths that keep the text against 0.5 (a
+typical path holds or breaks); the curve length ratio against 1.2 (the paper's longest curve);
+the neighbourhood radius over the distance to the nearest other text's solution against 1
+(the ball that keeps a text is smaller than the gap to other texts); a probe against its own
+baseline (chance or shuffled labels).
+
+Table: findings (finding, estimate, low, high, n, paper, verdict, unit, claim, detail).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..geometry.tables import CONCATENATED, RECONSTRUCTED, columns
+
+COLUMNS = columns("findings")
+VERDICTS = ("agrees", "disagrees", "inconclusive")
+MIN_UNITS = 5  # below this many texts (or solutions) a percentile interval is not trusted
+RESAMPLES = 2000
+
+# The paper's capacities, m not shared (PAPER.md), by a lowercase part of the model's name.
+PAPER_CAPACITY = {"pythia-160m": 128, "pythia-410m": 167, "pythia-1.4b": 128,
+                  "llama-3.2-1b": 362, "llama-3.2-3b": 512, "llama-3.1-8b": 724}
+
+
+def write(store) -> pd.DataFrame:
+    """Build the findings of the run in `store` and write RUN/analysis/findings.parquet."""
+    table = findings(store.analysis, store.solutions(), store.manifest or {})
+    store.write_analysis("findings", table)
+    return table
+
+
+def findings(analysis: Callable[[str], pd.DataFrame | None], solutions: pd.DataFrame,
+             manifest: dict, seed: int = 0) -> pd.DataFrame:
+    """The findings table from the run's tables (`analysis(name)` returns one or None)."""
+    rows = []
+    uniq = analysis("uniqueness")
+    if uniq is not None and len(uniq):
+        vector = _uniqueness_vector(uniq, solutions)
+        pairs = uniq[uniq["vector"] == vector]
+        rows.append(_auc_row(pairs, ("same_text",), ("same_context", "different_context"),
+                             "same-text solutions closer than different-text", vector, seed,
+                             "same-text pairs are almost always closer"))
+        rows.append(_auc_row(pairs, ("same_context",), ("different_context",),
+                             "same-context solutions closer than different-context", vector,
+                             seed, "closer, a small effect with heavy overlap"))
+    conn = analysis("connectivity_pairs")
+    if conn is not None and len(conn) and "held" in conn.columns:
+        own = conn[conn["same_text"].astype(bool) & (conn["target"] == "a")]
+        rows.append(_held_row(own[own["path"] == "linear"], "straight path keeps the text",
+                              0.0, "below", "accuracy collapses in the middle of the segment",
+                              seed))
+        curves = own[own["path"] == "bezier"]
+        budget = _budget_words(curves)
+        rows.append(_held_row(curves, "curve keeps the text (share held)", 1.0, "above",
+                              "a trained quadratic Bezier curve keeps accuracy ~1 all along",
+                              seed, budget))
+        held = curves[curves["held"].astype(bool)]
+        rows.append(_side_row(
+            "curve length ratio (held curves)", held["length_ratio"].to_numpy(float),
+            held["text_a"].to_numpy(), None, 1.2, 1.2, "below",
+            "nearly straight: the longest curve was 1.2x the segment", "texts", seed,
+            f"mean curve length / segment length over the curves that held; {budget}"))
+    radii = analysis("neighbourhood_radii")
+    if radii is not None and len(radii):
+        rows.append(_radius_row(radii, analysis("neighbourhoods"), seed))
+    cap = analysis("capacity")
+    if cap is not None and len(cap):
+        rows.append(_capacity_row(cap, manifest, seed))
+    probes = analysis("probes")
+    if probes is not None and len(probes):
+        rows.extend(_probe_rows(probes))
+    rows = [r for r in rows if r is not None]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return table.astype({"estimate": float, "low": float, "high": float, "n": int,
+                         "paper": float}) if len(table) else _empty()
+
+
+# -- the verdict ----------------------------------------------------------------------------
+def verdict(low: float, high: float, boundary: float, side: str) -> str:
+    """agrees / disagrees / inconclusive for an interval against the paper's side of b."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "inconclusive"
+    if side == "above":
+        return "agrees" if low > boundary else "disagrees" if high < boundary else "inconclusive"
+    return "agrees" if high < boundary else "disagrees" if low > boundary else "inconclusive"
+
+
+def value_verdict(low: float, high: float, paper: float) -> str:
+    if not (np.isfinite(low) and np.isfinite(high) and np.isfinite(paper)):
+        return "inconclusive"
+    return "agrees" if low <= paper <= high else "disagrees"
+
+
+# -- bootstrap ------------------------------------------------------------------------------
+def cluster_interval(statistic: Callable[[np.ndarray], float], units_a: np.ndarray,
+                     units_b: np.ndarray | None, seed: int) -> tuple[float, float, int]:
+    """95% percentile interval of `statistic(weights)` resampling the units (texts).
+
+    An observation weighs count(unit_a) (x count(unit_b) for pairs) in a resample. Returns
+    (low, high, number of units); NaN bounds below MIN_UNITS units or when a resample leaves
+    the statistic undefined.
+    """
+    names = np.unique(np.concatenate([units_a, units_b]) if units_b is not None else units_a)
+    index = {u: i for i, u in enumerate(names)}
+    ia = np.array([index[u] for u in units_a], dtype=int)
+    ib = None if units_b is None else np.array([index[u] for u in units_b], dtype=int)
+    if len(names) < MIN_UNITS:
+        return np.nan, np.nan, len(names)
+
+    def resampled(chosen: np.ndarray) -> float:
+        counts = np.bincount(chosen.astype(int), minlength=len(names)).astype(float)
+        weights = counts[ia] if ib is None else counts[ia] * counts[ib]
+        return statistic(weights)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate resamples: reported as no interval
+        result = stats.bootstrap((np.arange(len(names)),), resampled, vectorized=False,
+                                 n_resamples=RESAMPLES, method="percentile",
+                                 random_state=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return float(low), float(high), len(names)
+
+
+def _weighted_mean(values: np.ndarray) -> Callable[[np.ndarray], float]:
+    def mean(weights: np.ndarray) -> float:
+        return float(np.average(values, weights=weights)) if weights.sum() > 0 else np.nan
+    return mean
+
+
+def _weighted_median(values: np.ndarray) -> Callable[[np.ndarray], float]:
+    order = np.argsort(values)
+    values = values[order]
+
+    def median(weights: np.ndarray) -> float:
+        w = weights[order]
+        if w.sum() <= 0:
+            return np.nan
+        return float(values[np.searchsorted(np.cumsum(w), w.sum() / 2)])
+    return median
+
+
+# -- the rows -------------------------------------------------------------------------------
+def _row(finding, estimate, low, high, n, paper, verdict_, unit, claim, detail) -> dict:
+    return dict(zip(COLUMNS, (finding, float(estimate), float(low), float(high), int(n),
+                              float(paper), verdict_, unit, claim, detail)))
+
+
+def _side_row(finding, values, units_a, units_b, paper, boundary, side, claim, unit, seed,
+              detail, statistic=_weighted_mean) -> dict | None:
+    if not len(values):
+        return None
+    stat = statistic(np.asarray(values, dtype=float))
+    estimate = stat(np.ones(len(values)))
+    low, high, n = cluster_interval(stat, np.asarray(units_a), units_b, seed)
+    return _row(finding, estimate, low, high, n, paper, verdict(low, high, boundary, side),
+                unit, claim, detail)
+
+
+def _uniqueness_vector(uniq: pd.DataFrame, solutions: pd.DataFrame) -> str:
+    """e when m is shared (the paper's protocol), else both vectors of a solution ([e; m])."""
+    shared_m = "share" in solutions.columns and (solutions["share"] == "m").any()
+    present = set(uniq["vector"])
+    for vector in (("e", CONCATENATED) if shared_m else (CONCATENATED, "e")):
+        if vector in present:
+            return vector
+    return sorted(present)[0]
+
+
+def _auc_row(pairs: pd.DataFrame, near: tuple, far: tuple, finding: str, vector: str,
+             seed: int, claim: str) -> dict | None:
+    kept = pairs[pairs["pair_kind"].isin(near + far)]
+    if not (kept["pair_kind"].isin(near).any() and kept["pair_kind"].isin(far).any()):
+        return None
+    label = kept["pair_kind"].isin(near).to_numpy(int)
+    auc = weighted_auc(-kept["cosine_distance"].to_numpy(float), label.astype(bool))
+
+    estimate = auc(np.ones(len(kept)))
+    low, high, n = cluster_interval(auc, kept["text_a"].astype(str).to_numpy(),
+                                    kept["text_b"].astype(str).to_numpy(), seed)
+    detail = (f"AUC of cosine distance ({vector}): P(a {near[0].replace('_', '-')} pair is "
+              f"closer than a {' or '.join(f.replace('_', '-') for f in far)} pair); "
+              f"{int(label.sum())} vs {int(len(label) - label.sum())} pairs")
+    return _row(finding, estimate, low, high, n, np.nan, verdict(low, high, 0.5, "above"),
+                "texts", claim, detail)
+
+
+def weighted_auc(score: np.ndarray, positive: np.ndarray) -> Callable[[np.ndarray], float]:
+    """AUC(weights): weighted P(score of a positive > score of a negative), ties half.
+
+    The same number as sklearn's roc_auc_score with sample_weight, computed by one sorted
+    search instead of a ROC curve: the bootstrap calls it thousands of times.
+    """
+    pos, neg = score[positive], score[~positive]
+    order = np.argsort(neg)
+    neg = neg[order]
+    left, right = np.searchsorted(neg, pos, "left"), np.searchsorted(neg, pos, "right")
+
+    def auc(weights: np.ndarray) -> float:
+        w_pos, w_neg = weights[positive], weights[~positive][order]
+        total = w_pos.sum() * w_neg.sum()
+        if total <= 0:
+            return np.nan
+        cum = np.concatenate([[0.0], np.cumsum(w_neg)])
+        wins = cum[left] + 0.5 * (cum[right] - cum[left])
+        return float((w_pos * wins).sum() / total)
+    return auc
+
+
+def _held_row(paths: pd.DataFrame, finding: str, paper: float, side: str, claim: str,
+              seed: int, budget: str = "") -> dict | None:
+    if not len(paths):
+        return None
+    held = paths["held"].astype(bool).to_numpy(float)
+    detail = (f"share of same-text pairs whose worst grid point keeps accuracy >= "
+              f"{RECONSTRUCTED}; {int(held.sum())} of {len(held)} pairs")
+    return _side_row(finding, held, paths["text_a"].astype(str).to_numpy(), None, paper, 0.5,
+                     side, claim, "texts", seed, detail + (f"; {budget}" if budget else ""))
+
+
+def _budget_words(curves: pd.DataFrame) -> str:
+    if not len(curves) or "bezier_steps" not in curves.columns:
+        return ""
+    first = curves.iloc[0]
+    words = f"budget {int(first['bezier_steps'])} steps x {int(first['samples_per_step'])} t"
+    if "steps_used" in curves.columns:
+        words += f", median {int(curves['steps_used'].median())} used"
+    return words
+
+
+def _radius_row(radii: pd.DataFrame, sweep: pd.DataFrame | None, seed: int) -> dict | None:
+    rows = radii[radii["nearest_other_text"].notna() & (radii["nearest_other_text"] > 0)]
+    if not len(rows):
+        return None
+    # NaN radius_99: accuracy never fell within the radii tried, so the largest one bounds it.
+    largest = float(sweep["radius"].max()) if sweep is not None and len(sweep) else np.nan
+    radius = rows["radius_99"].fillna(largest).to_numpy(float)
+    ratio = radius / rows["nearest_other_text"].to_numpy(float)
+    keep = np.isfinite(ratio)
+    detail = (f"median over solutions of radius_99 (random directions, relative to the norm; "
+              f"median {np.nanmedian(radius):.3g}) / distance to the nearest other text's "
+              f"solution")
+    return _side_row("neighbourhood radius / nearest other text", ratio[keep],
+                     np.arange(int(keep.sum())), None, np.nan, 1.0, "below",
+                     "locality: the ball that keeps a text is small next to other texts",
+                     "solutions", seed, detail, statistic=_weighted_median)
+
+
+def _capacity_row(cap: pd.DataFrame, manifest: dict, seed: int) -> dict | None:
+    from ..geometry.capacity import capacity_per_text
+
+    per_text = capacity_per_text(cap)
+    per_text = per_text[per_text["method"] == "one-step"]
+    if not len(per_text):
+        return None
+    model = str((manifest.get("model") or {}).get("name", "") if isinstance(
+        manifest.get("model"), dict) else manifest.get("model", "")).lower()
+    paper = next((v for k, v in PAPER_CAPACITY.items() if k in model), np.nan)
+    values = per_text["capacity"].to_numpy(float)
+    stat = _weighted_median(values)
+    low, high, n = cluster_interval(stat, per_text["text_id"].astype(str).to_numpy(), None, seed)
+    claim = (f"{paper:.0f} tokens on this model (m not shared, a lower bound)"
+             if np.isfinite(paper) else "the paper has no value for this model")
+    return _row("capacity (tokens, median over texts)", stat(np.ones(len(values))), low, high,
+                n, paper, value_verdict(low, high, paper), "texts", claim,
+                f"longest prefix reconstructed per text over lengths "
+                f"{sorted(set(cap['length'].astype(int)))}")
+
+
+def _probe_rows(probes: pd.DataFrame) -> list[dict]:
+    """One row per probe: the probe's own interval against its own baseline."""
+    if {"score", "baseline", "low", "high"} <= set(probes.columns):
+        frame = probes.rename(columns={"score": "estimate"})
+    elif {"accuracy", "chance", "n"} <= set(probes.columns):  # older tables: binomial interval
+        frame = probes.rename(columns={"accuracy": "estimate", "chance": "baseline"}).copy()
+        ci = [stats.binomtest(int(round(a * n)), int(n)).proportion_ci() if n > 0 else (np.nan,) * 2
+              for a, n in zip(frame["estimate"], frame["n"])]
+        frame["low"], frame["high"] = [c[0] for c in ci], [c[1] for c in ci]
+    else:
+        return []
+    out = []
+    for _, p in frame.iterrows():
+        features = f" from {p['features']}" if "features" in p.index else ""
+        out.append(_row(f"probe: {p['target']}{features}", p["estimate"], p["low"], p["high"],
+                        p.get("n", 0), np.nan,
+                        verdict(p["low"], p["high"], float(p["baseline"]), "above"),
+                        "solutions", "the vectors hold what the probe reads (above its baseline)",
+                        f"cross-validated score vs baseline {float(p['baseline']):.3g}"))
+    return out
+
+
+def _empty() -> pd.DataFrame:
+    types = {"estimate": float, "low": float, "high": float, "n": int, "paper": float}
+    return pd.DataFrame({c: pd.Series(dtype=types.get(c, object)) for c in COLUMNS})

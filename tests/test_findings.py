@@ -1,0 +1,166 @@
+"""The findings table: hand-made tables with known answers (a clear effect agrees or disagrees,
+a tiny n is inconclusive), the verdict rule, and the table `analyze` writes on the tiny run."""
+
+import itertools
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from protoscope.analysis import findings as fd
+from protoscope.analysis.run import run_analyses
+from protoscope.geometry.store import RunStore
+
+from tiny_run import tiny_run
+
+SOLUTIONS = pd.DataFrame({"share": ["none"]})
+
+
+def _uniqueness(n_texts: int, same: float, other: float, seed: int = 0) -> pd.DataFrame:
+    """Two solutions per text; same-text pairs at distance ~`same`, others ~`other`."""
+    rng = np.random.default_rng(seed)
+    sols = [(f"t{i}", k) for i in range(n_texts) for k in range(2)]
+    rows = []
+    for (ta, _), (tb, _) in itertools.combinations(sols, 2):
+        kind = "same_text" if ta == tb else "different_context"
+        centre = same if ta == tb else other
+        rows.append({"text_a": ta, "text_b": tb, "pair_kind": kind, "vector": "e+m",
+                     "cosine_distance": centre + rng.normal(0, 0.02)})
+    return pd.DataFrame(rows)
+
+
+def _pairs(n_texts: int, linear_held: bool, curve_held: bool, ratio: float) -> pd.DataFrame:
+    rows = []
+    for i, path in itertools.product(range(n_texts), ("linear", "bezier")):
+        held = linear_held if path == "linear" else curve_held
+        rows.append({"pair_id": i, "text_a": f"t{i}", "text_b": f"t{i}", "same_text": True,
+                     "target": "a", "path": path, "held": held,
+                     "length_ratio": 1.0 if path == "linear" else ratio + 0.001 * i,
+                     "min_accuracy": 1.0 if held else 0.2, "bezier_steps": 300,
+                     "samples_per_step": 4, "steps_used": 50})
+    return pd.DataFrame(rows)
+
+
+def _table(tables: dict) -> pd.DataFrame:
+    return fd.findings(tables.get, SOLUTIONS, {}).set_index("finding")
+
+
+def test_the_verdict_rule():
+    assert fd.verdict(0.6, 0.9, 0.5, "above") == "agrees"
+    assert fd.verdict(0.1, 0.4, 0.5, "above") == "disagrees"
+    assert fd.verdict(0.4, 0.6, 0.5, "above") == "inconclusive"
+    assert fd.verdict(1.05, 1.1, 1.2, "below") == "agrees"
+    assert fd.verdict(np.nan, np.nan, 0.5, "above") == "inconclusive"
+    assert fd.value_verdict(100, 140, 128) == "agrees"
+    assert fd.value_verdict(10, 20, 128) == "disagrees"
+
+
+def test_a_clear_effect_agrees_with_the_paper():
+    table = _table({"uniqueness": _uniqueness(12, same=0.2, other=0.8),
+                    "connectivity_pairs": _pairs(12, False, True, 1.1)})
+    row = table.loc["same-text solutions closer than different-text"]
+    assert row["estimate"] > 0.95 and row["low"] > 0.5 and row["verdict"] == "agrees"
+    assert row["n"] == 12 and row["low"] <= row["estimate"] <= row["high"]
+    assert table.loc["straight path keeps the text", "verdict"] == "agrees"
+    curve = table.loc["curve keeps the text (share held)"]
+    assert curve["estimate"] == 1.0 and curve["paper"] == 1.0 and curve["verdict"] == "agrees"
+    assert "budget 300 steps" in curve["detail"]
+    assert table.loc["curve length ratio (held curves)", "verdict"] == "agrees"
+    assert set(table.columns) >= {"estimate", "low", "high", "n", "paper", "verdict"}
+
+
+def test_the_opposite_effect_disagrees():
+    table = _table({"uniqueness": _uniqueness(12, same=0.8, other=0.2),
+                    "connectivity_pairs": _pairs(12, True, False, 1.5)})
+    assert table.loc["same-text solutions closer than different-text", "verdict"] == "disagrees"
+    assert table.loc["straight path keeps the text", "verdict"] == "disagrees"
+    assert table.loc["curve keeps the text (share held)", "verdict"] == "disagrees"
+    assert "curve length ratio (held curves)" not in table.index or \
+        table.loc["curve length ratio (held curves)", "n"] == 0
+
+
+def test_a_tiny_n_is_inconclusive_even_with_a_clear_effect():
+    table = _table({"uniqueness": _uniqueness(3, same=0.2, other=0.8),
+                    "connectivity_pairs": _pairs(3, False, True, 1.1)})
+    assert (table["verdict"] == "inconclusive").all()
+    assert table["low"].isna().all() and (table["n"] == 3).all()
+
+
+def test_no_effect_is_inconclusive():
+    table = _table({"uniqueness": _uniqueness(12, same=0.5, other=0.5, seed=3)})
+    row = table.loc["same-text solutions closer than different-text"]
+    assert row["low"] < 0.5 < row["high"] and row["verdict"] == "inconclusive"
+
+
+def test_probe_rows_use_their_own_interval_and_baseline():
+    probes = pd.DataFrame({"target": ["source", "context"], "score": [0.9, 0.36],
+                           "baseline": [0.33, 0.33], "low": [0.85, 0.30], "high": [0.95, 0.42],
+                           "n": [240, 240], "verdict": ["evidence", "no evidence"]})
+    table = _table({"probes": probes})
+    assert table.loc["probe: source", "verdict"] == "agrees"
+    assert table.loc["probe: context", "verdict"] == "inconclusive"
+
+
+def test_capacity_compares_with_the_paper_only_on_its_models():
+    rows = [{"text_id": f"t{i}", "source": "builtin", "seed": 0, "method": "one-step",
+             "arrangement": "e m*", "length": length, "accuracy": 1.0,
+             "c_tokens": length, "reconstructed": length <= 128, "h_lm_nats": 1.0 * length,
+             "h_lm_bits": 1.0} for i in range(6) for length in (64, 90, 128, 181)]
+    cap = pd.DataFrame(rows)
+    pythia = fd.findings({"capacity": cap}.get, SOLUTIONS, {"model": {"name": "EleutherAI/pythia-160m"}})
+    assert pythia.iloc[0]["paper"] == 128 and pythia.iloc[0]["verdict"] == "agrees"
+    other = fd.findings({"capacity": cap}.get, SOLUTIONS, {"model": {"name": "smollm2-135m"}})
+    assert np.isnan(other.iloc[0]["paper"]) and other.iloc[0]["verdict"] == "inconclusive"
+
+
+def test_no_tables_no_findings():
+    table = fd.findings({}.get, SOLUTIONS, {})
+    assert table.empty and list(table.columns) == fd.COLUMNS
+
+
+@pytest.fixture(scope="module")
+def tiny_copy(tmp_path_factory):
+    path, loaded = tiny_run()
+    copy = tmp_path_factory.mktemp("findings") / "run"
+    shutil.copytree(path, copy)
+    return RunStore.open(copy), loaded
+
+
+OPTIONS = {"connectivity": {"grid": 7, "bezier_steps": 10, "samples_per_step": 2,
+                            "check_every": 5, "cross_text_pairs": 1, "max_pairs": 1}}
+
+
+def test_analyze_writes_findings_and_recomputes_under_other_options(tiny_copy):
+    store, loaded = tiny_copy
+    first = run_analyses(store, only=["connectivity"], loaded=loaded, quiet=True,
+                         options=OPTIONS)
+    assert first["connectivity"] is not None
+    table = store.analysis("findings")
+    assert list(table.columns[:7]) == ["finding", "estimate", "low", "high", "n", "paper",
+                                      "verdict"]
+    assert "curve keeps the text (share held)" in set(table["finding"])
+    assert set(table["verdict"]) <= set(fd.VERDICTS)
+    stamp = store.manifest["analyses"]["connectivity"]["options"]
+    assert stamp["bezier_steps"] == 10 and stamp["max_pairs"] == 1
+    # The same options again: up to date. Other options: the table is recomputed.
+    again = run_analyses(store, only=["connectivity"], loaded=loaded, quiet=True,
+                         options=OPTIONS)
+    assert again["connectivity"] is None
+    other = {"connectivity": {**OPTIONS["connectivity"], "bezier_steps": 4}}
+    third = run_analyses(store, only=["connectivity"], loaded=loaded, quiet=True, options=other)
+    assert third["connectivity"] is not None
+    pairs = store.analysis("connectivity_pairs")
+    assert (pairs["bezier_steps"] == 4).all()
+    assert store.manifest["analyses"]["connectivity"]["options"]["bezier_steps"] == 4
+
+
+def test_weighted_auc_is_sklearns():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    score = np.round(rng.normal(size=40), 1)  # with ties
+    positive = rng.random(40) < 0.4
+    weights = rng.integers(0, 4, 40).astype(float)
+    expected = roc_auc_score(positive, score, sample_weight=weights)
+    assert fd.weighted_auc(score, positive)(weights) == pytest.approx(expected)
