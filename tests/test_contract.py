@@ -84,3 +84,145 @@ def test_a_shared_vector_is_no_solutions_own():
     assert own["e"].tolist() == [True, True, False, True, True]  # [mem] trains its vector as e
     assert own["m"].tolist() == [True, False, True, False, False]
     assert own[CONCATENATED].tolist() == [True, False, False, False, False]
+
+
+# -- the analyses -> report contract, end to end ----------------------------------------------
+# Every analysis runs on a copy of the real tiny run (plus a short capacity search with both
+# methods), then the report and a compare page are built. The lists below say exactly which
+# figures each page draws and which say "no data": a renamed column, a renamed value (a pair
+# kind, a method, a vector name) or an emptied table turns this test red. When a report change
+# adds or removes a figure on purpose, change its line here.
+EXPECTED_REPORT = [
+    "overview | Accuracy of the solutions | drawn",
+    "overview | Optimiser steps per solution | drawn",
+    "capacity | Accuracy vs prefix length | drawn",
+    "capacity | Capacity per source | drawn",
+    "capacity | Information held (H_LM) vs capacity | drawn",
+    "capacity | One-step vs [mem] capacity | drawn",
+    "uniqueness | Cosine distance between solutions by pair kind | drawn",
+    "uniqueness | Proto-token distance vs tfidf text distance, vector e+m | drawn",
+    # semantic distance is off here: only same-text pairs (distance 0 by definition) remain
+    "uniqueness | Proto-token distance vs semantic text distance, vector e+m | drawn",
+    "connectivity | Accuracy along linear paths | drawn",
+    "connectivity | Accuracy along bezier paths | drawn",
+    "connectivity | Loss barrier per pair | drawn",
+    "connectivity | Path length ratio per pair | drawn",
+    "neighbourhoods | Accuracy vs perturbation radius | drawn",
+    "neighbourhoods | Safe radius vs nearest other solution | drawn",
+    "neighbourhoods | PCA map of the solutions (vector e) | drawn",
+    "neighbourhoods | PCA map of the solutions (vector e+m) | drawn",
+    "neighbourhoods | PCA map of the solutions (vector m) | drawn",
+    "information | Linear probes: accuracy vs chance | drawn",
+    "information | Bits per trained dimension | drawn",
+    "information | Attention to e vs m by layer | drawn",
+    "information | Proto-tokens used as a prompt: overlap with the text | drawn",
+    "information | Decoding throughput | drawn",
+]
+EXPECTED_COMPARE = [  # text t0
+    "distances | Pairwise cosine distance (e+m) | drawn",
+    "connectivity | Lowest accuracy along the path between two solutions | drawn",
+    "positions | Per-position correctness of every solution | drawn",
+    "path | Decoded tokens along the linear path of pair 0 | drawn",
+    "path | Decoded tokens along the bezier path of pair 0 | drawn",
+]
+EXPECTED_INFORMATION_ONLY = [  # the tiny run with only the information analysis
+    "overview | Accuracy of the solutions | drawn",
+    "overview | Optimiser steps per solution | drawn",
+    "capacity | Accuracy vs prefix length | no data",
+    "capacity | Capacity per source | no data",
+    "capacity | Information held (H_LM) vs capacity | drawn",
+    "capacity | One-step vs [mem] capacity | no data",
+    "information | Linear probes: accuracy vs chance | drawn",
+    "information | Bits per trained dimension | drawn",
+    "information | Attention to e vs m by layer | drawn",
+    "information | Proto-tokens used as a prompt: overlap with the text | drawn",
+    "information | Decoding throughput | drawn",
+]
+
+
+def _figure_states(sections) -> list[str]:
+    """'anchor | title | drawn' or '... | no data' per figure, in page order (a section whose
+    figures all lack data collapses to one sentence and lists none)."""
+    import html
+
+    import plotly.graph_objects as go
+
+    from protoscope.reports.figures import no_data_reason
+
+    out = []
+    for section in sections:
+        for fig in [b for b in section.blocks if isinstance(b, go.Figure)]:
+            state = "drawn" if no_data_reason(fig) is None else "no data"
+            out.append(f"{section.anchor} | {html.unescape(fig.layout.title.text)} | {state}")
+    return out
+
+
+OPTIONS = {  # small budgets: the test is about which tables and figures exist, not values
+    "uniqueness": {"semantic": False, "n_bins": 2},
+    "connectivity": {"grid": 5, "bezier_steps": 10, "samples_per_step": 2, "check_every": 5,
+                     "cross_text_pairs": 1, "max_pairs": 1},
+    "neighbourhoods": {"radii": (0.0, 0.05, 0.5), "directions": 2, "adversarial_steps": 2,
+                       "umap": False},
+    "information": {"max_folds": 2, "throughput_batches": (1,), "repeats": 1},
+}
+
+
+def _tiny_copy(tmp_path_factory, name: str, analyses, capacity: bool = False):
+    """A copy of the tiny run with the given analyses (and a short capacity search)."""
+    import shutil
+
+    from protoscope.analysis.run import run_analyses
+    from protoscope.geometry.capacity import capacity_search
+    from protoscope.geometry.recipes import resolve_recipe
+    from protoscope.geometry.runs import RunConfig
+    from protoscope.geometry.store import RunStore
+    from tiny_run import ARRANGEMENT, single_thread, tiny_run
+
+    path, loaded = tiny_run()
+    copy = tmp_path_factory.mktemp(name) / "run"
+    shutil.copytree(path, copy)
+    store = RunStore.open(copy)
+    config = RunConfig(model=loaded.info.name, seeds=1, lengths=(2, 4), kind="capacity",
+                       arrangement=ARRANGEMENT, methods=("one-step", "mem"),
+                       recipe=resolve_recipe("default", max_steps=150))
+    with single_thread():
+        if capacity:
+            store.write_analysis("capacity", capacity_search(store, loaded, store.texts(), config))
+        run_analyses(store, only=analyses, loaded=loaded, quiet=True, options=OPTIONS)
+    return store
+
+
+@pytest.fixture(scope="module")
+def analysed_run(tmp_path_factory):
+    """The tiny run with a capacity search (both methods) and every analysis."""
+    from protoscope.analysis.run import ANALYSES
+
+    return _tiny_copy(tmp_path_factory, "contract-all", ANALYSES, capacity=True)
+
+
+def test_every_contract_table_is_written_with_its_columns(analysed_run):
+    for name, columns in COLUMNS.items():
+        table = analysed_run.analysis(name)
+        assert table is not None, name
+        assert list(table.columns) == list(columns), name
+
+
+def test_the_report_draws_exactly_the_expected_figures(analysed_run):
+    from protoscope.reports.report import build_report, report_sections
+
+    assert build_report(analysed_run.path).exists()
+    assert _figure_states(report_sections(analysed_run)) == EXPECTED_REPORT
+
+
+def test_the_compare_page_draws_exactly_the_expected_figures(analysed_run):
+    from protoscope.reports.compare import build_compare, compare_sections
+
+    assert build_compare(analysed_run.path, "t0").exists()
+    assert _figure_states(compare_sections(analysed_run, "t0")) == EXPECTED_COMPARE
+
+
+def test_a_run_with_one_analysis_says_no_data_where_tables_are_missing(tmp_path_factory):
+    from protoscope.reports.report import report_sections
+
+    store = _tiny_copy(tmp_path_factory, "contract-information", ["information"])
+    assert _figure_states(report_sections(store)) == EXPECTED_INFORMATION_ONLY
