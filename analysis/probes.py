@@ -1,7 +1,7 @@
 """What can a linear read-out recover from the proto-tokens, beyond chance, at this n?
 
 Each probe maps one vector of a solution (e; m or [e; m] where those are the solution's own,
-see vectors.own_masks) to a property of its text, and is scored out of fold: folds hold out
+see geometry/tables.own_vectors) to a property of its text, and is scored out of fold: folds hold out
 whole texts (GroupKFold), so a probe must generalise to texts it has not seen instead of
 recognising the other seeds of one text. Targets:
 - `source` (built-in prose, generated, random words) and `context` (the context a generated
