@@ -2,7 +2,8 @@
 
 One-step: the toolkit's Decoder turns (e, m) into N tokens in one forward pass (`bos e m*`).
 Autoregressive: one trained [mem] vector as the prompt, then greedy generation of N tokens
-with a KV cache (N forward passes of one position each), as the [mem] baseline decodes.
+with a KV cache (N forward passes of one position each), as the [mem] baseline decodes: the
+Decoder's prompt view for the `mem` arrangement.
 Throughput is tokens emitted per second of decoding; vector values do not change the cost, so
 random vectors are used. Best of a few repetitions, both measured in the same process.
 
@@ -12,7 +13,6 @@ random vectors are used. Best of a few repetitions, both measured in the same pr
 from __future__ import annotations
 
 import argparse
-import inspect
 import time
 
 import torch
@@ -42,25 +42,12 @@ def one_step(batch: int, length: int, reps: int = 3) -> float:
     return batch * length / _best_seconds(lambda: decoder(e, m, targets), reps)
 
 
-@torch.no_grad()
-def _greedy(loaded, mem: torch.Tensor, length: int) -> torch.Tensor:
-    # transformers 5.x renamed `past_key_values` to `cache` (the old name warns).
-    name = "cache" if "cache" in inspect.signature(loaded.model.forward).parameters else "past_key_values"
-    out = loaded.model(inputs_embeds=mem[:, None], use_cache=True)
-    token = out.logits[:, -1].argmax(-1)
-    emitted = [token]
-    for _ in range(length - 1):
-        out = loaded.model(input_ids=token[:, None], use_cache=True, **{name: getattr(out, name)})
-        token = out.logits[:, -1].argmax(-1)
-        emitted.append(token)
-    return torch.stack(emitted, 1)
-
-
 def autoregressive(batch: int, length: int, reps: int = 3) -> float:
     """Tokens per second of greedy generation with a KV cache from one [mem] vector."""
     loaded = common.model()
-    mem = torch.randn(batch, loaded.info.d_model) * loaded.info.embedding_std
-    return batch * length / _best_seconds(lambda: _greedy(loaded, mem, length), reps)
+    decoder = Decoder(loaded, "mem")
+    prompt = decoder.prompt(torch.randn(batch, loaded.info.d_model) * loaded.info.embedding_std)
+    return batch * length / _best_seconds(lambda: decoder.greedy(prompt, length), reps)
 
 
 def compare(lengths=(16, 64, 128), batches=(1, 8), reps: int = 3) -> list[dict]:

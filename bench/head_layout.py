@@ -4,7 +4,8 @@
 contiguous and requires grad; for such an input `torch.matmul` does not fold the batch into
 the rows, so the head runs as a batched matmul against the weight expanded over the batch (B
 small [n, d] x [d, vocab] products, forward and backward: `aten::bmm` in the profile) instead
-of one [B*n, d] x [d, vocab] `aten::mm`. The variant here changes only that line:
+of one [B*n, d] x [d, vocab] `aten::mm`. The variant (`Decoder(..., flat_head=True)`) changes
+only that line:
 
     logits = self._head(h.reshape(-1, h.shape[-1])).view(*h.shape[:-1], -1).float()
 
@@ -22,7 +23,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from protoscope.geometry.decoder import Decoder
 from protoscope.geometry.fitting import Fitter
@@ -31,20 +31,10 @@ from . import common
 from .throughput import _problems, fixed_work_recipe
 
 
-class FlatHeadDecoder(Decoder):
-    """The toolkit's decoder with the head applied to a [B*n, d] view of the hidden states."""
-
-    def _head_loss(self, h, t):
-        logits = self._head(h.reshape(-1, h.shape[-1])).view(*h.shape[:-1], -1).float()
-        if self._softcap:
-            logits = torch.tanh(logits / self._softcap) * self._softcap
-        loss = F.cross_entropy(logits.transpose(1, 2), t, reduction="none")
-        return loss, logits.argmax(-1)
-
-
-def _step_times(decoder_cls, batch: int, length: int, steps: int):
+def _step_times(flat_head: bool, batch: int, length: int, steps: int):
     stamps: list[float] = []
-    fitter = Fitter(decoder_cls(common.model(), "bos e m*"), fixed_work_recipe(steps),
+    decoder = Decoder(common.model(), "bos e m*", flat_head=flat_head)
+    fitter = Fitter(decoder, fixed_work_recipe(steps),
                     batch_size=batch, on_step=lambda acc: stamps.append(time.perf_counter()))
     groups = fitter.fit(_problems(batch, length))
     results = {(s.problem.text_id, s.problem.seed): (s.accuracy, s.loss) for g in groups for s in g.solutions}
@@ -57,8 +47,8 @@ def compare(batches=(1, 8, 32), length: int = 16, steps: int = 4, rounds: int = 
         times = {"as_is": [], "flat_head": []}
         outputs = {}
         for _ in range(rounds):
-            for label, cls in (("as_is", Decoder), ("flat_head", FlatHeadDecoder)):
-                t, outputs[label] = _step_times(cls, batch, length, steps)
+            for label, flat_head in (("as_is", False), ("flat_head", True)):
+                t, outputs[label] = _step_times(flat_head, batch, length, steps)
                 times[label] += t
         a, b = statistics.median(times["as_is"]), statistics.median(times["flat_head"])
         diff = max(max(abs(x[0] - y[0]), abs(x[1] - y[1]) / max(1.0, abs(x[1])))

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from protoscope.geometry.decoder import Decoder
+
 from . import common
 
 
@@ -52,8 +54,8 @@ def measure_here(batch: int, length: int, steps: int) -> dict:
     chosen = _problems(batch, length)
     # The weights are memory-mapped and page in on first use (~400 MB for the default model):
     # touch them all once, so the baseline holds the whole model and the peak is fitting's own.
-    with torch.no_grad():
-        loaded.model(inputs_embeds=torch.zeros(1, 1, loaded.info.d_model))
+    zeros = torch.zeros(1, loaded.info.d_model)
+    Decoder(loaded, "e*")(zeros, zeros, torch.zeros(1, 1, dtype=torch.long))
     gc.collect()
     reset = _reset_peak()
     after_load = _status_kb("VmRSS")
