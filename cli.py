@@ -75,7 +75,14 @@ def _fit_options(p: argparse.ArgumentParser, texts: bool = True) -> None:
     p.add_argument("--text-seed", type=int, default=0, help="seed for random and generated texts")
     p.add_argument("--generate-tokens", type=int, default=128, help="tokens per generated text (default 128)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar; one line of the groups in flight every --progress-seconds")
+    p.add_argument("--progress-seconds", type=float, default=60.0,
+                   help="under --quiet, seconds between progress lines (default 60)")
+    p.add_argument("--checkpoint-steps", type=int, default=50,
+                   help="checkpoint the groups in flight every this many steps (default 50) ...")
+    p.add_argument("--checkpoint-seconds", type=float, default=60.0,
+                   help="... or every this many seconds, whichever comes first (default 60)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,7 +37,8 @@ def _check_positive(**values) -> None:
 
 
 def fit(args) -> int:
-    _check_positive(length=args.length, seeds=args.seeds, batch_size=args.batch_size)
+    _check_positive(length=args.length, seeds=args.seeds, batch_size=args.batch_size,
+                    checkpoint_steps=args.checkpoint_steps)
     _fit_run(args, _config(args, lengths=(args.length,)))
     return 0
 
@@ -65,10 +66,12 @@ def _fit_run(args, config):
     from .geometry.runs import fit_run
 
     _threads(args)
-    bar = Progress(quiet=args.quiet)
+    bar = Progress(quiet=args.quiet, every=args.progress_seconds)
     try:
         store = fit_run(args.out, config, device=args.device, overwrite=args.overwrite,
-                        batch_size=args.batch_size, **bar.callbacks()).store
+                        batch_size=args.batch_size,
+                        checkpoint_every=(args.checkpoint_steps, args.checkpoint_seconds),
+                        **bar.callbacks()).store
     finally:
         bar.close()
     _print_fit_summary(store.solutions(), args.out)

@@ -2,8 +2,10 @@
 
 `Progress` supplies the callbacks `geometry.runs.fit_run` takes: `on_texts` draws one bar per
 text stage (texts tokenised, texts scored), `start` sizes the fit bar once the problems are
-known, `on_step` and `on_group` move it. The fit bar is drawn only when fitting begins, so the
-text bars never share the screen with an empty one. `quiet=True` draws nothing.
+known, `on_step` and `on_group` move it, `on_groups` shows the slowest group in flight. The fit
+bar is drawn only when fitting begins, so the text bars never share the screen with an empty
+one. `quiet=True` draws no bar, but every `every` seconds prints one line with each group in
+flight (steps, worst member's accuracy, members exact), so a long share group is never silent.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import time
 class Progress:
     """A live bar: problems done, best/worst accuracy in the batch, optimiser steps per second."""
 
-    def __init__(self, total: int | None = None, quiet: bool = False, desc: str = "fit"):
-        self.total, self.quiet, self.desc = total, quiet, desc
+    def __init__(self, total: int | None = None, quiet: bool = False, desc: str = "fit",
+                 every: float = 60.0):
+        self.total, self.quiet, self.desc, self.every = total, quiet, desc, every
+        self.last_line = time.perf_counter()
         self._bar = None
         self.texts, self.text_stage = None, None
         self.steps, self.started = 0, time.perf_counter()
@@ -67,12 +71,34 @@ class Progress:
     def on_group(self, group) -> None:
         self.bar.update(len(group.solutions))
 
+    def on_groups(self, groups) -> None:
+        """The groups in flight (`fitting.GroupProgress`), after every step."""
+        if not groups:
+            return
+        if not self.quiet:
+            slow = min(groups, key=lambda g: (g.worst, -g.steps))
+            self.bar.set_postfix_str(f"groups={len(groups)} slowest: step {slow.steps}, worst "
+                                     f"{slow.worst:.2f}, exact {slow.exact}/{slow.members}", refresh=False)
+            return
+        now = time.perf_counter()
+        if now - self.last_line >= self.every:
+            self.last_line = now
+            shown = "; ".join(f"group {_label(g.key)}: step {g.steps}, worst {g.worst:.2f}, "
+                              f"exact {g.exact}/{g.members}" for g in groups[:8])
+            more = f"; ... {len(groups) - 8} more" if len(groups) > 8 else ""
+            print(f"protoscope: {self.desc}: {len(groups)} groups in flight: {shown}{more}",
+                  file=sys.stderr, flush=True)
+
     def callbacks(self) -> dict:
         """The keyword arguments `fit_run` takes for progress."""
         return {"on_texts": self.on_texts, "on_problems": self.start,
-                "on_group": self.on_group, "on_step": self.on_step}
+                "on_group": self.on_group, "on_step": self.on_step, "on_groups": self.on_groups}
 
     def close(self) -> None:
         self._close_texts()
         if self._bar is not None:
             self._bar.close()
+
+
+def _label(key) -> str:
+    return "/".join(str(k) for k in key) if isinstance(key, tuple) else str(key)

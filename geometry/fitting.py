@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .checkpoints import FitCheckpoint
 from .decoder import Decoder
 from .errors import ProtoscopeError
 from .recipes import Recipe
@@ -86,6 +87,17 @@ class Solution:
     converged: bool
     status: str  # converged | budget | stalled | failed
     failure: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupProgress:
+    """Where a group still in flight stands: its members, steps, worst member now, exact now."""
+
+    key: Hashable
+    members: int
+    steps: int
+    worst: float
+    exact: int
 
 
 @dataclass
@@ -168,13 +180,16 @@ class Fitter:
 
     def __init__(self, decoder: Decoder, recipe: Recipe, share: str = "none",
                  batch_size: int | None = None, progress: Callable | None = None,
-                 on_step: Callable | None = None):
+                 on_step: Callable | None = None, checkpoint: FitCheckpoint | None = None,
+                 on_groups: Callable | None = None):
         if share not in SHARES:
             raise ProtoscopeError(f"unknown share mode {share!r}: allowed are {', '.join(SHARES)}")
         self.decoder, self.recipe, self.share = decoder, recipe, share
         self.batch_size = batch_size
         self.progress = progress  # called with each finished FittedGroup
         self.on_step = on_step  # called with the accuracies of the active problems each step
+        self.checkpoint = checkpoint  # saves the in-flight groups now and then (checkpoints.py)
+        self.on_groups = on_groups  # called each step with GroupProgress of the groups in flight
         info = decoder.loaded.info
         self.d = info.d_model
         self.scale = recipe.init_scale * (info.embedding_std if recipe.init == "embedding" else 1.0)
@@ -199,12 +214,18 @@ class Fitter:
             by_length.setdefault(members[0].length, []).append((key, members))
         done: list[FittedGroup] = []
         for length in sorted(by_length):
-            for group in _Batch(self, length, by_length[length]).run():
+            batch = _Batch(self, length, by_length[length])
+            saved = self.checkpoint.load(length) if self.checkpoint else None
+            if saved:
+                batch.restore(*saved)
+            for group in batch.run():
                 done.append(group)
                 if on_group:
                     on_group(group)
                 if self.progress:
                     self.progress(group)
+            if self.checkpoint:
+                self.checkpoint.clear(length)
         return done
 
 
@@ -227,7 +248,7 @@ class _Batch:
         self.keys: list[Hashable] = []
         cols = ("group", "e_row", "m_row", "steps", "restarts", "since")
         self.p = {c: torch.zeros(0, dtype=torch.long, device=dev) for c in cols}
-        for c in ("seconds", "run_best", "snap_acc", "snap_loss", "snap_c"):
+        for c in ("seconds", "run_best", "snap_acc", "snap_loss", "snap_c", "acc_now"):
             self.p[c] = torch.zeros(0, device=dev)
         self.g_acc = torch.zeros(0, device=dev)
         self.g_loss = torch.zeros(0, device=dev)
@@ -313,15 +334,86 @@ class _Batch:
         self.admit()
         targets_of = lambda: torch.tensor([p.targets for p in self.problems], device=self.f.device)  # noqa: E731
         targets = targets_of()
+        checkpoint = self.f.checkpoint
         while self.problems:
             started = time.perf_counter()
             finished = self._step(targets)
             self.p["seconds"] += (time.perf_counter() - started) / len(self.problems)
+            if self.f.on_groups:
+                self.f.on_groups(self.group_progress())
             if finished:
+                # Emitted (and stored by the caller) before the checkpoint below can drop them.
                 yield from (self._emit(slot, status) for slot, status in finished)
                 self.drop([slot for slot, _ in finished])
                 self.admit()
                 targets = targets_of() if self.problems else targets
+            if checkpoint and self.problems and checkpoint.due():
+                checkpoint.save(self.length, *self.state())
+
+    # -- progress and checkpoints -------------------------------------------------------------
+    def group_progress(self) -> list[GroupProgress]:
+        p, out = self.p, []
+        for slot, key in enumerate(self.keys):
+            members = p["group"] == slot
+            acc = p["acc_now"][members]
+            out.append(GroupProgress(key, int(members.sum()), int(p["steps"][members].min()),
+                                     float(acc.min()), int((acc >= self.r.stop_accuracy).sum())))
+        return out
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything the loop needs to go on exactly where it is: tensors and a JSON state."""
+        tensors = {"E": self.E, "M": self.M, "best_e": self.best_e, "best_m": self.best_m,
+                   "e_group": self.e_group, "m_group": self.m_group, "g_acc": self.g_acc,
+                   "g_loss": self.g_loss, "g_exact": self.g_exact, "g_since": self.g_since}
+        for name in ("e", "m"):
+            adam = getattr(self, f"adam_{name}")
+            tensors.update({f"adam_{name}.m1": adam.m1, f"adam_{name}.m2": adam.m2, f"adam_{name}.t": adam.t})
+        tensors.update({f"p.{c}": t for c, t in self.p.items()})
+
+        def record(prob: Problem, where: str) -> dict:
+            for name in ("e", "m"):
+                init = getattr(prob, f"init_{name}")
+                if init is not None:
+                    tensors[f"{where}.init_{name}"] = init.detach().float().cpu()
+            return {"text_id": prob.text_id, "seed": prob.seed, "targets": list(prob.targets),
+                    "group": prob.group, "init_from": prob.init_from, "where": where}
+
+        index = {id(prob): i for i, prob in enumerate(self.problems)}
+        state = {
+            "capacity": self.capacity,
+            "keys": [list(k) if isinstance(k, tuple) else k for k in self.keys],
+            "problems": [record(prob, f"active.{i}") for i, prob in enumerate(self.problems)],
+            "queue": [{"key": list(key) if isinstance(key, tuple) else key,
+                       "members": [record(prob, f"queue.{g}.{i}") for i, prob in enumerate(members)]}
+                      for g, (key, members) in enumerate(self.queue)],
+            "failures": {str(index[k]): v for k, v in self.failures.items() if k in index},
+            "groups": [{"key": g.key, "members": g.members, "steps": g.steps, "worst": g.worst,
+                        "exact": g.exact} for g in self.group_progress()],
+        }
+        return tensors, state
+
+    def restore(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        """Go on from a saved state (replacing the queue this batch was built with)."""
+        dev = self.f.device
+
+        def problem(rec: dict) -> Problem:
+            where = rec["where"]
+            inits = {f"init_{n}": tensors.get(f"{where}.init_{n}") for n in ("e", "m")}
+            return Problem(rec["text_id"], rec["seed"], tuple(rec["targets"]), group=_key(rec["group"]),
+                           init_from=rec["init_from"], **inits)
+
+        for name in ("E", "M", "best_e", "best_m", "e_group", "m_group", "g_acc", "g_loss",
+                     "g_exact", "g_since"):
+            setattr(self, name, tensors[name].to(dev))
+        for name in ("e", "m"):
+            adam = getattr(self, f"adam_{name}")
+            adam.m1, adam.m2, adam.t = (tensors[f"adam_{name}.{k}"].to(dev) for k in ("m1", "m2", "t"))
+        self.p = {c: tensors[f"p.{c}"].to(dev) for c in self.p}
+        self.capacity = int(state["capacity"])
+        self.keys = [_key(k) for k in state["keys"]]
+        self.problems = [problem(rec) for rec in state["problems"]]
+        self.queue = [(_key(q["key"]), [problem(rec) for rec in q["members"]]) for q in state["queue"]]
+        self.failures = {id(self.problems[int(i)]): v for i, v in state["failures"].items()}
 
     def _step(self, targets: torch.Tensor) -> list[tuple[int, str]]:
         r, p = self.r, self.p
@@ -332,6 +424,7 @@ class _Batch:
         finite = torch.isfinite(loss)
         torch.where(finite, loss, 0.0).sum().backward()
         acc, c_tokens, loss = out.accuracy, out.c_tokens.float(), loss.detach()
+        p["acc_now"] = acc
         # An arrangement without m (`e*`, `mem`) leaves M without a gradient: it stays put.
         grad_e = E.grad if E.grad is not None else torch.zeros_like(E)
         grad_m = M.grad if M.grad is not None else torch.zeros_like(M)
@@ -465,3 +558,8 @@ class _Batch:
         return FittedGroup(self.keys[slot], solutions,
                            self.best_e[e_rows].detach().float().cpu().clone(),
                            self.best_m[m_rows].detach().float().cpu().clone())
+
+
+def _key(value):
+    """A group key back from JSON, where tuples became lists."""
+    return tuple(_key(v) for v in value) if isinstance(value, list) else value

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from .arrangements import parse_arrangement
+from .checkpoints import FitCheckpoint
 from .decoder import Decoder
 from .errors import ProtoscopeError, StoreError
 from .fitting import SHARES, FittedGroup, Fitter, Problem
@@ -35,6 +36,7 @@ DEFAULT_ARRANGEMENT = "bos e m*"
 
 
 PROTOCOLS = ("all", "first-of-context")
+CHECKPOINTS = "checkpoints"  # RUN/checkpoints: the groups in flight (checkpoints.py)
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,8 @@ def _clear(store: RunStore) -> None:
         (store.path / name).unlink(missing_ok=True)
     for path in (store.path / "analysis").glob("*.parquet") if (store.path / "analysis").exists() else ():
         path.unlink()
+    for path in (store.path / CHECKPOINTS).glob("fit-*") if (store.path / CHECKPOINTS).exists() else ():
+        path.unlink()
 
 
 def problems_for(texts: Sequence[Text], config: RunConfig, length: int,
@@ -223,21 +227,32 @@ def done_keys(store: RunStore, arrangement: str) -> set:
 
 def fit_into(store: RunStore, loaded: LoadedModel, problems: Sequence[Problem], config: RunConfig,
              arrangement: str | None = None, batch_size: int | None = None,
-             progress: Callable | None = None, on_step: Callable | None = None) -> pd.DataFrame:
-    """Fit `problems` and append every finished group to the store at once; returns new rows."""
+             progress: Callable | None = None, on_step: Callable | None = None,
+             on_groups: Callable | None = None,
+             checkpoint_every: tuple[int, float] = (50, 60.0)) -> pd.DataFrame:
+    """Fit `problems` and append every finished group to the store at once; returns new rows.
+
+    The groups in flight are checkpointed in RUN/checkpoints every `checkpoint_every` (steps,
+    seconds), whichever comes first; a later call resumes them from there (checkpoints.py)."""
     arrangement = arrangement or config.arrangement
     method = "mem" if parse_arrangement(arrangement).teacher_forced else "one-step"
     decoder = Decoder(loaded, arrangement)
     new_ids: list[int] = []
+    stored = done_keys(store, arrangement)
 
     def save(group: FittedGroup) -> None:
-        rows = [solution_row(s, config, arrangement, method) for s in group.solutions]
-        new_ids.extend(store.append(rows, group.e, group.m))
+        keys = {(s.problem.text_id, s.problem.seed, s.problem.length) for s in group.solutions}
+        if not keys <= stored:  # a group replayed from a checkpoint may have been stored already
+            rows = [solution_row(s, config, arrangement, method) for s in group.solutions]
+            new_ids.extend(store.append(rows, group.e, group.m))
         if progress:
             progress(group)
 
-    Fitter(decoder, config.recipe, share=config.share, batch_size=batch_size,
-           on_step=on_step).fit(problems, on_group=save)
+    signature = {"arrangement": arrangement, "share": config.share, "recipe": config.recipe.to_dict()}
+    steps, seconds = checkpoint_every
+    checkpoint = FitCheckpoint(store.path / CHECKPOINTS, signature, every_steps=steps, every_seconds=seconds)
+    Fitter(decoder, config.recipe, share=config.share, batch_size=batch_size, on_step=on_step,
+           checkpoint=checkpoint, on_groups=on_groups).fit(problems, on_group=save)
     store.update_manifest(updated=now())
     rows = store.solutions()
     return rows[rows["solution_id"].isin(new_ids)]
@@ -259,7 +274,8 @@ def fit_run(out, config: RunConfig, *, device: str = "cpu", overwrite: bool = Fa
             on_texts: Callable[[str, int, int], None] | None = None,
             on_problems: Callable[[int], None] | None = None,
             on_group: Callable[[FittedGroup], None] | None = None,
-            on_step: Callable | None = None) -> FittedRun:
+            on_step: Callable | None = None, on_groups: Callable | None = None,
+            checkpoint_every: tuple[int, float] = (50, 60.0)) -> FittedRun:
     """Fit (or resume) every (text, seed, length) of `config` into the run store at `out`.
 
     The one fit-run sequence: hold the run's lock (`lock=False` when the caller already holds
@@ -271,8 +287,10 @@ def fit_run(out, config: RunConfig, *, device: str = "cpu", overwrite: bool = Fa
     Progress callbacks, all optional: `on_texts(stage, done, total)` while texts are prepared
     (stages "tokenised", "scored"); `on_problems(total)` once, with the number of problems left
     to fit (0 when a finished run is resumed); `on_step(accuracy)` after every optimiser step
-    with the per-problem accuracy of the batch; `on_group(group)` as each group is stored.
-    `progress.Progress().callbacks()` supplies all four as a live bar on stderr.
+    with the per-problem accuracy of the batch; `on_group(group)` as each group is stored;
+    `on_groups(progress)` after every step with a `GroupProgress` per group in flight.
+    `progress.Progress().callbacks()` supplies all five as a live bar on stderr. The groups in
+    flight are checkpointed every `checkpoint_every` (steps, seconds) and resumed (`fit_into`).
     """
     store = RunStore(out)
     with store.lock() if lock else contextlib.nullcontext():
@@ -283,7 +301,8 @@ def fit_run(out, config: RunConfig, *, device: str = "cpu", overwrite: bool = Fa
         if on_problems:
             on_problems(sum(len(p) for p in todo.values()))
         new = [fit_into(store, loaded, problems, config, batch_size=batch_size,
-                        progress=on_group, on_step=on_step)
+                        progress=on_group, on_step=on_step, on_groups=on_groups,
+                        checkpoint_every=checkpoint_every)
                for problems in todo.values() if problems]
         record_threads(store, config.kind)
         store.update_manifest(status="complete")

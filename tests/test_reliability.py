@@ -391,6 +391,56 @@ def test_fit_killed_mid_run_resumes_and_keeps_every_stored_solution(ns, tmp_path
     assert f"{len(expected)} solutions in {out}" in stdout
 
 
+def test_shared_group_killed_mid_fit_resumes_from_its_checkpoint_bit_for_bit(ns, tmp_path, capfd):
+    """A share group killed between checkpoints replays from the last one and ends exactly as a
+    run that was never stopped (on CPU): vectors, rows, steps and restarts."""
+    def argv(out):
+        return fit_args(ns, length=5, seeds=2, share="m", group_size=1, share_policy="wait",
+                        max_steps=300, checkpoint_steps=10, out=out)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "protoscope.cli", *map(str, argv(out))], cwd=ROOT,
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while not list((out / "checkpoints").glob("fit-*.json")):
+            assert proc.poll() is None, f"fit ended before a checkpoint:\n{proc.stderr.read()}"
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.01)
+        was_running = proc.poll() is None
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert was_running and proc.returncode == -signal.SIGKILL
+    (state_file,) = (out / "checkpoints").glob("fit-*.json")
+    state = json.loads(state_file.read_text())
+    assert state["groups"] and all({"steps", "worst", "exact", "members"} <= set(g) for g in state["groups"])
+    assert len(RunStore.open(out).solutions()) < 6, "the kill should land mid-fit"
+
+    rc, _, err = cli(argv(out), capfd)  # the same command resumes
+    assert rc == 0, err
+    rc, _, err = cli(argv(tmp_path / "whole"), capfd)  # never stopped
+    assert rc == 0, err
+    resumed, e1, m1 = keyed(RunStore.open(out))
+    whole, e2, m2 = keyed(RunStore.open(tmp_path / "whole"))
+    assert len(resumed) == 6 and not resumed.duplicated(KEY).any()
+    assert torch.equal(e1, e2) and torch.equal(m1, m2)
+    columns = KEY + ["accuracy", "c_tokens", "loss", "steps", "restarts", "status", "share_group"]
+    pd.testing.assert_frame_equal(resumed[columns], whole[columns])
+    assert not list((out / "checkpoints").glob("fit-*")), "a finished fit leaves no checkpoint"
+
+
+def test_quiet_fit_still_shows_groups_in_flight(ns, tmp_path, capfd):
+    rc, _, err = cli(fit_args(ns, share="m", progress_seconds=0, max_steps=20, out=tmp_path / "run"), capfd)
+    assert rc == 0, err
+    line = err.splitlines()[0]
+    assert line.startswith("protoscope: fit: 1 groups in flight: group 0/4: step ")
+    assert "worst " in line and "exact " in line and "/6" in line
+
+
 def test_same_command_twice_gives_bit_identical_vectors(ns, good_run, tmp_path, capfd):
     rc, _, err = cli(fit_args(ns, out=tmp_path / "again"), capfd)
     assert rc == 0, err
