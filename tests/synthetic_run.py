@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from safetensors.numpy import save_file
 
+from protoscope.analysis.findings import findings
 from protoscope.geometry.store import FORMAT
 from protoscope.geometry.tables import COLUMNS, CONCATENATED, VECTORS, conform, reconstructed
 
@@ -46,21 +47,23 @@ def make_synthetic_run(folder: Path | str, *, seeds: int = 3,
     root = Path(folder)
     (root / "analysis").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    _write_manifest(root)
+    manifest = _write_manifest(root)
     _write_texts(root, rng)
     solutions = _solutions(rng, seeds)
     # Reports never read the vectors, but RunStore.open checks that every row indexes one.
     save_file({name: rng.normal(size=(len(solutions), D_MODEL)).astype(np.float32)
                for name in ("e", "m")}, str(root / "solutions.safetensors"))
     solutions.to_parquet(root / "solutions.parquet", index=False)
-    tables = _analysis_tables(rng, solutions)
+    tables = {k: v for k, v in _analysis_tables(rng, solutions).items() if k in analyses}
+    if "findings" in analyses:  # what analyze writes: the findings of the tables present
+        tables["findings"] = findings(tables.get, solutions, manifest)
     for name in analyses:
         # conform: the hand-made tables must have exactly the columns the analyses write
         conform(name, tables[name]).to_parquet(root / "analysis" / f"{name}.parquet", index=False)
     return root
 
 
-def _write_manifest(root: Path) -> None:
+def _write_manifest(root: Path) -> dict:
     manifest = {
         "format": FORMAT,
         "model": {"id": "tiny-llama-test", "source": "config", "weights_sha256": "0" * 64,
@@ -72,6 +75,7 @@ def _write_manifest(root: Path) -> None:
         "status": "complete",
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return manifest
 
 
 def _write_texts(root: Path, rng: np.random.Generator) -> None:
