@@ -11,6 +11,9 @@ count(text)); per-solution statistics resample solutions. Fewer than 5 units (a 
 interval from 3 or 4 texts is far too narrow), or resamples in which the statistic is
 undefined (e.g. no different-text pair left), give no interval: inconclusive at this n.
 
+The compare page's findings of ONE text (`text_findings`) resample that text's pairs (or its
+solutions) instead: the pairs of one text are the only units it has.
+
 Verdict rule. Each finding has a boundary b and the side of it the paper's finding lies on:
 - "agrees" when the whole interval lies on the paper's side of b,
 - "disagrees" when the whole interval lies on the other side,
@@ -48,6 +51,25 @@ PAPER_CAPACITY = {"pythia-160m": 128, "pythia-410m": 167, "pythia-1.4b": 128,
                   "llama-3.2-1b": 362, "llama-3.2-3b": 512, "llama-3.1-8b": 724}
 
 
+def text_findings(analysis: Callable[[str], pd.DataFrame | None], solutions: pd.DataFrame,
+                  manifest: dict, text_id: str, seed: int = 0) -> pd.DataFrame:
+    """The findings about one text's solutions, resampling pairs (or its solutions)."""
+    text_id = str(text_id)
+
+    def own(name: str) -> pd.DataFrame | None:
+        frame = analysis(name)
+        if frame is None or name == "probes":
+            return None
+        if {"text_a", "text_b"} <= set(frame.columns):
+            a, b = frame["text_a"].astype(str), frame["text_b"].astype(str)
+            return frame[(a == text_id) | (b == text_id)]
+        if "text_id" in frame.columns:
+            return frame[frame["text_id"].astype(str) == text_id]
+        return None
+
+    return findings(own, solutions, manifest, seed, by="pairs")
+
+
 def write(store) -> pd.DataFrame:
     """Build the findings of the run in `store` and write RUN/analysis/findings.parquet."""
     table = findings(store.analysis, store.solutions(), store.manifest or {})
@@ -56,8 +78,11 @@ def write(store) -> pd.DataFrame:
 
 
 def findings(analysis: Callable[[str], pd.DataFrame | None], solutions: pd.DataFrame,
-             manifest: dict, seed: int = 0) -> pd.DataFrame:
-    """The findings table from the run's tables (`analysis(name)` returns one or None)."""
+             manifest: dict, seed: int = 0, by: str = "texts") -> pd.DataFrame:
+    """The findings table from the run's tables (`analysis(name)` returns one or None).
+
+    `by="pairs"` resamples pairs instead of texts (the findings of one text, `text_findings`).
+    """
     rows = []
     uniq = analysis("uniqueness")
     if uniq is not None and len(uniq):
@@ -65,26 +90,26 @@ def findings(analysis: Callable[[str], pd.DataFrame | None], solutions: pd.DataF
         pairs = uniq[uniq["vector"] == vector]
         rows.append(_auc_row(pairs, ("same_text",), ("same_context", "different_context"),
                              "same-text solutions closer than different-text", vector, seed,
-                             "same-text pairs are almost always closer"))
+                             "same-text pairs are almost always closer", by))
         rows.append(_auc_row(pairs, ("same_context",), ("different_context",),
                              "same-context solutions closer than different-context", vector,
-                             seed, "closer, a small effect with heavy overlap"))
+                             seed, "closer, a small effect with heavy overlap", by))
     conn = analysis("connectivity_pairs")
     if conn is not None and len(conn) and "held" in conn.columns:
         own = conn[conn["same_text"].astype(bool) & (conn["target"] == "a")]
         rows.append(_held_row(own[own["path"] == "linear"], "straight path keeps the text",
                               0.0, "below", "accuracy collapses in the middle of the segment",
-                              seed))
+                              seed, by=by))
         curves = own[own["path"] == "bezier"]
         budget = _budget_words(curves)
         rows.append(_held_row(curves, "curve keeps the text (share held)", 1.0, "above",
                               "a trained quadratic Bezier curve keeps accuracy ~1 all along",
-                              seed, budget))
+                              seed, budget, by))
         held = curves[curves["held"].astype(bool)]
         rows.append(_side_row(
             "curve length ratio (held curves)", held["length_ratio"].to_numpy(float),
-            held["text_a"].to_numpy(), None, 1.2, 1.2, "below",
-            "nearly straight: the longest curve was 1.2x the segment", "texts", seed,
+            *_units(held, by), 1.2, 1.2, "below",
+            "nearly straight: the longest curve was 1.2x the segment", by, seed,
             f"mean curve length / segment length over the curves that held; {budget}"))
     radii = analysis("neighbourhood_radii")
     if radii is not None and len(radii):
@@ -192,8 +217,16 @@ def _uniqueness_vector(uniq: pd.DataFrame, solutions: pd.DataFrame) -> str:
     return sorted(present)[0]
 
 
+def _units(pairs: pd.DataFrame, by: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """What a pair's resample unit is: its two texts, or (by="pairs") the pair itself."""
+    if by == "pairs":
+        return np.arange(len(pairs)), None
+    return pairs["text_a"].astype(str).to_numpy(), (
+        pairs["text_b"].astype(str).to_numpy() if "text_b" in pairs.columns else None)
+
+
 def _auc_row(pairs: pd.DataFrame, near: tuple, far: tuple, finding: str, vector: str,
-             seed: int, claim: str) -> dict | None:
+             seed: int, claim: str, by: str = "texts") -> dict | None:
     kept = pairs[pairs["pair_kind"].isin(near + far)]
     if not (kept["pair_kind"].isin(near).any() and kept["pair_kind"].isin(far).any()):
         return None
@@ -201,13 +234,12 @@ def _auc_row(pairs: pd.DataFrame, near: tuple, far: tuple, finding: str, vector:
     auc = weighted_auc(-kept["cosine_distance"].to_numpy(float), label.astype(bool))
 
     estimate = auc(np.ones(len(kept)))
-    low, high, n = cluster_interval(auc, kept["text_a"].astype(str).to_numpy(),
-                                    kept["text_b"].astype(str).to_numpy(), seed)
+    low, high, n = cluster_interval(auc, *_units(kept, by), seed)
     detail = (f"AUC of cosine distance ({vector}): P(a {near[0].replace('_', '-')} pair is "
               f"closer than a {' or '.join(f.replace('_', '-') for f in far)} pair); "
               f"{int(label.sum())} vs {int(len(label) - label.sum())} pairs")
     return _row(finding, estimate, low, high, n, np.nan, verdict(low, high, 0.5, "above"),
-                "texts", claim, detail)
+                by, claim, detail)
 
 
 def weighted_auc(score: np.ndarray, positive: np.ndarray) -> Callable[[np.ndarray], float]:
@@ -233,14 +265,15 @@ def weighted_auc(score: np.ndarray, positive: np.ndarray) -> Callable[[np.ndarra
 
 
 def _held_row(paths: pd.DataFrame, finding: str, paper: float, side: str, claim: str,
-              seed: int, budget: str = "") -> dict | None:
+              seed: int, budget: str = "", by: str = "texts") -> dict | None:
     if not len(paths):
         return None
     held = paths["held"].astype(bool).to_numpy(float)
     detail = (f"share of same-text pairs whose worst grid point keeps accuracy >= "
               f"{RECONSTRUCTED}; {int(held.sum())} of {len(held)} pairs")
-    return _side_row(finding, held, paths["text_a"].astype(str).to_numpy(), None, paper, 0.5,
-                     side, claim, "texts", seed, detail + (f"; {budget}" if budget else ""))
+    units = paths["text_a"].astype(str).to_numpy() if by == "texts" else np.arange(len(paths))
+    return _side_row(finding, held, units, None, paper, 0.5,
+                     side, claim, by, seed, detail + (f"; {budget}" if budget else ""))
 
 
 def _budget_words(curves: pd.DataFrame) -> str:
@@ -305,7 +338,8 @@ def _probe_rows(probes: pd.DataFrame) -> list[dict]:
         return []
     out = []
     for _, p in frame.iterrows():
-        features = f" from {p['features']}" if "features" in p.index else ""
+        vector = p["vector"] if "vector" in p.index else p.get("features")
+        features = f" from {vector}" if vector is not None else ""
         out.append(_row(f"probe: {p['target']}{features}", p["estimate"], p["low"], p["high"],
                         p.get("n", 0), np.nan,
                         verdict(p["low"], p["high"], float(p["baseline"]), "above"),

@@ -2,7 +2,9 @@
 
 All solutions of the text side by side: their pairwise cosine distances, whether each pair
 stays connected on a linear and on a Bezier path, which positions each solution gets right,
-and for one pair the tokens decoded along its paths. Reads tables, never runs a model.
+and for one pair the tokens decoded along its paths. It opens with the findings about this
+text's solutions (pairs resampled: analysis/findings.py `text_findings`). Reads tables, never
+runs a model.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ def compare_sections(store, text_id: str, pair_id=None) -> list[Section]:
     chosen = choose_pair(pairs, pair_id)
     tokens = store.analysis("connectivity_tokens")
     sections = [
+        text_findings_section(store, text_id),
         Section("solutions", "Solutions",
                 [html_table(solutions, _SOLUTION_COLUMNS, empty="No solutions of this text.")]),
         Section("distances", "Distances", [fc.distance_heatmap(store.analysis("uniqueness"), ids)]),
@@ -121,6 +124,15 @@ def compare_sections(store, text_id: str, pair_id=None) -> list[Section]:
                        fc.path_tokens(tokens, chosen, "bezier")]
     sections.append(Section("path", "Along a path", path_blocks))
     return sections
+
+
+def text_findings_section(store, text_id: str) -> Section:
+    from ..analysis.findings import text_findings
+    from .report import findings_table
+
+    table = text_findings(store.analysis, store.solutions(), store.manifest or {}, text_id)
+    return Section("findings", "Findings", [findings_table(
+        table, "No table of this run answers a question about this text yet.")])
 
 
 def _pair_label(pairs: pd.DataFrame, pair_id) -> str:

@@ -34,6 +34,10 @@ def accuracy_distribution(solutions: pd.DataFrame | None) -> go.Figure:
     rows = usable(solutions, ["accuracy"])
     if rows is None:
         return no_data(title, "No solutions in this run yet.")
+    if rows["accuracy"].nunique() == 1:  # one bar says less than one sentence
+        value = float(rows["accuracy"].iloc[0])
+        return no_data(title, f"All {len(rows)} solutions reconstruct their text exactly."
+                       if value == 1.0 else f"All {len(rows)} solutions have accuracy {value:.3g}.")
     fig = base_figure(title, "accuracy (C_tokens / N)", "solutions", barmode="overlay")
     for i, (method, group) in enumerate(_groups(rows, "method")):
         fig.add_trace(go.Histogram(x=group["accuracy"], name=esc(method or "all"),
@@ -48,6 +52,9 @@ def steps_distribution(solutions: pd.DataFrame | None) -> go.Figure:
     rows = usable(solutions, ["steps"])
     if rows is None:
         return no_data(title, "No solutions in this run yet.")
+    if rows["steps"].nunique() == 1:
+        return no_data(title, f"All {len(rows)} solutions took {int(rows['steps'].iloc[0])} "
+                              f"optimiser steps.")
     fig = base_figure(title, "steps (including restarts)", "solutions", barmode="stack")
     split = rows["converged"].map({True: "converged", False: "not converged"}) \
         if "converged" in rows.columns else pd.Series("all", index=rows.index)

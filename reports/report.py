@@ -1,7 +1,10 @@
 """What does a whole run look like? `build_report` turns a run store into RUN/report.html.
 
-Sections follow the paper's questions: overview, capacity, non-uniqueness, connectivity,
-neighbourhoods, information. Every figure comes from a builder in `figures_*.py` fed with a
+The page opens with the run's findings (analysis/findings.py: estimate, 95% interval, n, the
+paper's value, verdict) and, when a study wrote one, its protocol and where it differs from
+the paper's; then sections follow the paper's questions: overview, capacity, non-uniqueness,
+connectivity, neighbourhoods, information. A figure that carries no information for this run
+(every solution at accuracy 1.0) is one sentence instead. Every figure comes from a builder in `figures_*.py` fed with a
 table of the run store; this module only chooses which tables go where. It reads tables and
 never runs a model. `build_report(..., static="png")` also writes each figure to RUN/figures/.
 """
@@ -20,9 +23,10 @@ from . import figures_connectivity as conn
 from . import figures_information as info
 from . import figures_neighbourhoods as hood
 from . import figures_uniqueness as uniq
-from .figures import no_data_reason
+from .figures import esc, no_data_reason
 from .figures_export import check_format, export_figures
-from .page import Html, Section, figures_of, html_table, meta_list, render_page, write_page
+from .page import (Html, Section, figures_of, html_table, meta_list, paragraph, render_page,
+                   write_page)
 
 _SOLUTION_COLUMNS = ["solution_id", "text_id", "seed", "length", "arrangement", "share",
                      "method", "recipe", "accuracy", "c_tokens", "loss", "steps", "restarts",
@@ -56,8 +60,52 @@ def build_report(run_dir: Path | str, static: str | None = None) -> Path:
 
 def report_sections(store) -> list[Section]:
     """The report's sections, in reading order (usable from a notebook without writing HTML)."""
-    return [overview(store), capacity(store), uniqueness(store), connectivity(store),
-            neighbourhoods(store), information(store)]
+    return [findings_section(store), overview(store), capacity(store), uniqueness(store),
+            connectivity(store), neighbourhoods(store), information(store)]
+
+
+def run_findings(store) -> pd.DataFrame:
+    """The run's findings table; built from its tables when analyze has not written it (a
+    capacity run, an older run): it reads tables only."""
+    from ..analysis.findings import findings
+
+    table = store.analysis("findings")
+    if table is None:
+        table = findings(store.analysis, store.solutions(), store.manifest or {})
+    return table
+
+
+def findings_table(table: pd.DataFrame, empty: str) -> Html:
+    """Findings as a table a reader scans first: interval beside the estimate, verdict last."""
+    if table is None or table.empty:
+        return paragraph(empty, "no-data")
+
+    def num(v) -> str:
+        return "" if v is None or v != v else f"{float(v):.3g}"
+
+    shown = pd.DataFrame({
+        "finding": table["finding"],
+        "estimate": [num(v) for v in table["estimate"]],
+        "95% interval": [f"[{num(lo)}, {num(hi)}]" if lo == lo and hi == hi else "none at this n"
+                         for lo, hi in zip(table["low"], table["high"])],
+        "n": [f"{int(n)} {u}" for n, u in zip(table["n"], table.get("unit", [""] * len(table)))],
+        "paper": [num(v) for v in table["paper"]],
+        "the paper says": table.get("claim", ""),
+        "verdict": [("inconclusive at this n" if v == "inconclusive" else v)
+                    for v in table["verdict"]],
+        "how measured": table.get("detail", ""),
+    })
+    return html_table(shown, text_columns=("finding", "the paper says", "how measured"),
+                      text_limit=200)
+
+
+def findings_section(store) -> Section:
+    blocks = [findings_table(run_findings(store),
+                             "No findings yet: run `protoscope analyze` on this run."),
+              paragraph("Verdicts: agrees when the whole 95% interval lies on the paper's "
+                        "side, disagrees when it lies on the other side, inconclusive when it "
+                        "straddles or there are too few texts for an interval.", "no-data")]
+    return Section("findings", "Findings", blocks)
 
 
 def _model_name(manifest: dict) -> str:
@@ -72,7 +120,7 @@ def run_header(store) -> Html:
     manifest = store.manifest or {}
     config = manifest.get("config") or {}
     texts, solutions = store.texts_frame(), store.solutions()
-    return meta_list({
+    return Html(protocol_header(manifest) + meta_list({
         "model": _model_name(manifest),
         "recipe": config.get("recipe", "unknown"),
         "arrangement": config.get("arrangement", "unknown"),
@@ -80,7 +128,26 @@ def run_header(store) -> Html:
         "created": manifest.get("created", ""),
         "updated": manifest.get("updated", ""),
         "texts / solutions": f"{len(texts)} / {len(solutions)}",
-    })
+    }))
+
+
+def protocol_header(manifest: dict) -> Html:
+    """The study's protocol (manifest["protocol"]): name, settings, where it differs from the
+    paper's. Empty for a run that no study wrote."""
+    protocol = manifest.get("protocol")
+    if not isinstance(protocol, dict):
+        return Html("")
+    settings = protocol.get("settings") or {}
+    shown = ", ".join(f"{k} {v}" for k, v in settings.items()) if isinstance(settings, dict) \
+        else str(settings)
+    items = {"protocol": protocol.get("name", "unknown"), "settings": shown}
+    if protocol.get("paper"):
+        items["the paper's"] = protocol["paper"]
+    differs = protocol.get("differs") or []
+    listed = "".join(f"<li>{esc(d)}</li>" for d in differs)
+    where = (f'<p><b>Where this run differs from the paper:</b></p><ul class="differs">{listed}'
+             f"</ul>" if differs else "<p>This run follows the paper's protocol.</p>")
+    return Html(f'<div class="protocol">{meta_list(items)}{where}</div>')
 
 
 def _section(anchor: str, title: str, blocks: list, empty: str) -> Section:

@@ -164,3 +164,14 @@ def test_weighted_auc_is_sklearns():
     weights = rng.integers(0, 4, 40).astype(float)
     expected = roc_auc_score(positive, score, sample_weight=weights)
     assert fd.weighted_auc(score, positive)(weights) == pytest.approx(expected)
+
+
+def test_one_texts_findings_resample_its_pairs():
+    pairs = pd.concat([_pairs(1, False, True, 1.1)] * 6, ignore_index=True)  # t0, 6 pairs each
+    other = _pairs(4, True, True, 1.1)
+    other = other[other["text_a"] != "t0"]
+    table = fd.text_findings({"connectivity_pairs": pd.concat([pairs, other])}.get, SOLUTIONS,
+                             {}, "t0").set_index("finding")
+    row = table.loc["curve keeps the text (share held)"]
+    assert row["unit"] == "pairs" and row["n"] == 6 and row["estimate"] == 1.0
+    assert table.loc["straight path keeps the text", "estimate"] == 0.0  # t0's own, not t1-t3

@@ -1,0 +1,82 @@
+"""Reports open with their findings: the Findings section precedes the first figure (report
+and compare page), the header names a study's protocol and where it differs from the paper,
+and a figure with nothing to show for this run is one sentence."""
+
+import json
+import shutil
+
+import pytest
+
+from protoscope.analysis.run import run_analyses
+from protoscope.geometry.store import RunStore
+from protoscope.reports.compare import build_compare
+from protoscope.reports.report import build_report
+
+from synthetic_run import make_synthetic_run
+from tiny_run import tiny_run
+
+FIGURE_DIV = '<div class="plot" data-figure='
+PROTOCOL = {"name": "connectivity", "settings": {"texts": 3, "seeds": 4, "length": 12},
+            "paper": "5 texts x 10 solutions, m shared by a text's seeds",
+            "differs": ["model SmolLM2-135M, not Llama-3.2-1B", "3 texts <not 5>"]}
+
+
+def _body(page) -> str:
+    text = page.read_text(encoding="utf-8")
+    return text[text.index("<body>"):]
+
+
+def _opens_with_findings(body: str) -> None:
+    findings = body.index('<section id="findings"><h2>Findings</h2>')
+    assert findings < body.index(FIGURE_DIV)
+    assert findings < body.index("<section", findings + 1)  # the first section of the page
+    assert "<th>verdict</th>" in body[findings:body.index(FIGURE_DIV)]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    run = make_synthetic_run(tmp_path_factory.mktemp("synthetic") / "RUN")
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    (run / "manifest.json").write_text(json.dumps({**manifest, "protocol": PROTOCOL}),
+                                       encoding="utf-8")
+    return run
+
+
+def test_the_report_opens_with_findings_and_names_the_protocol(synthetic):
+    body = _body(build_report(synthetic))
+    _opens_with_findings(body)
+    header = body[:body.index("</header>")]
+    assert "<dd>connectivity</dd>" in header and "texts 3, seeds 4, length 12" in header
+    assert "Where this run differs from the paper" in header
+    assert "<li>model SmolLM2-135M, not Llama-3.2-1B</li>" in header
+    assert "3 texts &lt;not 5&gt;" in header  # escaped like every other string
+
+
+def test_the_compare_page_opens_with_its_texts_findings(synthetic):
+    _opens_with_findings(_body(build_compare(synthetic, "t0")))
+
+
+def test_a_run_without_a_findings_table_still_opens_with_findings(synthetic, tmp_path):
+    run = tmp_path / "RUN"
+    shutil.copytree(synthetic, run)
+    (run / "analysis" / "findings.parquet").unlink()
+    body = _body(build_report(run))
+    _opens_with_findings(body)
+    assert "curve keeps the text" in body
+
+
+def test_the_real_tiny_runs_report(tmp_path):
+    path, loaded = tiny_run()
+    run = tmp_path / "run"
+    shutil.copytree(path, run)
+    store = RunStore.open(run)
+    options = {"connectivity": {"grid": 5, "bezier_steps": 4, "samples_per_step": 1,
+                                "check_every": 2, "max_pairs": 1, "cross_text_pairs": 1}}
+    run_analyses(store, only=["connectivity"], loaded=loaded, quiet=True, options=options)
+    body = _body(build_report(run))
+    _opens_with_findings(body)
+    assert "straight path keeps the text" in body
+    # Every tiny-run solution is exact: its accuracy histogram is one sentence, not one bar.
+    assert (store.solutions()["accuracy"] == 1.0).all()
+    assert "All 9 solutions reconstruct their text exactly." in body
+    assert "<dl class=\"meta\"><dt>protocol" not in body  # no study wrote this run
