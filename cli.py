@@ -72,6 +72,9 @@ def _fit_options(p: argparse.ArgumentParser, texts: bool = True) -> None:
                    help="override the recipe's group_patience (steps without a better group best "
                         "before a release)")
     p.add_argument("--batch-size", type=int, default=None, help="problems per batch (default: by length)")
+    p.add_argument("--m-from", default=None, metavar="RUN_OR_FILE",
+                   help="keep this m frozen and fit e only: a run whose solutions share one m, or "
+                        "a .safetensors file with a tensor 'm'")
     p.add_argument("--text-seed", type=int, default=0, help="seed for random and generated texts")
     p.add_argument("--generate-tokens", type=int, default=128, help="tokens per generated text (default 128)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")

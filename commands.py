@@ -27,7 +27,7 @@ def _config(args, **fields):
                      arrangement=args.arrangement or DEFAULT_ARRANGEMENT, share=args.share,
                      group_size=args.group_size, recipe=_recipe(args), text_seed=args.text_seed,
                      generate_tokens=args.generate_tokens,
-                     dtype=args.dtype, **fields)
+                     dtype=args.dtype, m_from=getattr(args, "m_from", None) or "", **fields)
 
 
 def _check_positive(**values) -> None:

@@ -181,7 +181,7 @@ class Fitter:
     def __init__(self, decoder: Decoder, recipe: Recipe, share: str = "none",
                  batch_size: int | None = None, progress: Callable | None = None,
                  on_step: Callable | None = None, checkpoint: FitCheckpoint | None = None,
-                 on_groups: Callable | None = None):
+                 on_groups: Callable | None = None, frozen_m: torch.Tensor | None = None):
         if share not in SHARES:
             raise ProtoscopeError(f"unknown share mode {share!r}: allowed are {', '.join(SHARES)}")
         self.decoder, self.recipe, self.share = decoder, recipe, share
@@ -190,6 +190,8 @@ class Fitter:
         self.on_step = on_step  # called with the accuracies of the active problems each step
         self.checkpoint = checkpoint  # saves the in-flight groups now and then (checkpoints.py)
         self.on_groups = on_groups  # called each step with GroupProgress of the groups in flight
+        # A universal m (frozen.py): every problem's m starts there and never moves or restarts.
+        self.frozen_m = None if frozen_m is None else frozen_m.detach().float().cpu().clone()
         info = decoder.loaded.info
         self.d = info.d_model
         self.scale = recipe.init_scale * (info.embedding_std if recipe.init == "embedding" else 1.0)
@@ -298,6 +300,8 @@ class _Batch:
         self.g_since = torch.cat([self.g_since, torch.zeros(1, dtype=torch.long, device=dev)])
 
     def _init(self, p: Problem, name: str, restart: int, shared_key=None) -> torch.Tensor:
+        if name == "m" and self.f.frozen_m is not None:
+            return self.f.frozen_m.clone()
         warm = p.init_e if name == "e" else p.init_m
         if restart == 0 and warm is not None:
             return warm.detach().float().cpu().clone()
@@ -418,7 +422,8 @@ class _Batch:
     def _step(self, targets: torch.Tensor) -> list[tuple[int, str]]:
         r, p = self.r, self.p
         E = self.E.detach().requires_grad_(True)
-        M = self.M.detach().requires_grad_(True)
+        frozen = self.f.frozen_m is not None
+        M = self.M.detach().requires_grad_(not frozen)
         out = self.f.decoder(E[p["e_row"]], M[p["m_row"]], targets, grad=True)
         loss = out.total_loss
         finite = torch.isfinite(loss)
@@ -429,7 +434,7 @@ class _Batch:
         grad_e = E.grad if E.grad is not None else torch.zeros_like(E)
         grad_m = M.grad if M.grad is not None else torch.zeros_like(M)
         bad_e = ~(torch.isfinite(grad_e).all(1) & torch.isfinite(self.E).all(1))
-        bad_m = ~(torch.isfinite(grad_m).all(1) & torch.isfinite(self.M).all(1))
+        bad_m = ~((torch.isfinite(grad_m).all(1) | frozen) & torch.isfinite(self.M).all(1))
         bad = ~finite | bad_e[p["e_row"]] | bad_m[p["m_row"]]
         n_groups, dev = len(self.keys), acc.device
         group = p["group"]
@@ -505,10 +510,11 @@ class _Batch:
         p = self.p
         with torch.no_grad():
             self.adam_e.step(self.E, torch.nan_to_num(grad_e), ~bad_e)
-            self.adam_m.step(self.M, torch.nan_to_num(grad_m), ~bad_m)
+            if self.f.frozen_m is None:
+                self.adam_m.step(self.M, torch.nan_to_num(grad_m), ~bad_m)
         if not bool(restart.any()) and not bool(bad_e.any() | bad_m.any()):
             return
-        own_e, own_m = self.f.share != "e", self.f.share != "m"
+        own_e, own_m = self.f.share != "e", self.f.share != "m" and self.f.frozen_m is None
         for i in torch.nonzero(restart).flatten().tolist():
             prob = self.problems[i]
             p["restarts"][i] += 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import pathlib
 import platform
 import sys
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from .checkpoints import FitCheckpoint
 from .decoder import Decoder
 from .errors import ProtoscopeError, StoreError
 from .fitting import SHARES, FittedGroup, Fitter, Problem
+from .frozen import check_frozen_m, load_frozen_m, m_sha256
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .recipes import Recipe
 from .store import RunStore
@@ -59,6 +61,7 @@ class RunConfig:
     warm_start: bool = True
     methods: tuple[str, ...] = ("one-step",)
     protocol: str = "all"  # all: `seeds` per text; first-of-context: see protocol_seeds
+    m_from: str = ""  # a run or .safetensors file whose m stays frozen (frozen.py); "": fit m
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -105,10 +108,18 @@ def prepare_run(out, config: RunConfig, device: str = "cpu", overwrite: bool = F
     store = RunStore(out)
     if texts is None and (overwrite or not (store.path / "manifest.json").exists()):
         check_text_spec(config.texts)
+    frozen_m = load_frozen_m(config.m_from) if config.m_from else None  # before a slow model load
     loaded = loaded or load_model(config.model, device=device, dtype=config.dtype)
+    if frozen_m is not None:
+        check_frozen_m(frozen_m, config.m_from, loaded.info.d_model, loaded.info.name,
+                       parse_arrangement(config.arrangement))
     if (store.path / "manifest.json").exists() and not overwrite:
         store = RunStore.open(out)
         check_same_run(store, config, loaded)
+        stored_m = (store.manifest.get("m_from") or {}).get("m_sha256")
+        if frozen_m is not None and stored_m and stored_m != m_sha256(frozen_m):
+            raise StoreError(f"the m in --m-from {config.m_from} changed since {store.path} began; "
+                             f"use another --out or --overwrite")
         return store, loaded, store.texts()
     if overwrite and store.path.exists():
         _clear(store)
@@ -128,6 +139,9 @@ def prepare_run(out, config: RunConfig, device: str = "cpu", overwrite: bool = F
         "dtype": config.dtype, "device": str(loaded.device), "config": config.to_dict(),
         "command": sys.argv, "versions": versions(), "created": now(), "updated": now(),
     }
+    if frozen_m is not None:
+        manifest["m_from"] = {"source": str(pathlib.Path(config.m_from).resolve()),
+                              "m_sha256": m_sha256(frozen_m)}
     return RunStore.create(out, manifest, texts), loaded, texts
 
 
@@ -248,11 +262,13 @@ def fit_into(store: RunStore, loaded: LoadedModel, problems: Sequence[Problem], 
         if progress:
             progress(group)
 
-    signature = {"arrangement": arrangement, "share": config.share, "recipe": config.recipe.to_dict()}
+    frozen_m = load_frozen_m(config.m_from) if config.m_from else None
+    signature = {"arrangement": arrangement, "share": config.share, "recipe": config.recipe.to_dict(),
+                 "m_from": m_sha256(frozen_m) if frozen_m is not None else None}
     steps, seconds = checkpoint_every
     checkpoint = FitCheckpoint(store.path / CHECKPOINTS, signature, every_steps=steps, every_seconds=seconds)
     Fitter(decoder, config.recipe, share=config.share, batch_size=batch_size, on_step=on_step,
-           checkpoint=checkpoint, on_groups=on_groups).fit(problems, on_group=save)
+           checkpoint=checkpoint, on_groups=on_groups, frozen_m=frozen_m).fit(problems, on_group=save)
     store.update_manifest(updated=now())
     rows = store.solutions()
     return rows[rows["solution_id"].isin(new_ids)]
