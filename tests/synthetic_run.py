@@ -115,8 +115,6 @@ def _analysis_tables(rng: np.random.Generator, solutions: pd.DataFrame) -> dict:
     tables.update(_neighbourhoods(rng, solutions, source))
     tables.update(_information(rng, solutions, source))
     tables["positions"] = _positions(rng, solutions)
-    # The findings are what analyze derives from the other tables, so derive them the same way.
-    tables["findings"] = findings(tables.get, solutions, {})
     return tables
 
 
