@@ -92,8 +92,10 @@ def add_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -
     group = parser.add_argument_group("analysis budgets (recorded in the tables)")
     for option in OPTIONS:
         if option.flag not in skip:
+            metavar = "R1,R2,..." if option.parse is _radii else \
+                "X" if option.parse is _rate else "N"
             group.add_argument(f"--{option.flag}", type=option.parse, default=None,
-                               dest=_dest(option), help=option.help)
+                               dest=_dest(option), metavar=metavar, help=option.help)
 
 
 def from_args(args: argparse.Namespace) -> dict[str, dict]:
