@@ -128,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("run")
     cmp_.add_argument("--text", required=True, help="text id")
 
+    swp = sub.add_parser("sweep", help="many models x texts x lengths x seeds from a TOML file")
+    swp.add_argument("file", help="the sweep file (TOML): models, texts, lengths or capacity, seeds, ...")
+    swp.add_argument("--out", required=True, help="sweep directory (created, or resumed if it exists)")
+    swp.add_argument("--backend", default="local", help="local (default: jobs one by one here) | ray")
+    swp.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
+    swp.add_argument("--workers", type=int, default=None, help="CPUs of a local Ray cluster (default: all)")
+    swp.add_argument("--device", default=None, help="cpu | cuda (default: cuda where a worker has one)")
+
     demo = sub.add_parser("demo", help="the main job on the default model, end to end")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--device", default="cpu")

@@ -192,3 +192,24 @@ def _print_fit_summary(rows, out) -> None:
           f"median seconds {rows['seconds'].median():.1f}")
     cols = ["solution_id", "text_id", "seed", "length", "accuracy", "steps", "restarts", "status"]
     print(rows[cols].to_string(index=False))
+
+
+def sweep(args) -> int:
+    import sys
+
+    from .sweep import read_sweep_file, run_sweep
+
+    _check_positive(workers=args.workers)
+    if args.address and args.backend != "ray":
+        raise ProtoscopeError("--address needs --backend ray")
+    spec = read_sweep_file(args.file)
+    state = run_sweep(spec, args.out, backend=args.backend, address=args.address,
+                      workers=args.workers, device=args.device, source=str(args.file))
+    failed = [j["id"] for j in state["jobs"] if j["status"] != "done"]
+    print(f"sweep: {len(state['jobs']) - len(failed)}/{len(state['jobs'])} jobs done; "
+          f"results: {args.out}/results.parquet")
+    if failed:
+        print(f"protoscope: {len(failed)} jobs failed (see {args.out}/sweep.json); run the same "
+              f"command to retry them", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,132 @@
+"""A sweep file becomes jobs, run stores, sweep.json and one results table; bad files are one
+line; a sweep started again fits nothing new. The Ray backend's own tests: test_sweep_ray.py."""
+import json
+
+import pandas as pd
+import pytest
+
+from protoscope import cli
+from protoscope.geometry.models import save_tiny_model
+from protoscope.geometry.store import RunStore
+from protoscope.sweep import RESULT_COLUMNS, plan_sweep, read_sweep_file, run_sweep
+
+SWEEP = """
+models = [{models}]
+texts = ["builtin:2", "random:2"]
+lengths = [4]
+seeds = 2
+share = ["none", "m"]
+[recipe]
+max_steps = 60
+"""
+
+
+def tiny_folder(path, name="tiny"):
+    """A tiny llama whose outputs respond to its inputs (see conftest's fit_llama), on disk."""
+    return save_tiny_model(path / name, "llama", 0, initializer_range=0.3)
+
+
+def sweep_file(path, models, body=SWEEP) -> str:
+    file = path / "sweep.toml"
+    file.write_text(body.format(models=", ".join(f'"{m}"' for m in models)))
+    return str(file)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    return tiny_folder(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory, model_folder):
+    """The 4-job sweep (2 text sources x 2 share modes) run by the local backend."""
+    folder = tmp_path_factory.mktemp("local")
+    spec = read_sweep_file(sweep_file(folder, [model_folder]))
+    lines = []
+    state = run_sweep(spec, folder / "out", backend="local", echo=lines.append)
+    return folder / "out", state, lines
+
+
+def test_the_plan_is_models_x_texts_x_shares(tmp_path, model_folder):
+    spec = read_sweep_file(sweep_file(tmp_path, [model_folder, model_folder]))
+    jobs = plan_sweep(spec)
+    assert len(jobs) == 8 and len({j["id"] for j in jobs}) == 8
+    assert [(j["texts"], j["share"]) for j in jobs[:4]] == [
+        ("builtin:2", "none"), ("builtin:2", "m"), ("random:2", "none"), ("random:2", "m")]
+    assert all(j["config"]["lengths"] == [4] and j["config"]["seeds"] == 2 for j in jobs)
+    assert all(j["config"]["recipe"]["max_steps"] == 60 for j in jobs)
+    assert all(j["run"] == f"jobs/{j['id']}" for j in jobs)
+
+
+def test_a_capacity_grid_climbs_lengths_per_job(tmp_path, model_folder):
+    body = ('models = ["{models}"]\ntexts = "builtin:1"\ncapacity = [2, 3]\nseeds = 1\n'
+            '[recipe]\nmax_steps = 40\n')
+    spec = read_sweep_file(sweep_file(tmp_path, [model_folder], body.replace('"{models}"', "{models}")))
+    state = run_sweep(spec, tmp_path / "out", backend="local", echo=lambda line: None)
+    job = state["jobs"][0]
+    assert job["status"] == "done" and job["config"]["kind"] == "capacity"
+    store = RunStore.open(tmp_path / "out" / job["run"])
+    assert len(store.analysis("capacity")) >= 1
+    results = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    assert set(results["kind"]) == {"capacity"} and set(results["length"]) <= {2, 3}
+
+
+def test_local_sweep_writes_stores_plan_and_one_results_table(local_sweep):
+    out, state, lines = local_sweep
+    saved = json.loads((out / "sweep.json").read_text())
+    assert [j["status"] for j in saved["jobs"]] == ["done"] * 4
+    results = pd.read_parquet(out / "results.parquet")
+    assert list(results.columns[:len(RESULT_COLUMNS)]) == RESULT_COLUMNS
+    assert len(results) == 4 * 2 * 2  # jobs x texts x seeds
+    assert set(results["source"]) == {"builtin", "random"} and set(results["share"]) == {"none", "m"}
+    assert not results.duplicated(["run", "text_id", "seed", "length"]).any()
+    for job in saved["jobs"]:
+        stored = RunStore.open(out / job["run"]).solutions()
+        assert len(stored) == job["solutions"] == 4
+        assert RunStore.open(out / job["run"]).manifest["status"] == "complete"
+    assert results["accuracy"].mean() > 0.5
+    assert any("4/4 jobs done, 0 running, 0 failed" in line and "/hour" in line for line in lines)
+
+
+def test_a_sweep_started_again_fits_nothing_new_and_resumes_unfinished_jobs(local_sweep):
+    out, state, _ = local_sweep
+    before = pd.read_parquet(out / "results.parquet")
+    saved = json.loads((out / "sweep.json").read_text())
+    saved["jobs"][1]["status"] = "running"  # as a sweep killed during job 1 leaves it
+    (out / "sweep.json").write_text(json.dumps(saved))
+    lines = []
+    again = run_sweep(state["sweep"], out, backend="local", echo=lines.append)
+    assert "4 jobs, 3 already done" in lines[0]
+    assert [j["status"] for j in again["jobs"]] == ["done"] * 4
+    assert again["jobs"][1]["new"] == 0  # its store resumed with nothing left to fit
+    after = pd.read_parquet(out / "results.parquet")
+    pd.testing.assert_frame_equal(before, after)
+
+
+@pytest.mark.parametrize("body, message", [
+    ('models = ["no-such-org/no-such-model"]\ntexts = "builtin"\nlengths = [4]\n',
+     "unknown model 'no-such-org/no-such-model'"),
+    ('models = ["{m}"]\ntexts = "builtin"\nlengths = [4]\nlength = 8\n', "unknown key 'length'"),
+    ('models = ["{m}"]\ntexts = "builtin"\nlengths = []\n', "'lengths' is empty"),
+    ('models = []\ntexts = "builtin"\nlengths = [4]\n', "'models' is empty"),
+    ('models = ["{m}"]\ntexts = "builtin"\nlengths = [4]\nseeds = 0\n', "'seeds' must be"),
+    ('models = ["{m}"]\ntexts = "builtin"\n', "exactly one of 'lengths'"),
+    ('models = ["{m}"]\ntexts = "nonsense:3"\nlengths = [4]\n', "nonsense"),
+    ('models = ["{m}"]\ntexts = "builtin"\nlengths = [4]\n[recipe]\nlr = -1\n', "lr must be positive"),
+    ('models = ["{m}"]\ntexts = "builtin"\nlengths = [4]\nanalyses = ["vibes"]\n', "unknown analysis"),
+    ('models = ["{m}"\n', "not valid TOML"),
+])
+def test_a_bad_sweep_file_is_one_line_and_exit_2(tmp_path, capsys, model_folder, body, message):
+    file = tmp_path / "bad.toml"
+    file.write_text(body.replace("{m}", str(model_folder)))
+    assert cli.main(["sweep", str(file), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_another_plan_in_the_same_directory_is_refused(local_sweep, tmp_path, model_folder, capsys):
+    out, _, _ = local_sweep
+    file = sweep_file(tmp_path, [model_folder], SWEEP.replace("lengths = [4]", "lengths = [5]"))
+    assert cli.main(["sweep", file, "--out", str(out)]) == 2
+    assert "holds another sweep" in capsys.readouterr().err
