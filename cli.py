@@ -68,6 +68,9 @@ def _fit_options(p: argparse.ArgumentParser, texts: bool = True) -> None:
     p.add_argument("--share-policy", default=None,
                    help="release | wait: does a share group stop, keeping its exact members, once "
                         "its best stops improving (release), or wait for every member?")
+    p.add_argument("--curriculum", action="store_const", const=True, default=None,
+                   help="length curriculum: fit N/4, then N/2, then N tokens, each warm-started "
+                        "from the last (steps count every stage)")
     p.add_argument("--group-patience", type=int, default=None,
                    help="override the recipe's group_patience (steps without a better group best "
                         "before a release)")

@@ -17,7 +17,7 @@ def _recipe(args):
         max_restarts=args.max_restarts, init_scale=args.init_scale, weight_decay=args.weight_decay,
         stop_accuracy=args.stop_accuracy, init=args.init, optimizer=args.optimizer,
         schedule=args.schedule, share_policy=args.share_policy,
-        group_patience=args.group_patience)
+        group_patience=args.group_patience, curriculum=getattr(args, "curriculum", None))
 
 
 def _config(args, **fields):

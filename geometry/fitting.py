@@ -210,6 +210,8 @@ class Fitter:
     def fit(self, problems: Sequence[Problem],
             on_group: Callable[[FittedGroup], None] | None = None) -> list[FittedGroup]:
         """Solve every problem; groups are returned (and reported) in the order they finish."""
+        if self.recipe.curriculum:
+            problems, on_group = self._curriculum(problems, on_group)
         groups = make_groups(problems, self.share)
         by_length: dict[int, list] = {}
         for key, members in groups.items():
@@ -229,6 +231,46 @@ class Fitter:
             if self.checkpoint:
                 self.checkpoint.clear(length)
         return done
+
+
+    def _curriculum(self, problems: Sequence[Problem], on_group):
+        """Fit the N/4 and N/2 prefixes first (recipe.curriculum); return the full-length
+        problems warm-started from the N/2 stage and an `on_group` that adds the earlier
+        stages' steps, restarts and seconds to each solution."""
+        from dataclasses import replace
+
+        stage_fitter = Fitter(self.decoder, replace(self.recipe, curriculum=False), share=self.share,
+                              batch_size=self.batch_size, on_step=self.on_step,
+                              on_groups=self.on_groups, frozen_m=self.frozen_m)
+        current = list(problems)
+        spent: dict[tuple, list[float]] = {(p.text_id, p.seed): [0, 0, 0.0] for p in problems}
+        if len(spent) != len(problems):
+            raise ProtoscopeError("a length curriculum fits one length per (text, seed) at a time")
+        for divisor in (4, 2):
+            stage = [replace(p, targets=full.targets[:max(1, full.length // divisor)])
+                     for p, full in zip(current, problems)]
+            stage = [p for p, full in zip(stage, problems) if p.length < full.length]
+            if not stage:
+                continue
+            warm = {}
+            for group in stage_fitter.fit(stage):
+                for s in group.solutions:
+                    key = (s.problem.text_id, s.problem.seed)
+                    warm[key] = (group.e[s.e_row], group.m[s.m_row])
+                    spent[key][0] += s.steps
+                    spent[key][1] += s.restarts
+                    spent[key][2] += s.seconds
+            current = [replace(p, init_e=warm[(p.text_id, p.seed)][0], init_m=warm[(p.text_id, p.seed)][1])
+                       if (p.text_id, p.seed) in warm else p for p in problems]
+
+        def count_all(group: FittedGroup) -> None:
+            for s in group.solutions:
+                steps, restarts, seconds = spent[(s.problem.text_id, s.problem.seed)]
+                s.steps, s.restarts, s.seconds = s.steps + int(steps), s.restarts + int(restarts), s.seconds + seconds
+            if on_group:
+                on_group(group)
+
+        return current, count_all
 
 
 class _Batch:

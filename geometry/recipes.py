@@ -44,6 +44,10 @@ class Recipe:
     # once its best has not improved for group_patience steps; wait: it runs until all are exact.
     share_policy: str = "release"
     group_patience: int = 400
+    # Length curriculum: fit the first N/4, then N/2, then all N tokens, each stage warm-started
+    # from the last one's vectors with the recipe's budget; a solution's steps, restarts and
+    # seconds count every stage.
+    curriculum: bool = False
 
     def __post_init__(self):
         checks = [

@@ -157,3 +157,32 @@ def test_wait_policy_runs_a_stuck_group_to_its_budget(fit_llama):
     group, by_text = _hostage_fit(fit_llama, "wait")
     assert {s.status for s in group.solutions} == {"budget"}
     assert all(s.steps == 500 and not s.converged for s in group.solutions)
+
+
+class CountingDecoder:
+    """The real decoder, recording the target length of every call (one call = one step)."""
+
+    def __init__(self, decoder: Decoder):
+        self.inner, self.loaded, self.lengths = decoder, decoder.loaded, []
+
+    def __call__(self, e, m, targets, grad=False):
+        self.lengths.append(targets.shape[1])
+        return self.inner(e, m, targets, grad=grad)
+
+
+def test_the_length_curriculum_counts_every_step(fit_llama):
+    """N/4, N/2, then N tokens; one share group steps together, so each member's steps must
+    equal the decoder calls of all three stages."""
+    recipe = resolve_recipe("default", lr=0.05, max_steps=100, patience=0, curriculum=True)
+    decoder = CountingDecoder(Decoder(fit_llama, "bos e m*"))
+    problems = _problems(fit_llama, texts=1, seeds=2, n=8, group=0)
+    (group,) = Fitter(decoder, recipe, share="m").fit(problems)
+    stages = [n for i, n in enumerate(decoder.lengths) if i == 0 or n != decoder.lengths[i - 1]]
+    assert stages == [2, 4, 8]
+    assert decoder.lengths.count(8) < len(decoder.lengths)
+    for s in group.solutions:
+        assert s.steps == len(decoder.lengths) and s.problem.length == 8
+    # the kept vectors are the full-length stage's: they score what the row says on all 8 tokens
+    (s, *_) = group.solutions
+    out = Decoder(fit_llama, "bos e m*")(group.e[s.e_row], group.m[s.m_row], torch.tensor([s.problem.targets]))
+    assert float(out.accuracy[0]) == s.accuracy
