@@ -32,8 +32,8 @@ import pandas as pd
 import torch
 
 from protoscope.geometry.decoder import Decoded, Decoder
-from protoscope.geometry.paths import (BezierPath, LinearPath, Path, decode_path, even_grid,
-                                       join, train_beziers)
+from protoscope.geometry.paths import (CURVES, LinearPath, Path, decode_path, even_grid, join,
+                                       train_beziers)
 from protoscope.geometry.store import Tensors
 from protoscope.geometry.tables import RECONSTRUCTED, columns
 
@@ -68,8 +68,12 @@ def analyze(store, loaded, *, max_pairs: int | None = None, cross_text_pairs: in
             grid: int = 61, bezier_steps: int = 150, samples_per_step: int = 8,
             lr: float = 0.02, seed: int = 0, min_accuracy: float = RECONSTRUCTED,
             train_batch: int = 64, check_every: int = 25,
-            hold_accuracy: float = RECONSTRUCTED) -> dict[str, pd.DataFrame]:
+            hold_accuracy: float = RECONSTRUCTED,
+            curves: tuple[str, ...] = ("bezier",)) -> dict[str, pd.DataFrame]:
     """Connectivity tables for the run in `store`, on the run's frozen model `loaded`.
+
+    `curves` names the trained curve families, each with the same budget: "bezier" (the
+    paper's quadratic curve) and/or "chain" (Garipov et al.'s polygonal chain, one bend).
 
     `min_accuracy` picks the endpoints (solutions that reconstruct their text);
     `hold_accuracy` is what every grid point of a `held` path reaches; `check_every` 0
@@ -81,6 +85,10 @@ def analyze(store, loaded, *, max_pairs: int | None = None, cross_text_pairs: in
                          "cross_text_pairs >= 0 and check_every >= 0")
     if max_pairs is not None and max_pairs < 1:
         raise ValueError(f"max_pairs must be a positive number or None (all), got {max_pairs}")
+    unknown = [c for c in curves if c not in CURVES]
+    if unknown or not curves:
+        raise ValueError(f"curves must name one or more of {', '.join(CURVES)}, got "
+                         f"{', '.join(map(str, curves)) or 'none'}")
     rows, e, m = store.solution_vectors()
     vectors = {int(s): (e[i], m[i]) for i, s in enumerate(rows["solution_id"])}
     targets = {t.text_id: torch.tensor(t.token_ids) for t in store.texts()}
@@ -90,31 +98,45 @@ def analyze(store, loaded, *, max_pairs: int | None = None, cross_text_pairs: in
     endpoints = rows[(rows["method"] == "one-step") & (rows["accuracy"] >= min_accuracy)]
     pairs = same_text_pairs(endpoints, max_pairs, seed)
     pairs += cross_text_sample(endpoints, cross_text_pairs, seed, first_id=len(pairs))
-    curves = walker.train(pairs, train_batch) if bezier_steps > 0 else {}
+    trained = {kind: walker.train(pairs, train_batch, kind) if bezier_steps > 0 else {}
+               for kind in dict.fromkeys(curves)}
     tables = {"connectivity": [], "connectivity_pairs": [], "connectivity_tokens": []}
     for pair in pairs:
         paths = [("linear", walker.linear(pair))]
-        if pair.pair_id in curves:
-            paths.append(("bezier", curves[pair.pair_id]))
+        paths += [(kind, made[pair.pair_id]) for kind, made in trained.items()
+                  if pair.pair_id in made]
         for name, path in paths:
             for key, frame in walker.walk(pair, name, path).items():
                 tables[key].append(frame)
     out = {k: _concat(v, _EMPTY[k]) for k, v in tables.items()}
     out["positions"] = positions(loaded, rows, vectors, targets)
-    out["curves"] = Tensors({f"pair_{k}": c.controls for k, c in curves.items()},
-                            {"layout": "pair_<pair_id>: quadratic Bezier control points [3, D] "
-                                       "in path coordinates (start, control, end)"})
+    out["curves"] = Tensors(
+        {_curve_key(pair_id, kind): c.controls
+         for kind, made in trained.items() for pair_id, c in made.items()},
+        {"layout": "pair_<pair_id>: quadratic Bezier control points [3, D] in path coordinates "
+                   "(start, control, end); pair_<pair_id>_chain: the polygonal chain's "
+                   "(start, bend, end)"})
     return out
 
 
-def load_curves(store) -> dict[int, BezierPath]:
-    """The trained curves of RUN/analysis/curves.safetensors by pair_id (empty when none).
+def _curve_key(pair_id: int, kind: str) -> str:
+    return f"pair_{pair_id}" if kind == "bezier" else f"pair_{pair_id}_{kind}"
+
+
+def load_curves(store, kind: str = "bezier") -> dict[int, Path]:
+    """The trained curves of one family in RUN/analysis/curves.safetensors, by pair_id
+    (empty when none).
 
     Their coordinates are what `connectivity_pairs.moved` says: [e; m], or e alone with the
     pair's shared m fixed (`geometry.paths.split` turns points back into (e, m)).
     """
     tensors = store.analysis_tensors("curves") or {}
-    return {int(k.split("_", 1)[1]): BezierPath(*v) for k, v in tensors.items()}
+    out = {}
+    for key, controls in tensors.items():
+        _, pair_id, *rest = key.split("_")
+        if (rest[0] if rest else "bezier") == kind:
+            out[int(pair_id)] = CURVES[kind](*controls)
+    return out
 
 
 # -- which pairs ------------------------------------------------------------------------------
@@ -185,8 +207,8 @@ class _Walker:
         a, b, _ = self.ends(pair)
         return LinearPath(a, b)
 
-    def train(self, pairs: list[Pair], train_batch: int) -> dict[int, Path]:
-        """Bezier curves for the same-text pairs, trained in batches of similar pairs."""
+    def train(self, pairs: list[Pair], train_batch: int, kind: str) -> dict[int, Path]:
+        """Curves of one family for the same-text pairs, trained in batches of similar pairs."""
         groups: dict[tuple, list[Pair]] = {}
         for p in pairs:
             if p.same_text:
@@ -197,10 +219,11 @@ class _Walker:
             for start in range(0, len(members), per_call):
                 chunk = members[start:start + per_call]
                 curves.update(zip((p.pair_id for p in chunk),
-                                  self._train_chunk(chunk, moved, arrangement)))
+                                  self._train_chunk(chunk, moved, arrangement, kind)))
         return curves
 
-    def _train_chunk(self, chunk: list[Pair], moved: str, arrangement: str) -> list[Path]:
+    def _train_chunk(self, chunk: list[Pair], moved: str, arrangement: str,
+                     kind: str) -> list[Path]:
         a, b, fixed = zip(*(self.ends(p) for p in chunk))
         targets = torch.stack([self.target(p, p.a["text_id"]) for p in chunk])
         budget = self.budget
@@ -208,7 +231,8 @@ class _Walker:
                              budget.bezier_steps, budget.samples_per_step, budget.lr, budget.seed,
                              moved=moved, grid=budget.grid_points,
                              fixed=None if moved == "e+m" else torch.stack(fixed),
-                             check_every=budget.check_every, min_accuracy=self.hold_accuracy)
+                             check_every=budget.check_every, min_accuracy=self.hold_accuracy,
+                             kind=kind)
 
     def target(self, pair: Pair, text_id: str) -> torch.Tensor:
         """The first `length` token ids of a text: what the pair's solutions were fitted to."""

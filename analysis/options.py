@@ -46,6 +46,10 @@ def _radii(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 def _all_or_count(value: int) -> int | None:
     return None if value == 0 else value
 
@@ -74,6 +78,9 @@ OPTIONS = (
     Option("check-every", "connectivity", "check_every", _count,
            "check the whole grid every k curve steps, stopping a curve that holds "
            "(default 25; 0: never, train the whole budget)"),
+    Option("curves", "connectivity", "curves", _names,
+           "trained curve families: bezier (default, the paper's), chain (Garipov's polygonal "
+           "chain), or bezier,chain"),
     Option("directions", "neighbourhoods", "directions", _positive,
            "random directions per solution (default 4)"),
     Option("adversarial-steps", "neighbourhoods", "adversarial_steps", _count,
@@ -92,8 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -
     group = parser.add_argument_group("analysis budgets (recorded in the tables)")
     for option in OPTIONS:
         if option.flag not in skip:
-            metavar = "R1,R2,..." if option.parse is _radii else \
-                "X" if option.parse is _rate else "N"
+            metavar = {_radii: "R1,R2,...", _rate: "X", _names: "NAME,..."}.get(option.parse, "N")
             group.add_argument(f"--{option.flag}", type=option.parse, default=None,
                                dest=_dest(option), metavar=metavar, help=option.help)
 

@@ -4,6 +4,8 @@ A path maps t in [0, 1] to blending weights over its control points (Bernstein w
 Garipov et al.'s mode-connectivity curves): `LinearPath(a, b)` is the degree-1 case and
 `BezierPath(a, c, b)` the quadratic one, (1-t)^2 a + 2t(1-t) c + t^2 b. A quadratic curve whose
 control is the midpoint is the straight segment, so a trained curve starts exactly as a line.
+`ChainPath(a, bend, b)` is Garipov et al.'s other family, a polygonal chain with one bend at
+t = 0.5; `train_beziers(..., kind="chain")` trains it the same way.
 
 Path coordinates are whatever the caller moves: `join(e, m, moved)` gives them ([e; m] for
 "e+m", e alone for "e" with m held fixed, m alone for "m") and `split` turns path points back
@@ -93,6 +95,39 @@ class BezierPath(Path):
         return self.controls[1]
 
 
+class ChainPath(Path):
+    """The polygonal chain a -> bend -> b (Garipov et al.'s PolyChain with one bend at t = 0.5):
+    a second curve family beside the Bezier curve, straight on each half. A chain whose bend
+    is the midpoint is the straight segment, t for t."""
+
+    def __init__(self, a: torch.Tensor, bend: torch.Tensor, b: torch.Tensor):
+        super().__init__(a, bend, b)
+
+    def weights(self, t: torch.Tensor) -> torch.Tensor:
+        return chain_weights(torch.as_tensor(t, dtype=torch.float32))
+
+    @property
+    def control(self) -> torch.Tensor:
+        return self.controls[1]
+
+
+def chain_weights(t: torch.Tensor) -> torch.Tensor:
+    """Weights [T, 3] of (a, bend, b) on the one-bend chain at each t; rows sum to 1."""
+    first = (1 - 2 * t).clamp(min=0)
+    last = (2 * t - 1).clamp(min=0)
+    return torch.stack([first, 1 - first - last, last], dim=-1)
+
+
+CURVES = {"bezier": BezierPath, "chain": ChainPath}  # trainable curve families by name
+
+
+def _blend(kind: str):
+    """t [K] -> weights [K, 3] of (start, control, end) for a curve family."""
+    if kind not in CURVES:
+        raise ValueError(f"curve must be one of {', '.join(CURVES)}, not {kind!r}")
+    return chain_weights if kind == "chain" else (lambda t: bernstein(t, 2))
+
+
 def bernstein(t: torch.Tensor, degree: int) -> torch.Tensor:
     """Bernstein basis of `degree` at each t: [T, degree + 1]."""
     k = torch.arange(degree + 1, dtype=t.dtype, device=t.device)
@@ -167,8 +202,10 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
                   steps: int = 150, samples_per_step: int = 8, lr: float = 0.02, seed: int = 0,
                   *, moved: str = "e+m", fixed: torch.Tensor | None = None,
                   grid: int = 61, check_every: int = 0,
-                  min_accuracy: float = RECONSTRUCTED) -> list[BezierPath]:
+                  min_accuracy: float = RECONSTRUCTED, kind: str = "bezier") -> list[Path]:
     """Train P curves at once: a, b [P, D], targets [P, N], fixed [P, d] or None.
+
+    `kind` is the curve family: "bezier" (quadratic, the paper's) or "chain" (one bend).
 
     Each step samples `samples_per_step` t ~ U(0, 1) per curve and decodes all P x S points in
     ONE decoder call (the Garipov recipe, with several t per step to cut the gradient noise).
@@ -184,6 +221,7 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
     (`trained_steps` 0): stochastic t can overshoot, and a worse curve answers nothing.
     """
     _check_moved(moved)
+    blend = _blend(kind)
     if steps < 0 or samples_per_step < 1 or check_every < 0:
         raise ValueError(f"need steps >= 0, samples_per_step >= 1 and check_every >= 0, got "
                          f"{steps}, {samples_per_step} and {check_every}")
@@ -194,7 +232,8 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
     n_curves = len(a)
     straight = (a + b) / 2
     control = straight.clone().requires_grad_(True)
-    start_loss, start_acc = _grid_eval(decoder, a, straight, b, targets, moved, fixed, grid)
+    start_loss, start_acc = _grid_eval(decoder, a, straight, b, targets, moved, fixed, grid,
+                                       blend)
     held = (start_acc >= min_accuracy).cpu()
     used = torch.zeros(n_curves, dtype=torch.long)
     # Adam keeps moving a row on its momentum after its gradient stops, so a curve that
@@ -212,7 +251,7 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
         idx = active.nonzero().flatten().to(device)
         part = None if fixed is None else fixed[idx]
         loss = _sample_loss(decoder, a[idx], control[idx], b[idx], targets[idx], t[idx],
-                            moved, part)
+                            moved, part, blend)
         optimiser.zero_grad()
         loss.sum().backward()
         optimiser.step()
@@ -220,21 +259,21 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
         if check_every and (step % check_every == 0 or step == steps):
             idx_cpu = active.nonzero().flatten()
             _, acc = _grid_eval(decoder, a[idx], control.detach()[idx], b[idx], targets[idx],
-                                moved, part, grid)
+                                moved, part, grid, blend)
             now_held = acc.cpu() >= min_accuracy
             done = idx_cpu[now_held]
             held[done], active[done] = True, False
             stopped[done.to(device)] = control.detach()[done.to(device)]
     control = torch.where(active.to(device)[:, None] | ~held.to(device)[:, None],
                           control.detach(), stopped)
-    end_loss, end_acc = _grid_eval(decoder, a, control, b, targets, moved, fixed, grid)
+    end_loss, end_acc = _grid_eval(decoder, a, control, b, targets, moved, fixed, grid, blend)
     # Judged on the control point returned, so `held` always describes the curve as stored.
     held = end_acc.cpu() >= min_accuracy
     kept = (held.to(device) | (end_loss <= start_loss)).cpu()
     control = torch.where(kept.to(device)[:, None], control, straight)
     curves = []
     for i in range(n_curves):
-        curve = BezierPath(a[i], control[i], b[i])
+        curve = CURVES[kind](a[i], control[i], b[i])
         curve.steps_used = int(used[i])
         curve.trained_steps = int(used[i]) if bool(kept[i]) else 0
         curve.held = bool(held[i]) if bool(kept[i]) else bool(start_acc[i] >= min_accuracy)
@@ -242,9 +281,10 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
     return curves
 
 
-def _curve_points(a, control, b, t: torch.Tensor) -> torch.Tensor:
-    """Points [P, S, D] of P quadratic curves at t [P, S], differentiable in `control`."""
-    w = bernstein(t.reshape(-1), 2).reshape(*t.shape, 3)
+def _curve_points(a, control, b, t: torch.Tensor, blend=None) -> torch.Tensor:
+    """Points [P, S, D] of P curves at t [P, S] (quadratic Bezier unless `blend` says other
+    weights), differentiable in `control`."""
+    w = (blend or _blend("bezier"))(t.reshape(-1)).reshape(*t.shape, 3)
     return w[..., :1] * a[:, None] + w[..., 1:2] * control[:, None] + w[..., 2:] * b[:, None]
 
 
@@ -257,19 +297,19 @@ def _decode_many(decoder, points, targets, moved, fixed, grad: bool) -> torch.Te
     return out.total_loss.reshape(n_curves, n_samples)
 
 
-def _sample_loss(decoder, a, control, b, targets, t, moved, fixed) -> torch.Tensor:
-    points = _curve_points(a, control, b, t)
+def _sample_loss(decoder, a, control, b, targets, t, moved, fixed, blend=None) -> torch.Tensor:
+    points = _curve_points(a, control, b, t, blend)
     return _decode_many(decoder, points, targets, moved, fixed, grad=True).mean(1)
 
 
-def _grid_eval(decoder, a, control, b, targets, moved, fixed, grid: int,
+def _grid_eval(decoder, a, control, b, targets, moved, fixed, grid: int, blend=None,
                per_call: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean summed loss [P] and worst accuracy [P] over the evaluation grid of P curves."""
     t = even_grid(grid).to(a.device)
     losses, worst = [], []
     for i in range(0, len(a), per_call):
         j = slice(i, i + per_call)
-        points = _curve_points(a[j], control[j], b[j], t.expand(len(a[j]), -1))
+        points = _curve_points(a[j], control[j], b[j], t.expand(len(a[j]), -1), blend)
         n_curves, n_samples, width = points.shape
         part = None if fixed is None else fixed[j].repeat_interleave(n_samples, 0)
         e, m = split(points.reshape(-1, width), moved, part)

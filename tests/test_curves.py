@@ -132,3 +132,41 @@ def test_stored_curves_reproduce_their_rows(analysed):
         assert float(out.accuracy.min()) == pytest.approx(row["min_accuracy"])
     e_a, m_a = split(next(iter(curves.values())).start[None])
     assert e_a.shape[-1] == m_a.shape[-1] == e.shape[-1]
+
+
+def test_a_chain_is_straight_on_each_half_and_trains_like_a_curve(solved):
+    from protoscope.geometry.paths import ChainPath
+
+    a, bend, b = torch.zeros(4), torch.tensor([1.0, 2.0, 0.0, 0.0]), torch.ones(4)
+    chain = ChainPath(a, bend, b)
+    points = chain.points(torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    assert torch.allclose(points, torch.stack([a, (a + bend) / 2, bend, (bend + b) / 2, b]))
+    straight = ChainPath(a, (a + b) / 2, b)
+    t = torch.rand(7)
+    assert torch.allclose(straight.points(t), t[:, None] * b)  # midpoint bend: the segment
+    _, decoder, by_text, targets = solved
+    ends = torch.stack([by_text["t1"][0], by_text["t1"][0]]), \
+        torch.stack([by_text["t1"][0], by_text["t1"][2]])
+    same, trained = train_beziers(decoder, *ends, torch.stack([targets["t1"]] * 2), steps=5,
+                                  samples_per_step=2, grid=GRID, check_every=5, kind="chain")
+    assert isinstance(trained, ChainPath) and same.held and same.steps_used == 0
+    assert trained.steps_used == 5
+    with pytest.raises(ValueError, match="curve must be one of bezier, chain"):
+        train_beziers(decoder, *ends, torch.stack([targets["t1"]] * 2), steps=1, kind="spline")
+
+
+def test_both_curve_families_are_tabled_and_stored(analysed, tmp_path):
+    store, loaded = analysed
+    run = tmp_path / "run"
+    shutil.copytree(store.path, run)
+    copy = RunStore.open(run)
+    options = {"connectivity": {"grid": GRID, "bezier_steps": 4, "samples_per_step": 1,
+                                "check_every": 2, "cross_text_pairs": 0, "max_pairs": 1,
+                                "curves": ("bezier", "chain")}}
+    run_analyses(copy, only=["connectivity"], loaded=loaded, quiet=True, options=options)
+    pairs = copy.analysis("connectivity_pairs")
+    assert sorted(set(pairs["path"])) == ["bezier", "chain", "linear"]
+    chains = connectivity.load_curves(copy, "chain")
+    beziers = connectivity.load_curves(copy)
+    assert sorted(chains) == sorted(beziers) == sorted(pairs.loc[pairs["path"] == "chain",
+                                                                 "pair_id"])
