@@ -83,3 +83,5 @@ class FitCheckpoint:
     def clear(self, length: int) -> None:
         for suffix in (".safetensors", ".json"):
             self.path(length, suffix).unlink(missing_ok=True)
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()  # a finished run keeps no empty folder
