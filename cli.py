@@ -50,7 +50,7 @@ def _threads_option(p: argparse.ArgumentParser) -> None:
 def _fit_options(p: argparse.ArgumentParser, texts: bool = True) -> None:
     if texts:
         p.add_argument("--texts", default="builtin",
-                       help="builtin | random:COUNT | generated:CONTEXTS:PER_CONTEXT | FILE.txt | "
+                       help="builtin | windows:COUNT | random:COUNT | generated:CONTEXTS:PER_CONTEXT | FILE.txt | "
                             "FILE.jsonl; join several with '+'")
     p.add_argument("--seeds", type=int, default=2, help="solutions per text (default 2)")
     p.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
@@ -106,13 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--no-warm-start", action="store_true", help="start every length from a fresh init")
     _fit_options(cap)
 
-    exp = sub.add_parser("experiment", help="the paper's non-uniqueness protocol at a chosen scale")
-    exp.add_argument("name", help="uniqueness: C contexts x K generated continuations, one "
-                                  "solution each, --seeds solutions for the first of each context")
-    exp.add_argument("--contexts", type=int, default=5, help="contexts C (default 5, at most 10)")
-    exp.add_argument("--per-context", type=int, default=4, help="continuations K per context (default 4)")
-    exp.add_argument("--length", type=int, default=16, help="target prefix length N (default 16)")
-    _fit_options(exp, texts=False)
+    exp = sub.add_parser("experiment", help="replaced by `protoscope study uniqueness`")
+    exp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    _study_parsers(sub)
 
     ana = sub.add_parser("analyze", help="run the analyses on a run directory")
     ana.add_argument("run")
@@ -145,6 +142,52 @@ def build_parser() -> argparse.ArgumentParser:
     _threads_option(demo)
     demo.add_argument("--quiet", action="store_true")
     return parser
+
+
+def _study_parsers(sub) -> None:
+    """`protoscope study NAME`: the paper's protocols, each with its own sizes (studies.py)."""
+    study = sub.add_parser("study", help="the paper's protocols: fit, analyse, report in one command")
+    names = study.add_subparsers(dest="study", required=True, parser_class=_Parser)
+
+    def common(p, length: int | None, seeds: int) -> None:
+        p.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+        if length is not None:
+            p.add_argument("--length", type=int, default=length, help=f"tokens per text (default {length})")
+        p.add_argument("--seeds", type=int, default=seeds, help=f"solutions per text (default {seeds})")
+        _model_options(p)
+        p.add_argument("--max-steps", type=int, default=None, help="fitting budget per problem (default: the recipe's)")
+        p.add_argument("--group-patience", type=int, default=None, help="steps a share group may go without a better snapshot")
+        p.add_argument("--batch-size", type=int, default=None, help="problems per batch (default: by length)")
+        p.add_argument("--text-seed", type=int, default=0, help="seed for random and generated texts")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+        p.add_argument("--quiet", action="store_true", help="no progress")
+
+    conn = names.add_parser("connectivity", help="paths between a text's solutions, m shared by its seeds")
+    conn.add_argument("--texts", default="windows:3", help="text SPEC (default windows:3; the paper: 5 texts)")
+    common(conn, length=12, seeds=4)
+    conn.add_argument("--pairs", type=int, default=2, help="same-text pairs per text (default 2; 0: all, as the paper)")
+    conn.add_argument("--bezier-steps", type=int, default=300, help="curve training steps (default 300)")
+    conn.add_argument("--samples-per-step", type=int, default=4, help="t samples per curve step (default 4)")
+    conn.add_argument("--grid", type=int, default=21, help="grid points along each path (default 21; Garipov: 61)")
+    conn.add_argument("--cross-text-pairs", type=int, default=2, help="different-text straight paths (default 2)")
+
+    uniq = names.add_parser("uniqueness", help="C contexts x K continuations, one shared m")
+    uniq.add_argument("--contexts", type=int, default=4, help="contexts C (default 4, at most 10)")
+    uniq.add_argument("--per-context", type=int, default=3, help="continuations K per context (default 3)")
+    common(uniq, length=16, seeds=3)
+
+    prob = names.add_parser("probes", help="linear probes of e over many texts, m shared in groups")
+    prob.add_argument("--texts", default="generated:8:15+windows:40+random:40",
+                      help="text SPEC (default: 200 texts, generated:8:15+windows:40+random:40)")
+    prob.add_argument("--group-size", type=int, default=4, help="texts per shared m (default 4)")
+    common(prob, length=16, seeds=1)
+
+    cap = names.add_parser("capacity", help="the capacity search, m shared or not")
+    cap.add_argument("--texts", required=True, help="text SPEC")
+    cap.add_argument("--lengths", type=_ints, required=True, help="comma-separated length grid")
+    cap.add_argument("--share", default="none", help="none (default) | m")
+    cap.add_argument("--method", default="one-step", help="one-step (default) | mem | both")
+    common(cap, length=None, seeds=1)
 
 
 def _quiet_libraries() -> None:

@@ -44,21 +44,52 @@ def fit(args) -> int:
 
 
 def experiment(args) -> int:
-    if args.name != "uniqueness":
-        raise ProtoscopeError(f"unknown experiment {args.name!r}: allowed is uniqueness")
-    _check_positive(contexts=args.contexts, per_context=args.per_context, length=args.length,
-                    seeds=args.seeds, batch_size=args.batch_size)
-    args.texts = f"generated:{args.contexts}:{args.per_context}"
-    store = _fit_run(args, _config(args, lengths=(args.length,), protocol="first-of-context"))
-    from .analysis.run import run_analyses
-    from .geometry.runs import record_threads
+    raise ProtoscopeError("`experiment uniqueness` is now `protoscope study uniqueness --contexts C "
+                          "--per-context K --seeds S --length N --out RUN` (m shared, the paper's "
+                          "protocol)")
 
-    with _locked(args.out):
-        run_analyses(store, only=["uniqueness"], device=args.device, quiet=args.quiet)
-        record_threads(store, "analyze")
-    summary = store.analysis("uniqueness_summary")
-    print(summary.to_string(index=False))
+
+def study(args) -> int:
+    from . import studies
+
+    common = studies.Common(
+        out=args.out, model=args.model, device=args.device, dtype=args.dtype,
+        max_steps=args.max_steps, group_patience=args.group_patience, batch_size=args.batch_size,
+        text_seed=args.text_seed, overwrite=args.overwrite, quiet=args.quiet)
+    _check_positive(max_steps=args.max_steps, group_patience=args.group_patience,
+                    batch_size=args.batch_size)
+    _threads(args)
+    sizes = {"connectivity": lambda: dict(
+                 texts=args.texts, length=args.length, seeds=args.seeds, pairs=args.pairs or None,
+                 bezier_steps=args.bezier_steps, samples_per_step=args.samples_per_step,
+                 grid=args.grid, cross_text_pairs=args.cross_text_pairs),
+             "uniqueness": lambda: dict(contexts=args.contexts, per_context=args.per_context,
+                                        seeds=args.seeds, length=args.length),
+             "probes": lambda: dict(texts=args.texts, length=args.length, seeds=args.seeds,
+                                    group_size=args.group_size),
+             "capacity": lambda: dict(texts=args.texts, lengths=args.lengths, seeds=args.seeds,
+                                      share=args.share, method=args.method)}[args.study]()
+    result = studies.run(args.study, common, **sizes)
+    _print_study(result)
     return 0
+
+
+def _print_study(result) -> None:
+    import pandas as pd
+
+    protocol = result.store.manifest.get("protocol", {})
+    print(f"study {protocol.get('name')}: {result.store.path}")
+    for sentence in protocol.get("differs", []):
+        print(f"  differs from the paper: {sentence}")
+    if len(result.summary):
+        with pd.option_context("display.width", 160, "display.max_columns", 20):
+            print(result.summary.to_string(index=False))
+    findings = result.store.analysis("findings")
+    if findings is not None and len(findings):
+        print(findings.to_string(index=False))
+    print("seconds: " + ", ".join(f"{k.removeprefix('analysis:')} {v:.0f}"
+                                  for k, v in result.seconds.items() if v is not None))
+    print(f"report: {result.report}")
 
 
 def _fit_run(args, config):

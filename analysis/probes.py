@@ -119,8 +119,10 @@ def _out_of_fold(x, y, groups, kind: str, k: int, seed: int) -> np.ndarray:
         # Small folds of wide vectors: an unconverged or class-poor fold still predicts.
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", UserWarning)
-        return cross_val_predict(_estimator(kind, seed), x, target, groups=groups, cv=splitter,
-                                 method=method)
+        predicted = cross_val_predict(_estimator(kind, seed), x, target, groups=groups,
+                                      cv=splitter, method=method)
+    # one output column comes back flat
+    return predicted if kind == "classify" else predicted.reshape(y.shape)
 
 
 def _metric(metric: str, y: np.ndarray, predicted: np.ndarray) -> float:

@@ -162,6 +162,24 @@ def auc_test(closer: np.ndarray, farther: np.ndarray) -> tuple[float, float]:
     return float(u) / (len(closer) * len(farther)), float(p)
 
 
+def auc_interval(closer: np.ndarray, farther: np.ndarray, resamples: int = 1000,
+                 seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of auc_test's AUC, resampling each group of pairs with
+    replacement (pairs share solutions, so this is narrower than a bootstrap over texts)."""
+    closer, farther = np.asarray(closer, float), np.asarray(farther, float)
+    closer, farther = closer[~np.isnan(closer)], farther[~np.isnan(farther)]
+    if len(closer) == 0 or len(farther) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        a = rng.choice(closer, len(closer))
+        b = rng.choice(farther, len(farther))
+        # P(closer < farther) + half the ties, as in auc_test
+        values.append(((a[:, None] < b[None, :]).mean() + 0.5 * (a[:, None] == b[None, :]).mean()))
+    return float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
+
+
 def summarize(pairs: pd.DataFrame) -> pd.DataFrame:
     """Per vector and comparison: AUC and p-value of the cosine distances of the two groups."""
     out = []

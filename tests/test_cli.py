@@ -6,7 +6,7 @@ from protoscope.cli import build_parser, main
 from protoscope.geometry.models import tiny_model
 from protoscope.geometry.store import RunStore
 
-COMMANDS = ["fit", "capacity", "experiment", "analyze", "report", "compare", "demo"]
+COMMANDS = ["fit", "capacity", "study", "analyze", "report", "compare", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -62,20 +62,6 @@ def test_protocol_seeds_first_of_context():
     assert protocol_seeds(texts, 10) == {"a": 10, "b": 1, "c": 10, "d": 1, "e": 10}
 
 
-def test_experiment_uniqueness_builds_the_paper_protocol(model_folder, tmp_path, capsys):
-    out = tmp_path / "exp"
-    args = ["experiment", "uniqueness", "--model", str(model_folder), "--contexts", "2",
-            "--per-context", "2", "--seeds", "2", "--length", "4", "--max-steps", "30",
-            "--lr", "0.05", "--generate-tokens", "12", "--out", str(out), "--quiet"]
-    assert main(args) == 0
-    store = RunStore.open(out)
-    seeds = store.solutions().groupby("text_id")["seed"].count().to_dict()
-    assert seeds == {"gen-c00-k00": 2, "gen-c00-k01": 1, "gen-c01-k00": 2, "gen-c01-k01": 1}
-    kinds = set(store.analysis("uniqueness")["pair_kind"])
-    assert kinds == {"same_text", "same_context", "different_context"}
-    assert "same_context<different_context" in capsys.readouterr().out
-
-
 def test_threads_are_applied_and_kept_in_the_manifest(model_folder, tmp_path, capsys):
     texts = tmp_path / "t.txt"
     texts.write_text("the cat sat on the mat\n")
@@ -92,10 +78,11 @@ def test_threads_are_applied_and_kept_in_the_manifest(model_folder, tmp_path, ca
     assert RunStore.open(out).manifest["threads"] == {"fit": 1, "analyze": 1}
 
 
-@pytest.mark.parametrize("command", ["fit", "capacity", "experiment", "analyze", "demo"])
+@pytest.mark.parametrize("command", ["fit", "capacity", "study connectivity", "study uniqueness",
+                                     "study probes", "study capacity", "analyze", "demo"])
 def test_every_model_command_takes_threads(command, capsys):
     with pytest.raises(SystemExit):
-        build_parser().parse_args([command, "--help"])
+        build_parser().parse_args(command.split() + ["--help"])
     assert "--threads" in capsys.readouterr().out
 
 

@@ -176,3 +176,11 @@ def test_regression_folds_hold_out_whole_texts():
     x = centre[groups] + 0.1 * rng.normal(size=(len(groups), 40))
     r = score_probe(x, value[groups], groups, "regress", **FAST)
     assert r["verdict"] == "no evidence"
+
+
+def test_a_single_output_target_keeps_its_shape():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 6))
+    bag = (x[:, :1] > 0).astype(float)  # one label column
+    r = score_probe(x, bag, np.arange(40), "multilabel", **FAST)
+    assert r["classes"] == 1 and r["verdict"] == "evidence"

@@ -152,3 +152,18 @@ def test_analyze_on_the_tiny_run():
     t0_t1 = pairs[(pairs["text_a"] != pairs["text_b"]) & pairs["pair_kind"].eq("same_context")]
     assert t0_t1["tfidf_distance"].iloc[0] < 1.0
     assert LENGTH == 6
+
+
+def test_auc_interval_brackets_the_auc_and_follows_the_separation():
+    from protoscope.analysis.uniqueness import auc_interval, auc_test
+
+    rng = np.random.default_rng(0)
+    closer, farther = rng.normal(0.0, 1, 40), rng.normal(2.0, 1, 60)
+    auc, _ = auc_test(closer, farther)
+    low, high = auc_interval(closer, farther, resamples=300)
+    assert low <= auc <= high and low > 0.8
+    low, high = auc_interval(farther, closer, resamples=300)  # the other way round
+    assert high < 0.2
+    same = rng.normal(size=50)
+    low, high = auc_interval(same[:25], same[25:], resamples=300)
+    assert low < 0.5 < high

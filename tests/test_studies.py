@@ -1,0 +1,137 @@
+"""The studies end to end on a tiny model: each fits what its protocol needs (sharing as the
+paper does), runs its analyses, writes its report and records its protocol; bad options are
+one line and exit status 2."""
+
+import pytest
+
+from protoscope import studies
+from protoscope.cli import main
+from protoscope.geometry.models import tiny_model
+from protoscope.geometry.store import RunStore
+
+WORDS = ("the cat sat on the mat and then we all went to the city at night with the old dog "
+         "while the rain kept falling on the roofs of the small houses by the river")
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return tiny_model("llama", seed=0, initializer_range=0.3)
+
+
+def _common(tmp_path, loaded, name, **kw):
+    return studies.Common(out=str(tmp_path / name), model="tiny-llama", max_steps=80,
+                          quiet=True, loaded=loaded, generate_tokens=12, **kw)
+
+
+def _protocol_ok(store, name):
+    protocol = store.manifest["protocol"]
+    assert protocol["name"] == name
+    assert set(protocol) == {"name", "settings", "paper", "differs"}
+    assert protocol["settings"]["model"] == "tiny-llama"
+    assert protocol["settings"]["share_policy"] == "release"
+    # the model always differs from the paper's, and each difference is one sentence
+    assert any(s.startswith("model: tiny-llama here") for s in protocol["differs"])
+    assert all(s.endswith(".") and "\n" not in s for s in protocol["differs"])
+    assert (store.path / "report.html").is_file()
+    return protocol
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "texts.txt"
+    words = WORDS.split()
+    path.write_text("\n\n".join(" ".join(words[i:] + words[:i]) for i in range(0, 9, 3)))
+    return str(path)
+
+
+def test_connectivity_study_shares_m_by_a_texts_seeds_and_walks_e(tmp_path, loaded, text_file):
+    result = studies.connectivity(_common(tmp_path, loaded, "conn"), texts=text_file, length=4,
+                                  seeds=3, pairs=1, bezier_steps=4, samples_per_step=2, grid=5,
+                                  cross_text_pairs=1)
+    rows = result.store.solutions()
+    assert len(rows) == 9 and (rows["share"] == "m").all()
+    per_text = rows.groupby("text_id")["m_index"].nunique()
+    assert (per_text == 1).all() and rows["m_index"].nunique() == 3  # one m per text
+    pairs = result.store.analysis("connectivity_pairs")
+    same = pairs[pairs["same_text"].astype(bool)]
+    assert set(same["path"]) == {"linear", "bezier"} and (same["moved"] == "e").all()
+    protocol = _protocol_ok(result.store, "connectivity")
+    assert protocol["settings"]["pairs"] == 1 and protocol["paper"]["pairs"] == 45
+    assert any(s.startswith("solutions per text: 3 here, 10 in the paper") for s in protocol["differs"])
+    assert set(result.summary["path"]) == {"linear", "bezier"}
+    assert result.summary["held_share"].between(0, 1).all()
+
+
+def test_uniqueness_study_is_the_papers_seed_protocol_with_one_m(tmp_path, loaded):
+    result = studies.uniqueness(_common(tmp_path, loaded, "uniq"), contexts=2, per_context=2,
+                                seeds=2, length=4)
+    rows = result.store.solutions()
+    seeds = rows.groupby("text_id")["seed"].count().to_dict()
+    assert seeds == {"gen-c00-k00": 2, "gen-c00-k01": 1, "gen-c01-k00": 2, "gen-c01-k01": 1}
+    assert rows["m_index"].nunique() == 1  # every text and seed shares one m
+    pairs = result.store.analysis("uniqueness")
+    assert set(pairs["vector"]) == {"e"}
+    assert set(pairs["pair_kind"]) == {"same_text", "same_context", "different_context"}
+    _protocol_ok(result.store, "uniqueness")
+    summary = result.summary
+    assert {"auc", "low", "high"} <= set(summary.columns)
+    assert ((summary["low"] <= summary["auc"]) & (summary["auc"] <= summary["high"])).all()
+
+
+def test_probes_study_mixes_share_groups_and_probes_e(tmp_path, loaded):
+    result = studies.probes(_common(tmp_path, loaded, "probes", text_seed=3),
+                            texts="random:8+windows:8", length=4, seeds=1, group_size=4)
+    rows = result.store.solutions()
+    assert len(rows) == 16 and rows["m_index"].nunique() == 4
+    # groups are drawn at random: no group holds only one source's texts
+    texts = {t.text_id: t.source for t in result.store.texts()}
+    sources = rows.assign(source=rows["text_id"].map(texts)).groupby("share_group")["source"]
+    assert (sources.nunique() > 1).any()
+    table = result.store.analysis("probes")
+    assert len(table) and set(table["vector"]) == {"e"}  # m is shared: not probed
+    assert set(table["verdict"]) <= {"evidence", "no evidence"}
+    _protocol_ok(result.store, "probes")
+
+
+def test_capacity_study_with_m_shared(tmp_path, loaded, text_file):
+    result = studies.capacity(_common(tmp_path, loaded, "cap"), texts=text_file,
+                              lengths=(2, 4), seeds=1, share="m")
+    table = result.store.analysis("capacity")
+    assert set(table["length"]) <= {2, 4} and len(table)
+    assert (result.store.solutions()["share"] == "m").all()
+    protocol = _protocol_ok(result.store, "capacity")
+    assert protocol["settings"]["share"].startswith("m shared")
+    assert "capacity" in result.summary.columns
+
+
+def test_a_study_run_again_resumes_without_refitting(tmp_path, loaded):
+    common = _common(tmp_path, loaded, "again")
+    first = studies.probes(common, texts="random:8", length=3, seeds=1, group_size=2)
+    before = first.store.solutions()
+    again = studies.probes(common, texts="random:8", length=3, seeds=1, group_size=2)
+    assert again.store.solutions().equals(before)
+
+
+def test_differences_name_each_setting_once():
+    out = studies.differences({"model": "a", "seeds": 10, "length": 16},
+                              {"model": "b", "seeds": 10, "length": None})
+    assert out == ["model: a here, b in the paper.",
+                   "tokens per text: 16 here; the paper does not state it."]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["study", "connectivity", "--seeds", "1"], "--seeds must be at least 2"),
+    (["study", "connectivity", "--grid", "0"], "--grid must be at least 1"),
+    (["study", "probes", "--group-size", "0"], "--group-size must be at least 1"),
+    (["study", "uniqueness", "--contexts", "0"], "--contexts must be at least 1"),
+    (["study", "capacity", "--texts", "random:2", "--lengths", "4,2"], "--lengths must be increasing"),
+    (["study", "capacity", "--texts", "random:2", "--lengths", "4", "--share", "e"], "--share must be none or m"),
+    (["study", "probes", "--max-steps", "0"], "--max-steps must be at least 1"),
+    (["study", "nothing"], "invalid choice"),
+    (["experiment", "uniqueness", "--contexts", "2"], "protoscope study uniqueness"),
+])
+def test_bad_study_options_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    assert main(argv + (["--out", str(tmp_path / "r")] if argv[0] == "study" and argv[1] != "nothing" else [])) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "r" / "manifest.json").exists()
