@@ -222,6 +222,13 @@ class Fitter:
             saved = self.checkpoint.load(length) if self.checkpoint else None
             if saved:
                 batch.restore(*saved)
+                # Problems the checkpointed fit did not hold (a caller that asks for more than
+                # it did then) wait behind its queue instead of being dropped.
+                known = {(p.text_id, p.seed) for p in batch.problems}
+                known |= {(p.text_id, p.seed) for _, members in batch.queue for p in members}
+                extra = [p for _, members in by_length[length] for p in members
+                         if (p.text_id, p.seed) not in known]
+                batch.queue += list(make_groups(extra, self.share).items())
             for group in batch.run():
                 done.append(group)
                 if on_group:

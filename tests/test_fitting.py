@@ -186,3 +186,37 @@ def test_the_length_curriculum_counts_every_step(fit_llama):
     (s, *_) = group.solutions
     out = Decoder(fit_llama, "bos e m*")(group.e[s.e_row], group.m[s.m_row], torch.tensor([s.problem.targets]))
     assert float(out.accuracy[0]) == s.accuracy
+
+
+def test_a_checkpoint_resumes_in_process_and_keeps_problems_it_did_not_hold(fit_llama, tmp_path):
+    from protoscope.geometry.checkpoints import FitCheckpoint
+
+    class Kill(Exception):
+        pass
+
+    recipe = resolve_recipe("default", lr=0.05, max_steps=60, patience=10, group_patience=20)
+    decoder = Decoder(fit_llama, "bos e m*")
+    first = _problems(fit_llama, texts=2, seeds=2, n=6, group=0)
+    later = [Problem("late", 0, first[0].targets[::-1], group=1)]
+    whole = Fitter(decoder, recipe, share="m", batch_size=4).fit(first)
+    calls = []
+
+    def kill_at_step_25(groups):
+        calls.append(1)
+        if len(calls) == 25:
+            raise Kill
+
+    checkpoint = lambda: FitCheckpoint(tmp_path, {"test": 1}, every_steps=10)  # noqa: E731
+    with pytest.raises(Kill):
+        Fitter(decoder, recipe, share="m", batch_size=4, checkpoint=checkpoint(),
+               on_groups=kill_at_step_25).fit(first)
+    assert list(tmp_path.glob("fit-N6-*.safetensors"))
+    resumed = Fitter(decoder, recipe, share="m", batch_size=4, checkpoint=checkpoint()).fit(first + later)
+    by_key = {g.key: g for g in resumed}
+    assert set(by_key) == {g.key for g in whole} | {(1, 6)}, "the later problem is fitted too"
+    for g in whole:
+        r = by_key[g.key]
+        assert torch.equal(g.e, r.e) and torch.equal(g.m, r.m)
+        assert [(s.steps, s.restarts, s.status) for s in g.solutions] == \
+               [(s.steps, s.restarts, s.status) for s in r.solutions]
+    assert not list(tmp_path.glob("fit-*"))
