@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--quiet", action="store_true")
     analysis_options.add_arguments(ana)
 
-    rep = sub.add_parser("report", help="write RUN/report.html")
+    rep = sub.add_parser("report", help="write RUN/report.html (or a sweep directory's DIR/report.html)")
     rep.add_argument("run")
     rep.add_argument("--static", default=None, help="also export every figure: png | svg | pdf")
 

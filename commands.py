@@ -178,7 +178,11 @@ def print_findings(store) -> None:
 
 def report(args) -> int:
     from .reports.report import build_report
+    from .reports.sweep_report import build_sweep_report, is_sweep
 
+    if is_sweep(args.run):  # a sweep directory: its own page, linking every job's report
+        print(f"report: {build_sweep_report(args.run)}")
+        return 0
     path = build_report(args.run, static=args.static)
     print(f"report: {path}")
     return 0

@@ -130,3 +130,27 @@ def test_another_plan_in_the_same_directory_is_refused(local_sweep, tmp_path, mo
     file = sweep_file(tmp_path, [model_folder], SWEEP.replace("lengths = [4]", "lengths = [5]"))
     assert cli.main(["sweep", file, "--out", str(out)]) == 2
     assert "holds another sweep" in capsys.readouterr().err
+
+
+def test_the_sweep_report_tables_capacity_and_links_every_job(local_sweep, capsys):
+    from protoscope.reports.sweep_report import capacity_table
+
+    out, state, _ = local_sweep
+    assert cli.main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    table = capacity_table(pd.read_parquet(out / "results.parquet"))
+    assert len(table) == 4 and set(table["texts"]) == {2}  # 1 model x 2 sources x 2 shares
+    assert set(table["source"]) == {"builtin", "random"}
+    for job in state["jobs"]:
+        assert f'href="{job["run"]}/report.html"' in page
+        assert (out / job["run"] / "report.html").exists()
+    assert "builtin (share none)" in page and "random (share m)" in page
+
+
+def test_the_example_sweep_file_plans_two_models_x_three_sources_x_two_shares():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "docs" / "sweep-capacity.toml"
+    jobs = plan_sweep(read_sweep_file(example), check_models=False)
+    assert len(jobs) == 12 and {j["model"] for j in jobs} == {"smollm2-135m", "gemma3-270m"}
+    assert all(j["config"]["kind"] == "capacity" for j in jobs)

@@ -1,0 +1,112 @@
+"""What did a whole sweep find? The sweep's page: DIR/report.html for `protoscope report DIR`.
+
+Reads DIR/sweep.json and DIR/results.parquet (never runs a model): the paper's capacity table
+(models x text sources, m shared and not: the longest prefix reconstructed per text, best of
+its seeds, averaged over the texts of a source), steps and seconds per model, and every job with
+its status and a link to its own report (built here when the job has solutions).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..geometry.errors import ProtoscopeError
+from ..geometry.tables import capacity_of, reconstructed
+from .figures import esc
+from .page import Html, Section, html_table, meta_list, paragraph, render_page, write_page
+
+
+def is_sweep(folder: Path | str) -> bool:
+    return (Path(folder) / "sweep.json").is_file()
+
+
+def capacity_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean capacity (tokens) per model x source x share, over the texts; `texts` counts them."""
+    if results.empty:
+        return pd.DataFrame(columns=["model", "source", "share", "capacity", "texts"])
+    per_text = capacity_of(results, ["model", "source", "share", "text_id"])
+    return (per_text.groupby(["model", "source", "share"], sort=False)["capacity"]
+            .agg(capacity="mean", texts="size").reset_index())
+
+
+def per_model(results: pd.DataFrame) -> pd.DataFrame:
+    """Solutions, share exact, median steps and seconds per model and length."""
+    if results.empty:
+        return pd.DataFrame()
+    grouped = results.assign(exact=reconstructed(results["accuracy"])).groupby(
+        ["model", "length"], sort=False)
+    return grouped.agg(solutions=("accuracy", "size"), exact=("exact", "mean"),
+                       median_steps=("steps", "median"), median_seconds=("seconds", "median"),
+                       mean_accuracy=("accuracy", "mean")).reset_index()
+
+
+def build_sweep_report(folder: Path | str, job_reports: bool = True) -> Path:
+    """Write DIR/report.html (and each job's own report unless `job_reports` is False)."""
+    folder = Path(folder)
+    try:
+        state = json.loads((folder / "sweep.json").read_text())
+    except (OSError, ValueError):
+        raise ProtoscopeError(f"{folder / 'sweep.json'} is unreadable") from None
+    path = folder / "results.parquet"
+    results = pd.read_parquet(path) if path.exists() else pd.DataFrame()
+    jobs = pd.DataFrame(state.get("jobs", []))
+    links = []
+    for job in state.get("jobs", []):
+        links.append(_job_report(folder, job) if job_reports else None)
+    table = capacity_table(results)
+    wide = (table.pivot_table(index="model", columns=["source", "share"], values="capacity",
+                              sort=False) if not table.empty else None)
+    if wide is not None:
+        wide.columns = [f"{source} (share {share})" for source, share in wide.columns]
+        wide = wide.reset_index()
+    sections = [
+        Section("capacity", "Capacity: models x text sources, m shared and not", [
+            paragraph("Longest prefix length (tokens) reconstructed exactly, best of the seeds, "
+                      "averaged over the texts of each source; only the lengths the sweep tried "
+                      "count."),
+            html_table(wide, empty="No solutions yet."),
+            html_table(table, empty="No solutions yet."),
+        ]),
+        Section("models", "Steps and seconds per model", [
+            html_table(per_model(results), empty="No solutions yet.")]),
+        Section("jobs", "Jobs", [_jobs_table(jobs, links)]),
+    ]
+    counts = jobs["status"].value_counts().to_dict() if "status" in jobs else {}
+    header = meta_list({"sweep file": state.get("file") or "", "created": state.get("created", ""),
+                        "updated": state.get("updated", ""), "jobs": len(jobs),
+                        "status": ", ".join(f"{v} {k}" for k, v in counts.items()),
+                        "solutions": len(results)})
+    page = render_page(f"protoscope sweep: {folder.resolve().name}", sections, header)
+    return write_page(folder / "report.html", page)
+
+
+def _job_report(folder: Path, job: dict) -> str | None:
+    from .report import build_report
+
+    run = folder / job["run"]
+    if not (run / "solutions.parquet").exists():
+        return None
+    try:
+        build_report(run)
+    except ProtoscopeError:
+        return None
+    return f"{job['run']}/report.html"
+
+
+def _jobs_table(jobs: pd.DataFrame, links: list[str | None]) -> Html:
+    if jobs.empty:
+        return paragraph("No jobs.", "no-data")
+    rows = []
+    for (_, job), link in zip(jobs.iterrows(), links):
+        name = (f'<a href="{esc(link)}">{esc(job["id"])}</a>' if link else esc(job["id"]))
+        cells = [name] + [esc(job.get(c, "")) for c in ("model", "texts", "share", "status")]
+        cells += [esc(job.get("solutions", "")), esc(job.get("seconds", "")),
+                  esc(job.get("worker", "")), esc(job.get("error") or "")]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("job (its report)", "model", "texts", "share",
+                                             "status", "solutions", "seconds", "worker", "error"))
+    return Html(f'<div class="table-wrap"><table class="sortable"><thead><tr>{head}</tr></thead>'
+                f'<tbody>{"".join(rows)}</tbody></table></div>')
