@@ -27,8 +27,9 @@ default recipe's policy):
 - the group's kept vectors are its best snapshot by (number of exact members, mean accuracy,
   loss), all members at the same step, so the kept shared vector reconstructs every member
   counted exact;
-- the group stops when every member is exact at once (`converged`), when its best snapshot has
-  not improved for `recipe.group_patience` steps while at least one member is exact (the
+- the group stops when every member is exact at once (`converged`), when its best has gained
+  neither an exact member nor mean accuracy for `recipe.group_patience` steps (a loss that
+  keeps creeping down is no progress) while at least one member is exact (the
   members exact in it are kept as `converged`, the others are marked `stalled`), or at the
   budget (exact members `converged`, the others `budget`).
 Under `wait` (the paper recipe's) the group runs until all members are exact or its budget is
@@ -536,12 +537,17 @@ class _Batch:
         g_acc = torch.zeros(n_groups, device=acc.device).index_add_(0, p["group"], acc) / count
         g_loss = torch.zeros(n_groups, device=acc.device).index_add_(0, p["group"], loss)
         better = (g_acc > self.g_acc) | ((g_acc == self.g_acc) & (g_loss < self.g_loss))
+        progress = g_acc > self.g_acc
         if self.release:  # more exact members first: those are the solutions a release keeps
             exact = (acc >= self.r.stop_accuracy).float()
             g_exact = torch.zeros(n_groups, device=acc.device).index_add_(0, p["group"], exact)
             better = (g_exact > self.g_exact) | ((g_exact == self.g_exact) & better)
-        better = (better & torch.isfinite(g_loss)) | force
-        self.g_since = torch.where(better, 0, self.g_since + 1)
+            progress = (g_exact > self.g_exact) | ((g_exact == self.g_exact) & progress)
+        finite = torch.isfinite(g_loss)
+        # The release clock counts steps without more exact members or a higher mean accuracy:
+        # a loss that keeps creeping down (exact members keep training) is no progress.
+        self.g_since = torch.where((progress & finite) | force, 0, self.g_since + 1)
+        better = (better & finite) | force
         if not bool(better.any()):
             return
         if self.release:

@@ -41,7 +41,8 @@ class Recipe:
     max_restarts: int = 8
     # How a share group treats a member that stays short while the others are exact (fitting.py,
     # "Share groups"): release: exact members never restart and the group stops, keeping them,
-    # once its best has not improved for group_patience steps; wait: it runs until all are exact.
+    # once its best gains neither an exact member nor mean accuracy for group_patience steps;
+    # wait: it runs until all are exact.
     share_policy: str = "release"
     group_patience: int = 400
     # Length curriculum: fit the first N/4, then N/2, then all N tokens, each stage warm-started
