@@ -32,8 +32,8 @@ _SOLUTION_COLUMNS = ["solution_id", "text_id", "seed", "length", "arrangement", 
                      "method", "recipe", "accuracy", "c_tokens", "loss", "steps", "restarts",
                      "seconds", "status", "failure"]
 _PAIR_COLUMNS = read("connectivity_pairs", "pair_id", "path", "text_a", "text_b", "solution_a",
-                     "solution_b", "same_text", "moved", "min_accuracy", "barrier",
-                     "length_ratio", "worst_t", "worst_text")
+                     "solution_b", "same_text", "moved", "held", "status", "steps_used",
+                     "min_accuracy", "barrier", "length_ratio", "worst_t", "worst_text")
 
 
 def open_run(run_dir: Path | str) -> RunStore:

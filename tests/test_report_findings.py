@@ -80,3 +80,9 @@ def test_the_real_tiny_runs_report(tmp_path):
     assert (store.solutions()["accuracy"] == 1.0).all()
     assert "All 9 solutions reconstruct their text exactly." in body
     assert "<dl class=\"meta\"><dt>protocol" not in body  # no study wrote this run
+
+
+def test_the_pairs_table_says_which_paths_held(synthetic):
+    body = _body(build_report(synthetic))
+    pairs = body[body.index('<section id="connectivity">'):]
+    assert "<th>held</th><th>status</th><th>steps_used</th>" in pairs
