@@ -18,7 +18,7 @@ DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "tables.md"
 def _documented_columns() -> dict[str, list[str]]:
     """Per bullet `name.parquet` of the doc's analysis tables: the backticked names outside
     parentheses (inside them are values and notes). Other files (curves.safetensors) skipped."""
-    section = DOC.read_text(encoding="utf-8").split("## Analysis tables", 1)[1]
+    section = DOC.read_text(encoding="utf-8").split("## Analysis tables", 1)[1].split("\n## ", 1)[0]
     out = {}
     for bullet in re.split(r"\n- ", section)[1:]:
         head, _, body = bullet.partition(":")
