@@ -13,6 +13,7 @@ refitting anything already stored.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import pathlib
 import platform
@@ -31,7 +32,7 @@ from .frozen import check_frozen_m, load_frozen_m, m_sha256
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .recipes import Recipe
 from .store import RunStore
-from .texts import Text, load_texts, parse_text_spec, read_text_file
+from .texts import Text, load_texts, parse_text_spec, read_text_file, token_nll
 
 DEFAULT_ARRANGEMENT = "bos e m*"
 """Measured on the default model (README, arrangement table): plain `e m*` stalls at position 0."""
@@ -148,7 +149,10 @@ def prepare_run(out, config: RunConfig, device: str = "cpu", overwrite: bool = F
 def load_text_mix(config: RunConfig, loaded: LoadedModel,
                   on_texts: Callable[[str, int, int], None] | None = None) -> list[Text]:
     """Texts of a SPEC, or of several joined by '+' (e.g. `builtin:3+generated:1:2+random:1`);
-    `builtin:K` takes the first K built-in paragraphs."""
+    `builtin:K` takes the first K built-in paragraphs. The mix is scored in one pass, and only
+    up to the longest length the run fits: nothing reads H_LM further, and scoring whole texts
+    was most of the minutes a 10,000-line file spent before its first optimiser step
+    (bench/prepare_texts.py)."""
     texts: list[Text] = []
     for part in config.texts.split("+"):
         head, _, count = part.strip().partition(":")
@@ -158,11 +162,14 @@ def load_text_mix(config: RunConfig, loaded: LoadedModel,
                 raise ProtoscopeError(f"text spec {part!r}: COUNT must be a positive integer")
             part, take = "builtin", int(count)
         texts += load_texts(part, loaded, seed=config.text_seed, random_words=config.random_words,
-                            generate_tokens=config.generate_tokens, progress=on_texts)[:take]
+                            generate_tokens=config.generate_tokens, progress=on_texts,
+                            with_nll=False)[:take]
     ids = [t.text_id for t in texts]
     if len(set(ids)) != len(ids):
         raise ProtoscopeError(f"text spec {config.texts!r} names some texts twice")
-    return texts
+    nlls = token_nll(loaded, [t.token_ids for t in texts], progress=on_texts,
+                     max_tokens=max(config.lengths))
+    return [dataclasses.replace(t, token_nll=n) for t, n in zip(texts, nlls)]
 
 
 def check_text_spec(spec: str) -> None:

@@ -15,7 +15,8 @@ itself. `token_nll` scores the text with the model's text-start token
 t_1 also gets a conditional probability. A model without one has no unconditional distribution
 to ask, so t_1 gets log(vocab_size), the NLL of a uniform guess, and t_2.. are scored from the
 text itself. Only the first n_ctx - 1 tokens of a text longer than the model's context are
-scored, so `token_nll` may be shorter than `token_ids`.
+scored, and a run scores only the longest prefix it fits (`score_tokens`), so `token_nll` may
+be shorter than `token_ids`.
 
 Generated texts: the context is the first 32 tokens of a built-in paragraph (after BOS when
 the model has one); the continuation alone is the text. Sampling is plain ancestral sampling at
@@ -260,19 +261,23 @@ def _sample(loaded, context: list[int], count: int, n_tokens: int, seed: int,
 # ---------------------------------------------------------------- NLL
 
 
-def token_nll(loaded, token_ids, batch: int | None = None, progress=None):
+def token_nll(loaded, token_ids, batch: int | None = None, progress=None,
+              max_tokens: int | None = None):
     """-log P(t_i | BOS, t_<i) in nats, per token, under the model run normally.
 
     `token_ids` is one sequence of ids (returns a 1-D float64 array) or a list of sequences
     (returns a list of arrays). Texts are sorted by length and right-padded into batches of at
     most `batch` texts whose logits fit LOGITS_BUDGET_BYTES. Only the first n_ctx - 1 tokens
     of a text longer than the model's context are scored (BOS takes one position).
-    `progress("scored", done, total)`, when given, is called after each batch.
+    `progress("scored", done, total)`, when given, is called after each batch. `max_tokens`
+    scores only each text's first tokens (a run that fits prefixes of at most that length needs
+    no more for H_LM, and scoring is most of a large file's preparation time).
     """
     if isinstance(token_ids, (torch.Tensor, np.ndarray)):
         token_ids = token_ids.tolist()
     single = len(token_ids) > 0 and isinstance(token_ids[0], (int, np.integer))
     seqs = [list(token_ids)] if single else [list(s) for s in token_ids]
+    seqs = [s[:max_tokens] for s in seqs] if max_tokens is not None else seqs
     results: list[np.ndarray | None] = [None] * len(seqs)
     scored = 0
     for group in _batches(loaded, seqs, batch):
@@ -417,10 +422,12 @@ def _to_texts(loaded, records: Sequence[tuple[str, str | None, str]], source: st
 
 
 def load_texts(spec: str, loaded, seed: int = 0, random_words: int = 400,
-               generate_tokens: int = 128, with_nll: bool = True, progress=None) -> list[Text]:
+               generate_tokens: int = 128, with_nll: bool = True, progress=None,
+               score_tokens: int | None = None) -> list[Text]:
     """The texts a SPEC names, tokenised for `loaded`, with per-token NLL unless with_nll=False.
 
-    `progress(stage, done, total)`, when given, is called as texts are "tokenised" and "scored".
+    `progress(stage, done, total)`, when given, is called as texts are "tokenised" and "scored";
+    `score_tokens` limits the NLL to each text's first tokens (None: the whole text).
     """
     source, params = parse_text_spec(spec)
     if source == "builtin":
@@ -438,6 +445,7 @@ def load_texts(spec: str, loaded, seed: int = 0, random_words: int = 400,
         texts = _to_texts(loaded, read_text_file(params["path"]), "file", progress)
     _check_unique([t.text_id for t in texts], f"text spec {spec!r}")
     if with_nll:
-        nlls = token_nll(loaded, [t.token_ids for t in texts], progress=progress)
+        nlls = token_nll(loaded, [t.token_ids for t in texts], progress=progress,
+                         max_tokens=score_tokens)
         texts = [dataclasses.replace(t, token_nll=n) for t, n in zip(texts, nlls)]
     return texts

@@ -93,3 +93,16 @@ def test_threads_below_one_get_one_line(model_folder, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip() == "protoscope: error: --threads must be at least 1, got 0"
     assert not (tmp_path / "run").exists()
+
+
+def test_preparing_texts_shows_progress_on_stderr(model_folder, tmp_path, capfd):
+    texts = tmp_path / "t.jsonl"
+    texts.write_text("".join(f'{{"id": "t{i}", "text": "the cat {i} sat on the mat"}}\n'
+                             for i in range(30)))
+    args = ["fit", "--model", str(model_folder), "--texts", str(texts), "--length", "2",
+            "--seeds", "1", "--out", str(tmp_path / "run"), "--max-steps", "1"]
+    assert main(args) == 0
+    err = capfd.readouterr().err
+    assert "texts tokenised" in err and "30/30" in err
+    assert "texts scored" in err
+    assert err.index("texts scored") < err.index("fit:")

@@ -105,3 +105,27 @@ def test_the_demo_does_not_import_the_command_layer():
     code = ("import sys, protoscope.demo; "
             "sys.exit('protoscope.commands' in sys.modules or 'protoscope.cli' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_texts_are_scored_only_up_to_the_longest_fitted_prefix(config, fit_llama, tmp_path):
+    from protoscope.geometry.runs import prepare_run
+    from protoscope.geometry.texts import token_nll
+
+    calls = Calls()
+    _, _, texts = prepare_run(tmp_path / "run", config, loaded=fit_llama, on_texts=calls.kwargs()["on_texts"])
+    assert [len(t.token_nll) for t in texts] == [3, 3, 3] and all(t.n_tokens > 3 for t in texts)
+    whole = token_nll(fit_llama, [t.token_ids for t in texts])
+    for text, full in zip(texts, whole):
+        assert len(full) == text.n_tokens
+        assert text.h_lm(3) == pytest.approx(float(full[:3].sum()), rel=1e-5)
+    assert [c for c in calls.texts if c[0] == "scored"][-1] == ("scored", 3, 3)
+
+
+def test_a_mix_scores_only_the_texts_it_keeps(fit_llama, tmp_path):
+    from protoscope.geometry.runs import load_text_mix
+
+    calls = Calls()
+    texts = load_text_mix(RunConfig(texts="builtin:2", lengths=(4,)), fit_llama,
+                          on_texts=calls.kwargs()["on_texts"])
+    assert len(texts) == 2 and [len(t.token_nll) for t in texts] == [4, 4]
+    assert [c for c in calls.texts if c[0] == "scored"] == [("scored", 2, 2)]
