@@ -62,7 +62,10 @@ def _fit_options(p: argparse.ArgumentParser, texts: bool = True) -> None:
     for name, kind in (("max-steps", int), ("lr", float), ("patience", int), ("max-restarts", int),
                        ("init-scale", float), ("weight-decay", float), ("stop-accuracy", float)):
         p.add_argument(f"--{name}", type=kind, default=None, help=f"override the recipe's {name.replace('-', '_')}")
-    p.add_argument("--init", default=None, help="normal | embedding: override the recipe's init")
+    p.add_argument("--init", default=None,
+                   help="normal | embedding: override the recipe's init; encoder (the one shipped "
+                        "for the model) | encoder:ENC (one trained with `encoder train`): start "
+                        "each problem from the encoder's prediction (restarts use the recipe's init)")
     p.add_argument("--optimizer", default=None, help="adam | adamw: override the recipe's optimizer")
     p.add_argument("--schedule", default=None, help="constant | cosine: override the recipe's schedule")
     p.add_argument("--share-policy", default=None,
@@ -110,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     _study_parsers(sub)
+
+    enc = sub.add_parser("encoder", help="learn text -> proto-tokens from a run's solutions")
+    enc.add_argument("action", choices=["train"], help="train: fit an encoder on RUN's solutions")
+    enc.add_argument("run", help="run directory whose converged solutions are the training data")
+    enc.add_argument("--out", required=True, help="ENC: writes ENC.safetensors and ENC.json")
+    enc.add_argument("--kind", default="ridge", help="nearest | ridge (default) | mlp")
+    enc.add_argument("--seed", type=int, default=0, help="seed of the MLP's initialisation")
+    enc.add_argument("--device", default="cpu")
+    _threads_option(enc)
 
     ana = sub.add_parser("analyze", help="run the analyses on a run directory")
     ana.add_argument("run")

@@ -9,13 +9,21 @@ from .geometry.errors import ProtoscopeError
 from .progress import Progress
 
 
+def _init(args) -> tuple[str | None, str]:
+    """--init splits in two: the recipe's init (normal | embedding) or an encoder start."""
+    init = getattr(args, "init", None)
+    if init and init.partition(":")[0] == "encoder":
+        return None, init
+    return init, ""
+
+
 def _recipe(args):
     from .geometry.recipes import resolve_recipe
 
     return resolve_recipe(
         args.recipe, max_steps=args.max_steps, lr=args.lr, patience=args.patience,
         max_restarts=args.max_restarts, init_scale=args.init_scale, weight_decay=args.weight_decay,
-        stop_accuracy=args.stop_accuracy, init=args.init, optimizer=args.optimizer,
+        stop_accuracy=args.stop_accuracy, init=_init(args)[0], optimizer=args.optimizer,
         schedule=args.schedule, share_policy=args.share_policy,
         group_patience=args.group_patience, curriculum=getattr(args, "curriculum", None))
 
@@ -27,7 +35,8 @@ def _config(args, **fields):
                      arrangement=args.arrangement or DEFAULT_ARRANGEMENT, share=args.share,
                      group_size=args.group_size, recipe=_recipe(args), text_seed=args.text_seed,
                      generate_tokens=args.generate_tokens,
-                     dtype=args.dtype, m_from=getattr(args, "m_from", None) or "", **fields)
+                     dtype=args.dtype, m_from=getattr(args, "m_from", None) or "",
+                     start=_init(args)[1], **fields)
 
 
 def _check_positive(**values) -> None:
@@ -39,6 +48,11 @@ def _check_positive(**values) -> None:
 def fit(args) -> int:
     _check_positive(length=args.length, seeds=args.seeds, batch_size=args.batch_size,
                     checkpoint_steps=args.checkpoint_steps)
+    start = _init(args)[1]
+    if start.partition(":")[2]:  # a missing or damaged encoder fails before the model loads
+        from .geometry.encoder import load_encoder
+
+        load_encoder(start.partition(":")[2])
     _fit_run(args, _config(args, lengths=(args.length,)))
     return 0
 
@@ -107,6 +121,25 @@ def _fit_run(args, config):
         bar.close()
     _print_fit_summary(store.solutions(), args.out)
     return store
+
+
+def encoder(args) -> int:
+    from .geometry.encoder import KINDS, train_encoder
+    from .geometry.models import load_model
+    from .geometry.store import RunStore
+
+    if args.kind not in KINDS:
+        raise ProtoscopeError(f"--kind must be one of {', '.join(KINDS)}, got {args.kind!r}")
+    store = RunStore.open(args.run)
+    _threads(args)
+    model = store.manifest.get("config", {}).get("model") or store.manifest.get("model", {}).get("name")
+    loaded = load_model(model, device=args.device, dtype=store.manifest.get("dtype", "float32"))
+    enc = train_encoder(store, loaded, kind=args.kind, seed=args.seed)
+    path = enc.save(args.out)
+    t = enc.meta["trained_on"]
+    print(f"{args.kind} encoder from {t['solutions']} solutions of {t['texts']} texts in "
+          f"{args.run} ({loaded.info.name}): {path}")
+    return 0
 
 
 def capacity(args) -> int:

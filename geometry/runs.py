@@ -63,6 +63,7 @@ class RunConfig:
     methods: tuple[str, ...] = ("one-step",)
     protocol: str = "all"  # all: `seeds` per text; first-of-context: see protocol_seeds
     m_from: str = ""  # a run or .safetensors file whose m stays frozen (frozen.py); "": fit m
+    start: str = ""  # "": the recipe's init; "encoder" or "encoder:PATH": an encoder's prediction
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -74,12 +75,18 @@ class RunConfig:
         if self.group_size < 0:
             raise ProtoscopeError(f"--group-size must be >= 0, got {self.group_size}")
         parse_arrangement(self.arrangement)
+        if self.start and (self.start.partition(":")[0] != "encoder" or self.start.endswith(":")):
+            raise ProtoscopeError(f"--init {self.start!r}: expected normal, embedding, encoder or encoder:PATH")
+        if self.start and self.kind != "fit":
+            raise ProtoscopeError("--init encoder applies to fit, not to the capacity search")
         if self.protocol not in PROTOCOLS:
             raise ProtoscopeError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lengths"], d["methods"] = list(self.lengths), list(self.methods)
+        if not d["start"]:  # runs from before encoders had no such field: they still resume
+            del d["start"]
         return d
 
 
@@ -321,6 +328,8 @@ def fit_run(out, config: RunConfig, *, device: str = "cpu", overwrite: bool = Fa
                                            loaded=loaded, texts=texts, on_texts=on_texts)
         done = done_keys(store, config.arrangement)
         todo = {n: problems_for(texts, config, n, done=done) for n in config.lengths}
+        if config.start:
+            todo = _encoder_starts(store, loaded, config.start, todo)
         if on_problems:
             on_problems(sum(len(p) for p in todo.values()))
         new = [fit_into(store, loaded, problems, config, batch_size=batch_size,
@@ -331,6 +340,17 @@ def fit_run(out, config: RunConfig, *, device: str = "cpu", overwrite: bool = Fa
         store.update_manifest(status="complete")
     rows = pd.concat(new, ignore_index=True) if new else store.solutions().iloc[:0]
     return FittedRun(store, loaded, texts, rows)
+
+
+def _encoder_starts(store: RunStore, loaded: LoadedModel, spec: str,
+                    todo: dict[int, list[Problem]]) -> dict[int, list[Problem]]:
+    """Every problem starts from the encoder's prediction (encoder.py); the manifest names it."""
+    from .encoder import resolve_encoder, encoder_starts
+
+    encoder = resolve_encoder(spec, loaded)
+    store.update_manifest(start={"spec": spec, "encoder": str(encoder.path), "kind": encoder.kind,
+                                 "tensors_sha256": encoder.meta["tensors_sha256"]})
+    return {n: encoder_starts(encoder, loaded, problems) for n, problems in todo.items()}
 
 
 def use_threads(threads: int | None) -> int:

@@ -1,0 +1,153 @@
+"""An encoder into proto-token space: it learns its run's starts, saves without pickle, and is
+refused on any other model."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from protoscope.cli import main
+from protoscope.geometry.decoder import Decoder
+from protoscope.geometry.encoder import (
+    encoder_starts, load_encoder, recipe_starts, train_encoder, zero_step_accuracy)
+from protoscope.geometry.fitting import Problem
+from protoscope.geometry.models import save_tiny_model
+from protoscope.geometry.recipes import resolve_recipe
+from protoscope.geometry.runs import RunConfig, fit_run
+from protoscope.geometry.store import RunStore
+
+from tiny_run import ARRANGEMENT, LENGTH, SEEDS, tiny_run
+
+
+@pytest.fixture(scope="module")
+def run():
+    path, loaded = tiny_run()
+    store = RunStore.open(path)
+    problems = [Problem(t.text_id, s, t.prefix(LENGTH)) for t in store.texts() for s in range(SEEDS)]
+    return store, loaded, problems
+
+
+def _starts(problems):
+    return torch.stack([p.init_e for p in problems]), torch.stack([p.init_m for p in problems])
+
+
+def test_nearest_encoder_reconstructs_its_training_texts_and_round_trips(run, tmp_path):
+    store, loaded, problems = run
+    encoder = train_encoder(store, loaded, "nearest")
+    encoder.save(tmp_path / "enc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.json", "enc.safetensors"]
+    again = load_encoder(tmp_path / "enc.json")
+    assert again.kind == "nearest" and again.model == encoder.model
+    decoder = Decoder(loaded, ARRANGEMENT)
+    seed0 = [p for p in problems if p.seed == 0]
+    e, m = _starts(encoder_starts(again, loaded, seed0))
+    e1, m1 = _starts(encoder_starts(encoder, loaded, seed0))
+    assert torch.equal(e, e1) and torch.equal(m, m1)  # saved and loaded predict the same
+    learned = zero_step_accuracy(decoder, e, m, seed0)
+    random = zero_step_accuracy(decoder, *recipe_starts(seed0, resolve_recipe("default"), loaded.info), seed0)
+    assert learned.min() >= 0.99 and random.max() < 0.5  # the text's own solution, exact as stored
+
+
+@pytest.mark.parametrize("kind", ["ridge", "mlp"])
+def test_regression_starts_are_nearer_their_texts_solutions_than_random(run, kind):
+    store, loaded, problems = run
+    encoder = train_encoder(store, loaded, kind)
+    rows, e_sol, _ = store.solution_vectors()
+    seed0 = [p for p in problems if p.seed == 0]
+    e, m = _starts(encoder_starts(encoder, loaded, seed0))
+    # every prediction has the median norm of the training vectors
+    assert torch.allclose(e.norm(dim=1), torch.tensor(encoder.meta["e_norm"]), rtol=1e-4)
+    assert torch.allclose(m.norm(dim=1), torch.tensor(encoder.meta["m_norm"]), rtol=1e-4)
+    e_rand, _ = recipe_starts(seed0, resolve_recipe("default"), loaded.info)
+    for i, p in enumerate(seed0):
+        own = torch.tensor((rows["text_id"] == p.text_id).to_numpy())
+        learned = F.cosine_similarity(e[i][None], e_sol[own]).mean()
+        random = F.cosine_similarity(e_rand[i][None], e_sol[own]).mean()
+        assert learned > 0.3 and learned > random + 0.25, (p.text_id, float(learned), float(random))
+
+
+def test_seeds_above_zero_are_small_seeded_perturbations(run):
+    store, loaded, problems = run
+    encoder = train_encoder(store, loaded, "ridge")
+    starts = encoder_starts(encoder, loaded, problems)
+    again = encoder_starts(encoder, loaded, problems)
+    by = {(p.text_id, p.seed): p for p in starts}
+    for p in starts:
+        assert torch.equal(p.init_e, again[starts.index(p)].init_e)  # deterministic
+        if p.seed:
+            base = by[(p.text_id, 0)].init_e
+            rel = float((p.init_e - base).norm() / base.norm())
+            assert 0.01 < rel < 0.1
+
+
+def test_fit_with_an_encoder_start_records_it_and_starts_there(run, tmp_path):
+    store, loaded, problems = run
+    train_encoder(store, loaded, "nearest").save(tmp_path / "enc")
+    config = RunConfig(model=loaded.info.name, texts="tiny-run", seeds=SEEDS, lengths=(LENGTH,),
+                       arrangement=ARRANGEMENT, recipe=resolve_recipe("default", max_steps=300),
+                       start=f"encoder:{tmp_path / 'enc'}")
+    fitted = fit_run(tmp_path / "run", config, loaded=loaded, texts=store.texts())
+    rows = fitted.store.solutions()
+    assert fitted.store.manifest["start"]["kind"] == "nearest"
+    assert rows["converged"].all()
+    # seed 0 starts on its text's own stored solution: exact after the first evaluation
+    assert (rows[rows["seed"] == 0]["steps"] == 1).all()
+    assert rows["steps"].median() < store.solutions()["steps"].median()
+
+
+@pytest.fixture(scope="module")
+def cli_encoder(tmp_path_factory):
+    """An encoder trained through the command line on a run of a saved tiny model."""
+    root = tmp_path_factory.mktemp("encoder-cli")
+    model = save_tiny_model(root / "model", "llama", seed=0, initializer_range=0.3)
+    texts = root / "t.txt"
+    texts.write_text("the cat sat on the mat\n\nwe went to the city at night\n")
+    assert main(["fit", "--model", str(model), "--texts", str(texts), "--length", "4", "--seeds", "2",
+                 "--out", str(root / "run"), "--max-steps", "150", "--quiet"]) == 0
+    assert main(["encoder", "train", str(root / "run"), "--out", str(root / "enc"), "--kind", "ridge"]) == 0
+    return root, model, texts
+
+
+@pytest.mark.parametrize("overrides", [{"hidden_size": 32}, {"vocab_size": 700}],
+                         ids=["other-d_model", "other-vocabulary"])
+def test_an_encoder_on_another_model_is_one_line_and_exit_2(cli_encoder, overrides, tmp_path, capsys):
+    root, _, texts = cli_encoder
+    other = save_tiny_model(tmp_path / "other", "llama", seed=0, initializer_range=0.3, **overrides)
+    capsys.readouterr()
+    code = main(["fit", "--model", str(other), "--texts", str(texts), "--length", "4", "--seeds", "1",
+                 "--out", str(tmp_path / "run"), "--init", f"encoder:{root / 'enc'}", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "was trained on" in err[0] and ("d_model 32" in err[0] or "vocabulary 700" in err[0])
+
+
+def test_the_same_model_fits_from_the_encoder(cli_encoder, tmp_path, capsys):
+    root, model, texts = cli_encoder
+    meta = json.loads((root / "enc.json").read_text())
+    assert meta["kind"] == "ridge" and meta["model"]["d_model"] == 64
+    assert main(["fit", "--model", str(model), "--texts", str(texts), "--length", "4", "--seeds", "1",
+                 "--out", str(tmp_path / "run"), "--max-steps", "150", "--init",
+                 f"encoder:{root / 'enc'}", "--quiet"]) == 0
+    store = RunStore.open(tmp_path / "run")
+    assert store.manifest["config"]["start"] == f"encoder:{root / 'enc'}"
+    assert store.manifest["config"]["recipe"]["init"] == "embedding"  # restarts: the recipe's init
+
+
+@pytest.mark.parametrize("spec, says", [("encoder:/nonexistent/enc", "does not exist"),
+                                        ("encoder:", "expected normal")])
+def test_a_bad_encoder_spec_is_one_line(cli_encoder, spec, says, tmp_path, capsys):
+    root, model, texts = cli_encoder
+    capsys.readouterr()
+    code = main(["fit", "--model", str(model), "--texts", str(texts), "--length", "4",
+                 "--out", str(tmp_path / "run"), "--init", spec, "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and says in err[0], err
+
+
+def test_no_encoder_ships_for_a_tiny_model_is_one_line(cli_encoder, tmp_path, capsys):
+    root, model, texts = cli_encoder
+    capsys.readouterr()
+    code = main(["fit", "--model", str(model), "--texts", str(texts), "--length", "4",
+                 "--out", str(tmp_path / "run"), "--init", "encoder", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no encoder ships" in err[0], err
