@@ -43,6 +43,9 @@ QUICK = {
     "speedup_problems": 16, "speedup_steps": 10,
     "profile_batch": 32, "profile_steps": 3,
     "memory_points": ((1, 16), (8, 16), (32, 16), (8, 64), (8, 128)), "memory_steps": 2,
+    # Where a new problem should start (bench/starts.py): paper, default and the shipped
+    # encoder on 8 held-out texts x 2 seeds at 16 tokens; its headline keys join quick.json's.
+    "extras": {"starts": {}},
 }
 # The full run: convergence at 32 tokens with the recipes' own budgets (the paper's plain `e m*`,
 # which rarely converges, capped: its median is then a lower bound), the timed part and memory
@@ -70,6 +73,7 @@ SMOKE = {**QUICK, "name": "smoke", "texts": 1, "seeds": 2, "length": 4,
              "head_layout": {"batches": (1,), "length": 4, "steps": 2, "rounds": 1},
              "capacity_warm": {"n_texts": 1, "seeds": 1, "max_length": 5, "budget": 10},
              "capacity_sources": {"n_texts": 1, "seeds": 1, "max_length": 4, "budget": 5},
+             "starts": {"settings": {"length": 4, "texts": 1, "seeds": 1, "cap": 10}},
          }}
 
 TARGETS = {  # goals from the benchmark issue, reported (never asserted)
@@ -138,6 +142,8 @@ def run(s: dict, checkpoint: common.Checkpoint) -> dict:
     if s.get("extras"):
         result["extras"] = {key: checkpoint.part(key, lambda key=key: EXTRAS[key](**kw))
                             for key, kw in s["extras"].items()}
+        if "starts" in result["extras"]:
+            result.update({k: result["extras"]["starts"]["headline"][k] for k in STARTS_KEYS})
     costs = checkpoint.costs
     result["seconds_this_invocation"] = time.perf_counter() - started
     result["parts_kept_from_an_interrupted_run"] = checkpoint.reused
@@ -166,7 +172,9 @@ EXTRAS = {
     "arrangements": _lazy("arrangements", "measured"),
     "recipes": _lazy("recipe_search", "measured"),
     "head_layout": _lazy("head_layout", "compare"),
+    "starts": _lazy("starts", "measured"),
 }
+STARTS_KEYS = ("steps_ratio_paper_over_best", "best_start", "success_rate_best", "success_rate_paper_held_out")
 
 
 def _met(value, op: str, goal: float) -> bool:
@@ -178,7 +186,8 @@ def report(r: dict) -> str:
     keys = ["steps_ratio_paper_over_default", "median_steps_default", "median_steps_paper",
             "success_rate_default", "success_rate_paper", "median_steps_paper_e_m",
             "success_rate_paper_e_m", "steps_ratio_paper_as_published_over_default", "batched_speedup", "flop_utilisation",
-            "flop_utilisation_convention_3x", "fitting_gflops", "matmul_peak_gflops"]
+            "flop_utilisation_convention_3x", "fitting_gflops", "matmul_peak_gflops",
+            *(k for k in STARTS_KEYS if k in r)]
     lines = [common.table([{"key": k, "value": r.get(k), "target": r["targets"].get(k, {}).get("goal"),
                             "met": r["targets"].get(k, {}).get("met")} for k in keys],
                           ["key", "value", "target", "met"])]
@@ -237,6 +246,7 @@ EXTRA_REPORTS = {
         a["mean_accuracy"], ["arrangement"] + [k for k in a["mean_accuracy"][0] if k.startswith("N=")])],
     "recipes": lambda r: ["recipe search", common.table(
         r["table"], ["variant", "changes", "budget", "median_steps", "success", "mean_acc"])],
+    "starts": lambda r: importlib.import_module("protoscope.bench.starts").report(r),
     "head_layout": lambda rows: ["LM head on a flattened input (bench/head_layout.py)", common.table(
         rows, ["batch", "seconds_per_step_as_is", "seconds_per_step_flat_head", "speedup"])],
 }

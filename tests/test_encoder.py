@@ -151,3 +151,13 @@ def test_no_encoder_ships_for_a_tiny_model_is_one_line(cli_encoder, tmp_path, ca
                  "--out", str(tmp_path / "run"), "--init", "encoder", "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no encoder ships" in err[0], err
+
+
+def test_the_starts_bench_smoke_mode_runs(capsys):
+    from protoscope.bench import starts
+
+    starts.main(["--smoke"])
+    out = capsys.readouterr().out
+    for name in ("paper", "default", "encoder_nearest", "encoder_ridge", "encoder_mlp"):
+        assert f"\n{name} " in out, out
+    assert "frozen_m: not run" in out and "disjoint True" in out and "ratio paper/best" in out

@@ -1,0 +1,312 @@
+"""Where should a new problem start? The paper recipe, the default, a frozen universal m and
+encoder starts, side by side on held-out texts.
+
+Every configuration fits the same problems: held-out texts x seeds at one length (16 tokens,
+8 texts x 2 seeds). The held-out texts share no text, paragraph or context with any training
+run this project makes: four sentences written for this benchmark (topics found in no built-in
+paragraph) and four strings of random words drawn with a seed no run uses (RANDOM_SEED). The
+check is made against the training run too (`disjoint`), and its answer is kept.
+
+For each configuration: the accuracy of the start itself with zero optimiser steps (the random
+start's for the recipes), median steps to exact (a problem not exact within the budget counts
+as the budget), success rate, and wall seconds including the encoder's own cost (its forward
+pass over the texts; training it is reported apart, once). Encoders are either given
+(`--encoder PATH`) or trained here from a run's solutions (`--train-run RUN --kinds ...`,
+saved under `--encoder-dir`). A frozen universal m needs an m artefact (`--m-from FILE`) and an
+engine that can keep m frozen; without either the row says why it was not run.
+
+best = the fastest configuration (median steps) whose success rate is at least the paper
+recipe's; `steps_ratio_paper_over_best` = the paper's median over the best's.
+
+    python -m protoscope.bench.starts --train-run RUN [--kinds nearest ridge mlp]
+    python -m protoscope.bench.starts --smoke        # a tiny model, seconds; numbers mean nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from . import common
+
+LENGTH, TEXTS, SEEDS, CAP = 16, 8, 2, 1000
+RANDOM_SEED = 9001  # the random-word texts of training runs use small seeds (0, 11, ...)
+PROSE = (  # written for this benchmark; no built-in paragraph is about any of this
+    "The library van parks beside the school gate every second Tuesday, and the children "
+    "queue with their cards long before the doors open.",
+    "Glaciers in the northern valley retreated nearly forty metres last summer, leaving a "
+    "field of grey gravel where the ice once stood.",
+    "To reset the router, hold the small button on its back for ten seconds until the green "
+    "light blinks twice, then wait a full minute.",
+    "My grandmother kept bees behind the orchard wall, and every August the whole house "
+    "smelled of wax, smoke and warm honey.",
+)
+RECIPES = (("paper", "paper"), ("default", "default"))  # (label, recipe)
+SETTINGS = {"length": LENGTH, "texts": TEXTS, "seeds": SEEDS, "cap": CAP}
+SMOKE = {"length": 4, "texts": 2, "seeds": 2, "cap": 20}
+
+
+def held_out_texts(loaded, count: int) -> list:
+    """`count` texts: the prose sentences first, then random words (about half of each)."""
+    from protoscope.geometry.texts import Text, random_texts, tokenize
+
+    n_prose = min(len(PROSE), (count + 1) // 2)
+    records = [(f"heldout-prose-{i}", "file", s) for i, s in enumerate(PROSE[:n_prose])]
+    records += [(f"heldout-random-{i}", "random", s)
+                for i, (_, s) in enumerate(random_texts(count - n_prose, RANDOM_SEED, 40))]
+    return [Text(i, src, None, s, tokenize(loaded, s)) for i, src, s in records]
+
+
+def disjoint(held_out, store, length: int) -> dict:
+    """Do the held-out texts share a text, a prefix, a paragraph or a context with the run?"""
+    from protoscope.geometry.builtin_texts import PARAGRAPHS
+
+    train = store.texts()
+    strings = {t.text for t in train}
+    prefixes = {t.token_ids[:length] for t in train}
+    shared_text = [t.text_id for t in held_out if t.text in strings]
+    shared_prefix = [t.text_id for t in held_out if t.token_ids[:length] in prefixes]
+    # A shared paragraph or context shows as a shared run of SHINGLE words with a built-in
+    # paragraph (the source of windows, builtin texts and generation contexts) or a training text.
+    sources = [p for _, p in PARAGRAPHS] + [t.text for t in train]
+    seen = set().union(*(_shingles(x) for x in sources))
+    inside_paragraph = [t.text_id for t in held_out if _shingles(t.text) & seen]
+    return {"training_run": str(store.path), "training_texts": len(train),
+            "training_sources": sorted({t.source for t in train}),
+            "training_contexts": sorted({t.context_id for t in train if t.context_id}),
+            "held_out_sources": sorted({t.source for t in held_out}),
+            "shared_text": shared_text, "shared_prefix": shared_prefix,
+            "shares_a_word_run_with_training_or_paragraphs": inside_paragraph,
+            "ok": not (shared_text or shared_prefix or inside_paragraph)}
+
+
+SHINGLE = 6
+
+
+def _shingles(text: str) -> set:
+    words = text.lower().split()
+    return {tuple(words[i:i + SHINGLE]) for i in range(max(0, len(words) - SHINGLE + 1))}
+
+
+def _problems(texts, seeds: int, length: int):
+    from protoscope.geometry.fitting import Problem
+
+    return [Problem(t.text_id, s, t.prefix(length)) for t in texts for s in range(seeds)]
+
+
+def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None,
+        m_from: str | None = None, loaded=None) -> dict:
+    """Fit one configuration on the held-out problems: zero-step accuracy, steps, success, time."""
+    from protoscope.geometry.decoder import Decoder
+    from protoscope.geometry.encoder import (encoder_starts, load_encoder, recipe_starts,
+                                             zero_step_accuracy)
+    from protoscope.geometry.fitting import Fitter
+
+    loaded = loaded or common.model()
+    base = common.recipe(recipe)
+    budget = min(base.max_steps, s["cap"])
+    rec = common.recipe(recipe, max_steps=budget)
+    problems = _problems(held_out_texts(loaded, s["texts"]), s["seeds"], s["length"])
+    decoder = Decoder(loaded, "bos e m*")
+    extra, frozen = {}, None
+    with common.Clock() as start_clock:
+        if encoder:
+            enc = load_encoder(encoder)
+            problems = encoder_starts(enc, loaded, problems)
+            extra["encoder"] = {"path": str(encoder), "kind": enc.kind, **enc.meta.get("trained_on", {})}
+    if encoder:
+        e0, m0 = (torch.stack([getattr(p, f"init_{n}") for p in problems]) for n in ("e", "m"))
+    else:
+        e0, m0 = recipe_starts(problems, rec, loaded.info)
+    if m_from:
+        from protoscope.geometry.frozen import load_frozen_m
+
+        frozen = load_frozen_m(m_from)
+        m0 = frozen.expand(len(problems), -1)
+        extra["m_from"] = str(m_from)
+    zero = zero_step_accuracy(decoder, e0, m0, problems)
+    kwargs = {"frozen_m": frozen} if frozen is not None else {}
+    fitter = Fitter(decoder, rec, **kwargs)
+    with common.Clock() as fit_clock:
+        found = {(x.problem.text_id, x.problem.seed): x for g in fitter.fit(problems) for x in g.solutions}
+    rows = [{**common.outcome(found[(p.text_id, p.seed)], budget), "zero_step_accuracy": float(z)}
+            for p, z in zip(problems, zero)]
+    return {"label": label, "recipe": rec.to_dict(), "budget": budget, "rows": rows,
+            "zero_step_accuracy": float(np.mean(zero)),
+            "encoder_seconds": round(start_clock.wall, 2),
+            "seconds": round(fit_clock.wall + start_clock.wall, 1),
+            "cpu_seconds": round(fit_clock.cpu + start_clock.cpu, 1), **extra, **common.summary(rows)}
+
+
+def train(run: str, kinds, out_dir, loaded=None) -> dict:
+    """Train each kind of encoder on `run`; {kind: {"path", "seconds"}}."""
+    from protoscope.geometry.encoder import train_encoder
+    from protoscope.geometry.store import RunStore
+
+    loaded = loaded or common.model()
+    store = RunStore.open(run)
+    out = {}
+    for kind in kinds:
+        with common.Clock() as clock:
+            enc = train_encoder(store, loaded, kind)
+        path = enc.save(pathlib.Path(out_dir) / f"{kind}")
+        out[kind] = {"path": str(path.with_suffix("")), "seconds": round(clock.wall, 1),
+                     "solutions": enc.meta["trained_on"]["solutions"]}
+    return out
+
+
+def frozen_m_available() -> str | None:
+    """Why a frozen m cannot run here (None: it can)."""
+    from protoscope.geometry.fitting import Fitter
+
+    if "frozen_m" not in inspect.signature(Fitter).parameters:
+        return "this engine cannot keep m frozen"
+    return None
+
+
+def compare(s: dict, encoders: dict[str, str], m_from: str | None = None, loaded=None,
+            workers: int | None = None) -> dict:
+    """Every configuration, one single-thread worker each (in-process when `loaded` is given)."""
+    jobs = [(job, dict(label=label, s=s, recipe=name)) for label, name in RECIPES]
+    skipped = {}
+    why = "no universal m artefact was given (--m-from FILE)" if not m_from else frozen_m_available()
+    if why:
+        skipped["frozen_m"] = why
+    else:
+        jobs.append((job, dict(label="frozen_m", s=s, m_from=m_from)))
+    jobs += [(job, dict(label=f"encoder_{name}", s=s, encoder=path)) for name, path in encoders.items()]
+    if loaded is not None:
+        results = [fn(**kw, loaded=loaded) for fn, kw in jobs]
+    else:
+        results = common.run_jobs(jobs, workers or len(jobs))
+    return {"configs": {r["label"]: r for r in results}, "skipped": skipped}
+
+
+def headline(configs: dict) -> dict:
+    """The keys bench-quick promises."""
+    paper = configs["paper"]
+    reliable = [r for r in configs.values() if r["success_rate"] >= paper["success_rate"]]
+    best = min(reliable, key=lambda r: (r["median_steps"], r["label"] != "paper"))
+    return {"steps_ratio_paper_over_best": paper["median_steps"] / max(best["median_steps"], 1),
+            "best_start": best["label"], "success_rate_best": best["success_rate"],
+            "success_rate_paper": paper["success_rate"],
+            # bench-quick's own success_rate_paper is on built-in texts: this one is held out
+            "success_rate_paper_held_out": paper["success_rate"],
+            "median_steps_best": best["median_steps"], "median_steps_paper_held_out": paper["median_steps"],
+            "zero_step_accuracy": {k: r["zero_step_accuracy"] for k, r in configs.items()}}
+
+
+def table_rows(configs: dict) -> list[dict]:
+    return [{"start": k, "zero_step_acc": r["zero_step_accuracy"], "median_steps": r["median_steps"],
+             "success": r["success_rate"], "mean_acc": r["mean_accuracy"], "seconds": r["seconds"],
+             "encoder_s": r["encoder_seconds"],
+             "steps": " ".join(str(x["steps"]) if x["converged"] else "-" for x in r["rows"])}
+            for k, r in configs.items()]
+
+
+def report(result: dict) -> list[str]:
+    h = result["headline"]
+    lines = [f"starts on held-out texts ({result['settings']['texts']} texts x "
+             f"{result['settings']['seeds']} seeds, {result['settings']['length']} tokens, budget "
+             f"{result['settings']['cap']}; - = not exact within the budget)",
+             common.table(table_rows(result["configs"]),
+                          ["start", "zero_step_acc", "median_steps", "success", "mean_acc",
+                           "seconds", "encoder_s", "steps"])]
+    for k, why in result["skipped"].items():
+        lines.append(f"{k}: not run: {why}")
+    for k, t in result.get("trained", {}).items():
+        lines.append(f"encoder {k}: trained in {t['seconds']} s on {t['solutions']} solutions")
+    if "disjoint" in result:
+        d = result["disjoint"]
+        lines.append(f"held out vs training run: disjoint {d['ok']} (training sources "
+                     f"{d['training_sources']}, contexts {d['training_contexts']})")
+    lines.append(f"best {h['best_start']}: median {h['median_steps_best']} steps, success "
+                 f"{h['success_rate_best']}; paper median {h['median_steps_paper_held_out']}, success "
+                 f"{h['success_rate_paper']}; ratio paper/best {h['steps_ratio_paper_over_best']:.3g}")
+    return lines
+
+
+def measured(settings: dict | None = None, train_run: str | None = None, kinds=("nearest", "ridge", "mlp"),
+             encoders: dict | None = None, encoder_dir=None, m_from: str | None = None,
+             loaded=None) -> dict:
+    """The whole comparison; the entry point bench/run.py calls as an extra."""
+    from protoscope.geometry.encoder import SHIPPED
+
+    s = {**SETTINGS, **(settings or {})}
+    started = time.perf_counter()
+    encoders = dict(encoders or {})
+    result: dict = {"settings": s}
+    if train_run:
+        encoder_dir = encoder_dir or tempfile.mkdtemp(prefix="protoscope-encoders-")
+        result["trained"] = train(train_run, kinds, encoder_dir, loaded=loaded)
+        encoders.update({k: v["path"] for k, v in result["trained"].items()})
+        from protoscope.geometry.store import RunStore
+
+        result["disjoint"] = disjoint(held_out_texts(loaded or common.model(), s["texts"]),
+                                      RunStore.open(train_run), s["length"])
+    elif not encoders and loaded is None:  # the shipped encoder, if the package has one
+        shipped = sorted(SHIPPED.glob("*.json")) if SHIPPED.is_dir() else []
+        encoders.update({"shipped": str(p.with_suffix("")) for p in shipped[:1]})
+    result.update(compare(s, encoders, m_from=m_from, loaded=loaded))
+    result["headline"] = headline(result["configs"])
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _smoke() -> dict:
+    """A tiny model, a tiny training run, two held-out texts: every code path in seconds."""
+    from protoscope.geometry.models import tiny_model
+    from protoscope.geometry.recipes import resolve_recipe
+    from protoscope.geometry.runs import RunConfig, fit_run
+    from protoscope.geometry.texts import Text, tokenize
+
+    loaded = tiny_model("llama", seed=0, initializer_range=0.3)
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="protoscope-starts-smoke-"))
+    words = ["the old man walked to the city in the morning", "money and power are not what we need",
+             "she went to the river in the evening light"]
+    texts = [Text(f"train-{i}", "random", None, w, tokenize(loaded, w)) for i, w in enumerate(words)]
+    config = RunConfig(model=loaded.info.name, texts="smoke", seeds=1, lengths=(SMOKE["length"],),
+                       recipe=resolve_recipe("default", max_steps=60))
+    fit_run(folder / "run", config, loaded=loaded, texts=texts)
+    return measured(SMOKE, train_run=str(folder / "run"), encoder_dir=folder / "encoders", loaded=loaded)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train-run", default=None, help="train encoders on this run's solutions")
+    ap.add_argument("--kinds", nargs="+", default=["nearest", "ridge", "mlp"])
+    ap.add_argument("--encoder-dir", default=None, help="where trained encoders are kept")
+    ap.add_argument("--encoder", action="append", default=[], metavar="PATH",
+                    help="an encoder already trained (repeatable)")
+    ap.add_argument("--m-from", default=None, help="a universal m (.safetensors) kept frozen")
+    ap.add_argument("--texts", type=int, default=TEXTS)
+    ap.add_argument("--seeds", type=int, default=SEEDS)
+    ap.add_argument("--length", type=int, default=LENGTH)
+    ap.add_argument("--cap", type=int, default=CAP)
+    ap.add_argument("--name", default=None, help="result file (default starts_LENGTH)")
+    ap.add_argument("--smoke", action="store_true", help="tiny model; checks the script only")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        result = _smoke()
+    else:
+        settings = {"length": args.length, "texts": args.texts, "seeds": args.seeds, "cap": args.cap}
+        encoders = {pathlib.Path(p).stem: p for p in args.encoder}
+        result = measured(settings, train_run=args.train_run, kinds=args.kinds, encoders=encoders,
+                          encoder_dir=args.encoder_dir, m_from=args.m_from)
+    result = {"command": common.command_line(), "machine": common.machine(), **result}
+    result["printed_table"] = report(result)
+    print("\n".join(result["printed_table"]))
+    if not args.smoke:
+        print(f"written: {common.write_result(args.name or f'starts_{args.length}', result)}",
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
