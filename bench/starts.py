@@ -268,14 +268,16 @@ def _smoke() -> dict:
     from protoscope.geometry.texts import Text, tokenize
 
     loaded = tiny_model("llama", seed=0, initializer_range=0.3)
-    folder = pathlib.Path(tempfile.mkdtemp(prefix="protoscope-starts-smoke-"))
     words = ["the old man walked to the city in the morning", "money and power are not what we need",
              "she went to the river in the evening light"]
     texts = [Text(f"train-{i}", "random", None, w, tokenize(loaded, w)) for i, w in enumerate(words)]
     config = RunConfig(model=loaded.info.name, texts="smoke", seeds=1, lengths=(SMOKE["length"],),
                        recipe=resolve_recipe("default", max_steps=60))
-    fit_run(folder / "run", config, loaded=loaded, texts=texts)
-    return measured(SMOKE, train_run=str(folder / "run"), encoder_dir=folder / "encoders", loaded=loaded)
+    with tempfile.TemporaryDirectory(prefix="protoscope-starts-smoke-") as tmp:
+        folder = pathlib.Path(tmp)
+        fit_run(folder / "run", config, loaded=loaded, texts=texts)
+        return measured(SMOKE, train_run=str(folder / "run"), encoder_dir=folder / "encoders",
+                        loaded=loaded)
 
 
 def main(argv=None) -> None:
