@@ -7,8 +7,11 @@ analysis, write the report and a compare page, and keep its stage times?
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 
+import numpy as np
 import pytest
 
 from protoscope.demo import run_demo
@@ -42,7 +45,6 @@ def test_demo_writes_every_analysis_and_both_pages(demo):
     out, timings = demo
     tables = {p.stem for p in (out / "analysis").glob("*.parquet")}
     assert {"uniqueness", "connectivity", "neighbourhoods", "information"} <= tables
-    assert (out / "report.html").stat().st_size > 100_000  # plotly.js is embedded
     assert len(list(out.glob("compare-*.html"))) == 1
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
@@ -50,3 +52,45 @@ def test_demo_writes_every_analysis_and_both_pages(demo):
     assert set(timings) >= {"fit", "analysis:uniqueness", "analysis:connectivity",
                             "analysis:neighbourhoods", "analysis:information", "pages", "total"}
     assert timings["total"] >= timings["fit"] > 0
+
+
+def drawn_figures(page: str) -> dict[str, tuple[str, list[dict]]]:
+    """Every figure a page draws, read back from its Plotly.newPlot call: div id -> (title,
+    traces)."""
+    decoder, out = json.JSONDecoder(), {}
+    for match in re.finditer(r'Plotly\.newPlot\(\s*"([^"]+)",\s*', page):
+        traces, end = decoder.raw_decode(page, match.end())
+        layout, _ = decoder.raw_decode(page, page.index("{", end))
+        out[match.group(1)] = ((layout.get("title") or {}).get("text", ""), traces)
+    return out
+
+
+def values(array) -> np.ndarray:
+    """A trace's numeric x or y: a plain list (None at gaps) or plotly's typed array."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).astype(float)
+    return np.array([np.nan if v is None else v for v in array], dtype=float)
+
+
+def test_the_report_draws_the_runs_own_data(demo):
+    """The page's own figures, read back from report.html, hold this run's tables: every
+    analysis section draws, the accuracy histogram has every solution, and every point of the
+    path figures is a row of analysis/connectivity."""
+    out, _ = demo
+    store = RunStore.open(out)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    figures = drawn_figures(page)
+    drawn = {div.rsplit("-", 1)[0] for div in figures}
+    assert {"overview", "uniqueness", "connectivity", "neighbourhoods", "information"} <= drawn
+    assert not re.search(r"No \w+ analysis in this run", page)
+    by_title = {title: traces for title, traces in figures.values()}
+    accuracy = np.concatenate([values(t["x"]) for t in by_title["Accuracy of the solutions"]])
+    assert sorted(accuracy) == sorted(store.solutions()["accuracy"])
+    grid = store.analysis("connectivity")
+    for path in ("linear", "bezier"):
+        lines = [t for t in by_title[f"Accuracy along {path} paths"]
+                 if "each pair" in t.get("name", "")]
+        points = np.concatenate([np.stack([values(t["x"]), values(t["y"])], 1) for t in lines])
+        points = points[~np.isnan(points).any(axis=1)].round(6)
+        rows = grid[grid["path"] == path][["t", "accuracy"]].to_numpy(float).round(6)
+        assert len(rows) and sorted(map(tuple, points)) == sorted(map(tuple, rows)), path
