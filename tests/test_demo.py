@@ -74,8 +74,8 @@ def values(array) -> np.ndarray:
 
 def test_the_report_draws_the_runs_own_data(demo):
     """The page's own figures, read back from report.html, hold this run's tables: every
-    analysis section draws, the accuracy histogram has every solution, and every point of the
-    path figures is a row of analysis/connectivity."""
+    analysis section draws, the PCA map has every solution where analysis/maps puts it, and
+    every point of the path figures is a row of analysis/connectivity."""
     out, _ = demo
     store = RunStore.open(out)
     page = (out / "report.html").read_text(encoding="utf-8")
@@ -84,8 +84,12 @@ def test_the_report_draws_the_runs_own_data(demo):
     assert {"overview", "uniqueness", "connectivity", "neighbourhoods", "information"} <= drawn
     assert not re.search(r"No \w+ analysis in this run", page)
     by_title = {title: traces for title, traces in figures.values()}
-    accuracy = np.concatenate([values(t["x"]) for t in by_title["Accuracy of the solutions"]])
-    assert sorted(accuracy) == sorted(store.solutions()["accuracy"])
+    maps = store.analysis("maps")
+    pca = maps[(maps["method"] == "pca") & (maps["vector"] == "e")][["x", "y"]]
+    drawn_map = by_title["PCA map of the solutions (vector e)"]
+    points = np.concatenate([np.stack([values(t["x"]), values(t["y"])], 1) for t in drawn_map])
+    assert len(pca) == len(store.solutions())
+    assert sorted(map(tuple, points.round(5))) == sorted(map(tuple, pca.to_numpy(float).round(5)))
     grid = store.analysis("connectivity")
     for path in ("linear", "bezier"):
         lines = [t for t in by_title[f"Accuracy along {path} paths"]
