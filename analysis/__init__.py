@@ -1,6 +1,9 @@
-"""The four questions protoscope answers about a run's solutions, one module each.
+"""The questions protoscope answers about a run's solutions, one module each.
 
 Each module exposes `analyze(store, loaded, **options) -> dict[str, pandas.DataFrame]`: it reads
 the run store, re-evaluates vectors only through the shared decoder, and returns tidy tables by
-name; `run_analyses` writes them to RUN/analysis/NAME.parquet. Nothing here plots.
+name; `run_analyses` writes them to RUN/analysis/NAME.parquet (a `geometry.store.Tensors` entry,
+such as connectivity's trained curves, to NAME.safetensors). Its keyword options are the
+analysis's budget (`options.py` puts them on the command line and in the manifest's stamp);
+`findings.py` turns the tables into the run's answers. Nothing here plots.
 """
