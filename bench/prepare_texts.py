@@ -6,7 +6,7 @@ on that file into a temporary run and stops at the first optimiser step, reporti
 each stage: model loaded, texts tokenised, texts scored (per-token NLL for H_LM), first step.
 
     python -m protoscope.bench.prepare_texts write --out /tmp/texts-10000.jsonl --count 10000
-    python -m protoscope.bench.prepare_texts measure /tmp/texts-10000.jsonl --length 16
+    python -m protoscope.bench.prepare_texts measure /tmp/texts-10000.jsonl --length 8
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class _FirstStep(Exception):
     pass
 
 
-def measure(path, length: int = 16, model: str = DEFAULT_MODEL) -> dict:
+def measure(path, length: int = 8, model: str = DEFAULT_MODEL) -> dict:
     """Seconds from start to each stage of preparing `path`, up to the first optimiser step."""
     marks: dict[str, float] = {}
     started = time.perf_counter()
@@ -91,7 +91,7 @@ def main(argv=None) -> None:
     w.add_argument("--seed", type=int, default=0)
     m = sub.add_parser("measure", help="seconds to the first optimiser step on a .jsonl")
     m.add_argument("path")
-    m.add_argument("--length", type=int, default=16)
+    m.add_argument("--length", type=int, default=8, help="fitted length (default 8: every line has at least 8 tokens)")
     m.add_argument("--model", default=DEFAULT_MODEL)
     m.add_argument("--threads", type=int, default=None)
     m.add_argument("--save", default=None, help="also write bench/results/NAME.json")

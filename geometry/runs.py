@@ -131,15 +131,13 @@ def prepare_run(out, config: RunConfig, device: str = "cpu", overwrite: bool = F
         return store, loaded, store.texts()
     if overwrite and store.path.exists():
         _clear(store)
-    texts = list(texts) if texts is not None else load_text_mix(config, loaded, on_texts)
-    for length in config.lengths if config.kind == "fit" else ():
-        for t in texts:
-            t.prefix(length)  # a text shorter than the length is an error naming the text
     for length in config.lengths:
         n = parse_arrangement(config.arrangement).input_length(length)
         if n > loaded.info.n_ctx:
             raise ProtoscopeError(f"length {length} needs {n} input positions, more than the "
                                   f"context of {loaded.info.name} ({loaded.info.n_ctx})")
+    texts = list(texts) if texts is not None else load_text_mix(config, loaded, on_texts)
+    check_prefixes(texts, config)
     manifest = {
         "model": {"name": loaded.info.name, "source": loaded.info.source,
                   "weights_sha256": loaded.info.weights_sha256, "family": loaded.info.family,
@@ -174,9 +172,18 @@ def load_text_mix(config: RunConfig, loaded: LoadedModel,
     ids = [t.text_id for t in texts]
     if len(set(ids)) != len(ids):
         raise ProtoscopeError(f"text spec {config.texts!r} names some texts twice")
+    check_prefixes(texts, config)  # before scoring, which takes minutes on a large file
     nlls = token_nll(loaded, [t.token_ids for t in texts], progress=on_texts,
                      max_tokens=max(config.lengths))
     return [dataclasses.replace(t, token_nll=n) for t, n in zip(texts, nlls)]
+
+
+def check_prefixes(texts: Sequence[Text], config: RunConfig) -> None:
+    """A fit run needs every text at least as long as its longest length; a text shorter is an
+    error naming it (a capacity search just stops climbing such a text)."""
+    if config.kind == "fit":
+        for t in texts:
+            t.prefix(max(config.lengths))
 
 
 def check_text_spec(spec: str) -> None:

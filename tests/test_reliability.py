@@ -245,7 +245,7 @@ UNUSABLE_OUT = {  # case: (--out under the test's root, words the one line must 
 
 
 @pytest.mark.parametrize("case", list(UNUSABLE_OUT))
-@pytest.mark.parametrize("command", ["fit", "capacity", "experiment"])
+@pytest.mark.parametrize("command", ["fit", "capacity", "study"])
 def test_an_unusable_out_gets_one_line_before_the_model_loads(case, command, ns, capfd, monkeypatch):
     where, needles = UNUSABLE_OUT[case]
     def load_model(*args, **kwargs):
@@ -255,7 +255,8 @@ def test_an_unusable_out_gets_one_line_before_the_model_loads(case, command, ns,
     common = ["--model", ns.model, "--seeds", "1", "--out", ns.root / where, "--quiet"]
     argv = {"fit": ["fit", "--texts", ns.texts, "--length", "2", *common],
             "capacity": ["capacity", "--texts", ns.texts, "--lengths", "2,4", *common],
-            "experiment": ["experiment", "uniqueness", "--contexts", "1", *common]}[command]
+            "study": ["study", "uniqueness", "--contexts", "1", "--per-context", "2",
+                      "--length", "2", *common]}[command]
     rc, _, err = cli(argv, capfd)
     one_line(rc, err, *needles)
 

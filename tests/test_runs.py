@@ -129,3 +129,13 @@ def test_a_mix_scores_only_the_texts_it_keeps(fit_llama, tmp_path):
                           on_texts=calls.kwargs()["on_texts"])
     assert len(texts) == 2 and [len(t.token_nll) for t in texts] == [4, 4]
     assert [c for c in calls.texts if c[0] == "scored"] == [("scored", 2, 2)]
+
+
+def test_a_text_too_short_is_refused_before_scoring(config, fit_llama, tmp_path, monkeypatch):
+    def token_nll(*args, **kwargs):
+        raise AssertionError("texts were scored before their lengths were checked")
+
+    monkeypatch.setattr("protoscope.geometry.runs.token_nll", token_nll)
+    too_long = RunConfig(model="tiny", texts=config.texts, seeds=1, lengths=(3, 40))
+    with pytest.raises(ProtoscopeError, match="a prefix of 40"):
+        fit_run(tmp_path / "run", too_long, loaded=fit_llama)
