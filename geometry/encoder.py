@@ -217,7 +217,11 @@ def train_encoder(store, loaded, kind: str = "ridge", seed: int = 0) -> Encoder:
         raise ProtoscopeError(f"{store.path} was fitted on {run_model.get('name')!r}, not on "
                               f"{loaded.info.name}")
     rows, e, m = store.solution_vectors()
-    keep = rows["converged"].to_numpy(dtype=bool)
+    # One arrangement's solutions only (a capacity run also holds `mem` rows): the run's own.
+    arrangement = store.manifest.get("config", {}).get("arrangement")
+    keep = rows["converged"].to_numpy(dtype=bool).copy()
+    if arrangement:
+        keep &= (rows["arrangement"] == arrangement).to_numpy(dtype=bool)
     if keep.sum() < 2:
         raise ProtoscopeError(f"{store.path} holds {int(keep.sum())} converged solutions; an "
                               f"encoder needs at least 2")
