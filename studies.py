@@ -131,7 +131,10 @@ def connectivity(common: Common, *, texts: str = "windows:3", length: int = 12, 
                 "seeds": seeds, "length": length, "share": "m shared by a text's seeds, e per solution",
                 "pairs": "all" if pairs is None else pairs, "bezier_steps": bezier_steps,
                 "samples_per_step": samples_per_step, "grid": grid,
-                "cross_text_pairs": cross_text_pairs}
+                "cross_text_pairs": cross_text_pairs,
+                "curve_stops": "when every grid point reconstructs the text (checked every "
+                               f"{_default('connectivity', 'check_every')} steps) or at the budget",
+                "curve_lr": _default("connectivity", "lr")}
     return _study(common, "connectivity", config, settings, ["connectivity"], options,
                   connectivity_summary)
 
@@ -160,7 +163,10 @@ def probes(common: Common, *, texts: str = PROBE_TEXTS, length: int = 16, seeds:
     settings = {**fit_settings(config), "text_spec": texts, "texts": _count(texts),
                 "seeds": seeds, "length": length,
                 "share": f"m shared by random groups of {group_size} texts, e per solution",
-                "solutions": f"{_count(texts) * seeds} fitted; those reconstructed are probed"}
+                "solutions": f"{_count(texts) * seeds} fitted; those reconstructed are probed",
+                "probe": f"linear, {_default('probes', 'folds')} folds holding out whole texts, "
+                         f"{_default('probes', 'permutations')} label permutations, 95% interval "
+                         "by bootstrap over texts"}
     return _study(common, "probes", config, settings, ["probes"], {},
                   lambda store: _table(store, "probes"), shuffle=True)
 
@@ -324,6 +330,15 @@ def _count(spec: str) -> int:
         else:
             total += len(read_text_file(params["path"]))
     return total
+
+
+def _default(analysis: str, option: str):
+    """An analysis's default budget, as recorded beside the study's own settings."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(f"{__package__}.analysis.{analysis}")
+    return inspect.signature(module.analyze).parameters[option].default
 
 
 def _positive(**values) -> None:
