@@ -168,7 +168,8 @@ def capacity(args) -> int:
 
         try:
             table = capacity_search(store, loaded, texts, config, batch_size=args.batch_size,
-                                    progress=bar.on_group, on_length=on_length)
+                                    progress=bar.on_group, on_length=on_length,
+                                    on_texts=bar.on_texts)
         finally:
             bar.close()
         store.write_analysis("capacity", table)

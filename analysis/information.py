@@ -24,8 +24,8 @@ import pandas as pd
 import torch
 
 from protoscope.geometry.decoder import Decoder
+from protoscope.geometry.scoring import ensure_scored
 from protoscope.geometry.tables import capacity_of, columns
-from protoscope.geometry.texts import token_nll
 
 
 
@@ -41,7 +41,7 @@ def analyze(store, loaded, *, batch: int = 64,
     if batch < 1 or repeats < 1 or min(throughput_batches, default=0) < 1:
         raise ValueError("need batch >= 1, repeats >= 1 and throughput batch sizes >= 1")
     rows, e, m = store.solution_vectors()
-    texts = {t.text_id: t for t in store.texts()}
+    texts = {t.text_id: t for t in ensure_scored(store, loaded)}
     one_step = (rows["method"] == "one-step").to_numpy()
     solutions = _Solutions(rows[one_step].reset_index(drop=True), e[one_step], m[one_step], texts)
     mem = _Solutions(rows[~one_step].reset_index(drop=True), e[~one_step], m[~one_step], texts)
@@ -82,8 +82,7 @@ def information(loaded, rows: pd.DataFrame, texts: dict,
     out = []
     for text_id, group in fitted.groupby("text_id", sort=True):
         text, n = texts[text_id], int(group["length"].max())
-        nll = text.token_nll if text.token_nll is not None else token_nll(loaded, text.token_ids)
-        nats = math.fsum(nll[:n])
+        nats = text.h_lm(n)  # scored by ensure_scored up to the run's longest length
         # A shared vector carries no per-text information, so only per-text dimensions count.
         per_text = 1 if set(group["share"]) & {"m", "e"} else 2
         dims = per_text * loaded.info.d_model

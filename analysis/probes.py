@@ -11,7 +11,8 @@ recognising the other seeds of one text. Targets:
 - `bag_of_words`: which tokens of the vocabulary occur in the prefix (multi-label, tokens in
   at least `bag_min` texts and not in all): macro ROC AUC of a ridge read-out;
 - `sentence_embedding`: the prefix's all-MiniLM-L6-v2 embedding (384 wide): R^2;
-- `h_lm`: the prefix's H_LM in nats: R^2.
+- `h_lm`: the prefix's H_LM in nats (texts not scored yet are scored first, geometry/scoring.py,
+  when a model is given): R^2.
 
 Every probe is reported beside its baseline, the larger of chance (the majority class share;
 AUC 0.5; R^2 0) and the mean score of the same probe trained on labels permuted between texts,
@@ -40,7 +41,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from protoscope.geometry.errors import ProtoscopeError
-
+from protoscope.geometry.scoring import ensure_scored
 from protoscope.geometry.tables import VECTORS, columns, own_vectors, reconstructed
 
 from .vectors import cohorts, load_solutions, stack
@@ -182,7 +183,8 @@ def analyze(store, loaded=None, *, positions: tuple[int, ...] = (1, 2, 4, 8, 16)
     if not positions or min(positions) < 1:
         raise ProtoscopeError(f"probe positions are 1-based, got {list(positions)}")
     rows, e, m = load_solutions(store)
-    texts = {t.text_id: t for t in store.texts()}
+    texts = {t.text_id: t for t in (ensure_scored(store, loaded) if loaded is not None
+                                    else store.texts())}
     keep = _largest_cohort(rows)
     if not len(keep):
         return {"probes": pd.DataFrame(columns=COLUMNS)}
@@ -232,7 +234,7 @@ def _targets(rows, texts, length, positions, min_class, bag_min, semantic, loade
         embedding = _sentence_embeddings(text, length, loaded)
         if embedding is not None:
             out["sentence_embedding"] = ("regress", embedding, every)
-    h = np.array([_h_lm(t, length, loaded) for t in text])
+    h = np.array([_h_lm(t, length) for t in text])
     out["h_lm"] = ("regress", h, np.isfinite(h))
     return {k: v for k, v in out.items() if len(v[1]) == n}
 
@@ -273,12 +275,9 @@ def _sentence_embeddings(text, length: int, loaded) -> np.ndarray | None:
         return None
 
 
-def _h_lm(text, length: int, loaded) -> float:
+def _h_lm(text, length: int) -> float:
+    """The prefix's H_LM; NaN for a text not scored (no model was given to score it)."""
     if text.token_nll is not None and len(text.token_nll) >= length:
         return text.h_lm(length)
-    if loaded is None:
-        return np.nan
-    from protoscope.geometry.texts import token_nll
-
-    return float(np.sum(token_nll(loaded, text.token_ids[:length])))
+    return np.nan
 

@@ -3,7 +3,9 @@
 `write` makes a reproducible .jsonl of distinct short texts (words drawn with a seed from the
 5,000 most frequent English words); `measure` loads the model, then runs the fit-run sequence
 on that file into a temporary run and stops at the first optimiser step, reporting seconds to
-each stage: model loaded, texts tokenised, texts scored (per-token NLL for H_LM), first step.
+each stage: model loaded, texts tokenised, texts scored (per-token NLL for H_LM; since scoring
+waits for the end of the fit, geometry/scoring.py, a run stopped at its first step has no
+`texts_scored` mark and `scored_tokens` 0), first step.
 
     python -m protoscope.bench.prepare_texts write --out /tmp/texts-10000.jsonl --count 10000
     python -m protoscope.bench.prepare_texts measure /tmp/texts-10000.jsonl --length 8
@@ -79,7 +81,7 @@ def measure(path, length: int = 8, model: str = DEFAULT_MODEL) -> dict:
     assert fitted is None, "fitting finished without a step"
     return {"texts": len(texts), "length": length,
             "tokens": sum(len(t["token_ids"]) for t in texts),
-            "scored_tokens": sum(len(t["token_nll"]) for t in texts), "seconds": marks}
+            "scored_tokens": sum(len(t["token_nll"] or ()) for t in texts), "seconds": marks}
 
 
 def main(argv=None) -> None:

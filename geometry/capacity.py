@@ -17,6 +17,7 @@ import pandas as pd
 
 from .arrangements import parse_arrangement
 from .runs import RunConfig, done_keys, fit_into
+from .scoring import ensure_scored
 from .store import RunStore
 from .tables import capacity_of, columns, reconstructed
 from .texts import Text
@@ -46,8 +47,11 @@ def length_grid(max_length: int) -> list[int]:
 
 def capacity_search(store: RunStore, loaded, texts: Sequence[Text], config: RunConfig,
                     batch_size: int | None = None, progress: Callable | None = None,
-                    on_length: Callable | None = None) -> pd.DataFrame:
-    """Climb the length grid for every method; resumes from whatever the store already holds."""
+                    on_length: Callable | None = None,
+                    on_texts: Callable[[str, int, int], None] | None = None) -> pd.DataFrame:
+    """Climb the length grid for every method; resumes from whatever the store already holds.
+    The table's H_LM comes from the texts, scored once the climb ends (`ensure_scored`,
+    reporting to `on_texts`)."""
     for method in config.methods:
         arrangement = method_arrangement(method, config.arrangement)
         failures = {(t.text_id, s): 0 for t in texts for s in range(config.seeds)}
@@ -63,6 +67,7 @@ def capacity_search(store: RunStore, loaded, texts: Sequence[Text], config: RunC
                 failures[(t.text_id, s)] = 0 if reconstructed(acc) else failures[(t.text_id, s)] + 1
             if on_length:
                 on_length(method, length, rows)
+    ensure_scored(store, loaded, progress=on_texts)
     return capacity_table(store)
 
 
@@ -105,7 +110,8 @@ def _rows(store: RunStore, arrangement: str, length: int) -> dict:
 
 
 def capacity_table(store: RunStore) -> pd.DataFrame:
-    """One row per stored solution with its prefix's H_LM, as in docs/tables.md `capacity`."""
+    """One row per stored solution with its prefix's H_LM, as in docs/tables.md `capacity`
+    (NaN for a text not scored yet: `capacity_search` scores before it builds the table)."""
     rows = store.solutions()
     texts = {t.text_id: t for t in store.texts()}
     records = []

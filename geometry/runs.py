@@ -2,9 +2,9 @@
 
 `fit_run` is the whole sequence every fitting command uses (the CLI's fit and experiment, the
 demo, the tests' tiny run, and anything new that fits a run): take the run's lock, prepare the
-run, skip what is stored, fit the rest, mark the run complete. Its parts stay public for
+run, skip what is stored, fit the rest, score the texts' H_LM, mark the run complete. Its parts stay public for
 callers that climb a grid instead (capacity): `prepare_run` loads the model, opens (and
-checks) or creates the store with its texts; `fit_into` turns problems into solutions appended
+checks) or creates the store with its texts (unscored: scoring.py); `fit_into` turns problems into solutions appended
 to the store as each group finishes. A run directory that already exists is resumed when its
 config matches and refused otherwise, so re-running an interrupted command finishes it without
 refitting anything already stored.
@@ -13,7 +13,6 @@ refitting anything already stored.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import pathlib
 import platform
@@ -32,7 +31,8 @@ from .frozen import check_frozen_m, load_frozen_m, m_sha256
 from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .recipes import Recipe
 from .store import RunStore
-from .texts import Text, load_texts, parse_text_spec, read_text_file, token_nll
+from .scoring import ensure_scored
+from .texts import Text, load_texts, parse_text_spec, read_text_file
 
 DEFAULT_ARRANGEMENT = "bos e m*"
 """Measured on the default model (README, arrangement table): plain `e m*` stalls at position 0."""
@@ -154,10 +154,10 @@ def prepare_run(out, config: RunConfig, device: str = "cpu", overwrite: bool = F
 def load_text_mix(config: RunConfig, loaded: LoadedModel,
                   on_texts: Callable[[str, int, int], None] | None = None) -> list[Text]:
     """Texts of a SPEC, or of several joined by '+' (e.g. `builtin:3+generated:1:2+random:1`);
-    `builtin:K` takes the first K built-in paragraphs. The mix is scored in one pass, and only
-    up to the longest length the run fits: nothing reads H_LM further, and scoring whole texts
-    was most of the minutes a 10,000-line file spent before its first optimiser step
-    (bench/prepare_texts.py)."""
+    `builtin:K` takes the first K built-in paragraphs. They come without their NLL: scoring was
+    nearly all of the minutes a 10,000-line file spent before its first optimiser step
+    (bench/prepare_texts.py), and fitting never reads it; `scoring.ensure_scored` adds it to
+    the stored texts once, after the fit or when a reader of H_LM first needs it."""
     texts: list[Text] = []
     for part in config.texts.split("+"):
         head, _, count = part.strip().partition(":")
@@ -172,10 +172,7 @@ def load_text_mix(config: RunConfig, loaded: LoadedModel,
     ids = [t.text_id for t in texts]
     if len(set(ids)) != len(ids):
         raise ProtoscopeError(f"text spec {config.texts!r} names some texts twice")
-    check_prefixes(texts, config)  # before scoring, which takes minutes on a large file
-    nlls = token_nll(loaded, [t.token_ids for t in texts], progress=on_texts,
-                     max_tokens=max(config.lengths))
-    return [dataclasses.replace(t, token_nll=n) for t, n in zip(texts, nlls)]
+    return texts
 
 
 def check_prefixes(texts: Sequence[Text], config: RunConfig) -> None:
@@ -319,10 +316,12 @@ def fit_run(out, config: RunConfig, *, device: str = "cpu", overwrite: bool = Fa
     it, e.g. to analyse under the same lock), `prepare_run` (load or reuse `loaded`; open and
     check an existing run, or create it from `texts` or `config.texts`), skip the (text, seed,
     length) already stored for `config.arrangement`, fit the rest length by length with
-    `fit_into`, record the torch thread count used, mark the run complete.
+    `fit_into`, score the texts' H_LM (`scoring.ensure_scored`: only now, so the first
+    optimiser step never waits for it; a run interrupted before is scored by the next call),
+    record the torch thread count used, mark the run complete.
 
     Progress callbacks, all optional: `on_texts(stage, done, total)` while texts are prepared
-    (stages "tokenised", "scored"); `on_problems(total)` once, with the number of problems left
+    (stage "tokenised"; "scored" after the fit); `on_problems(total)` once, with the number of problems left
     to fit (0 when a finished run is resumed); `on_step(accuracy)` after every optimiser step
     with the per-problem accuracy of the batch; `on_group(group)` as each group is stored;
     `on_groups(progress)` after every step with a `GroupProgress` per group in flight.
@@ -343,6 +342,7 @@ def fit_run(out, config: RunConfig, *, device: str = "cpu", overwrite: bool = Fa
                         progress=on_group, on_step=on_step, on_groups=on_groups,
                         checkpoint_every=checkpoint_every)
                for problems in todo.values() if problems]
+        texts = ensure_scored(store, loaded, progress=on_texts)  # H_LM, after the first step
         record_threads(store, config.kind)
         store.update_manifest(status="complete")
     rows = pd.concat(new, ignore_index=True) if new else store.solutions().iloc[:0]

@@ -1,7 +1,7 @@
 """Where do solutions live between stages? The run store: one directory, plain formats.
 
     RUN/manifest.json          model, config, command line, versions, times, status
-    RUN/texts.jsonl            one Text per line (ids, token ids, per-token NLL)
+    RUN/texts.jsonl            one Text per line (ids, token ids, per-token NLL once scored)
     RUN/solutions.safetensors  "e" [n_e, d], "m" [n_m, d]; a shared vector is stored once
     RUN/solutions.parquet      one row per solution, indexing its vectors
     RUN/analysis/NAME.parquet  one tidy table per analysis
@@ -91,8 +91,7 @@ class RunStore:
         make_folder(store.path)
         if (store.path / MANIFEST).exists():
             raise StoreError(f"{store.path} already holds a run; use --overwrite to replace it")
-        lines = "".join(json.dumps(t.to_json()) + "\n" for t in texts)
-        atomic_write(store.path / TEXTS, lambda tmp: tmp.write_text(lines))
+        store.write_texts(texts)
         write_json(store.path / MANIFEST, {"format": FORMAT, "status": "running", **manifest})
         return store
 
@@ -194,6 +193,11 @@ class RunStore:
         return _read(path, pd.read_parquet) if path.exists() else None
 
     # -- writing ----------------------------------------------------------------------------
+    def write_texts(self, texts: list[Text]) -> None:
+        """Replace texts.jsonl (at creation, and as scoring.ensure_scored adds their NLL)."""
+        lines = "".join(json.dumps(t.to_json()) + "\n" for t in texts)
+        atomic_write(self.path / TEXTS, lambda tmp: tmp.write_text(lines))
+
     def append(self, rows: list[dict], e: torch.Tensor, m: torch.Tensor) -> list[int]:
         """Append solutions whose `e_row` / `m_row` index the given new vectors; returns ids."""
         vectors, old = self.vectors(), self.solutions()

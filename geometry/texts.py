@@ -15,8 +15,9 @@ itself. `token_nll` scores the text with the model's text-start token
 t_1 also gets a conditional probability. A model without one has no unconditional distribution
 to ask, so t_1 gets log(vocab_size), the NLL of a uniform guess, and t_2.. are scored from the
 text itself. Only the first n_ctx - 1 tokens of a text longer than the model's context are
-scored, and a run scores only the longest prefix it fits (`score_tokens`), so `token_nll` may
-be shorter than `token_ids`.
+scored, and a run scores only the longest prefix it fits (`score_tokens`; a run's texts are
+stored unscored and scored once by scoring.ensure_scored), so `token_nll` may be shorter than
+`token_ids`, or None.
 
 Generated texts: the context is the first 32 tokens of a built-in paragraph (after BOS when
 the model has one); the continuation alone is the text. Sampling is plain ancestral sampling at
@@ -94,8 +95,8 @@ class Text:
     def h_lm(self, n: int | None = None, bits: bool = False) -> float:
         """H_LM of the first n tokens (all when None): sum of -log P(t_i | t_<i), nats or bits."""
         if self.token_nll is None:
-            raise ProtoscopeError(f"text {self.text_id!r} has no token NLL "
-                                  "(it was loaded with with_nll=False)")
+            raise ProtoscopeError(f"text {self.text_id!r} has no token NLL (loaded with "
+                                  "with_nll=False, or not scored yet: scoring.ensure_scored)")
         n = len(self.token_nll) if n is None else n
         if n < 1 or n > len(self.token_nll):
             raise ProtoscopeError(f"text {self.text_id!r} has NLL for {len(self.token_nll)} "

@@ -109,11 +109,16 @@ def test_the_demo_does_not_import_the_command_layer():
 
 def test_texts_are_scored_only_up_to_the_longest_fitted_prefix(config, fit_llama, tmp_path):
     from protoscope.geometry.runs import prepare_run
+    from protoscope.geometry.scoring import ensure_scored
     from protoscope.geometry.texts import token_nll
 
     calls = Calls()
-    _, _, texts = prepare_run(tmp_path / "run", config, loaded=fit_llama, on_texts=calls.kwargs()["on_texts"])
+    store, _, texts = prepare_run(tmp_path / "run", config, loaded=fit_llama,
+                                  on_texts=calls.kwargs()["on_texts"])
+    assert all(t.token_nll is None for t in texts) and not [c for c in calls.texts if c[0] == "scored"]
+    texts = ensure_scored(store, fit_llama, progress=calls.kwargs()["on_texts"])
     assert [len(t.token_nll) for t in texts] == [3, 3, 3] and all(t.n_tokens > 3 for t in texts)
+    assert [t.token_nll for t in store.texts()] == [t.token_nll for t in texts]
     whole = token_nll(fit_llama, [t.token_ids for t in texts])
     for text, full in zip(texts, whole):
         assert len(full) == text.n_tokens
@@ -121,21 +126,21 @@ def test_texts_are_scored_only_up_to_the_longest_fitted_prefix(config, fit_llama
     assert [c for c in calls.texts if c[0] == "scored"][-1] == ("scored", 3, 3)
 
 
-def test_a_mix_scores_only_the_texts_it_keeps(fit_llama, tmp_path):
+def test_a_mix_keeps_only_its_texts_and_scores_none(fit_llama, tmp_path):
     from protoscope.geometry.runs import load_text_mix
 
     calls = Calls()
     texts = load_text_mix(RunConfig(texts="builtin:2", lengths=(4,)), fit_llama,
                           on_texts=calls.kwargs()["on_texts"])
-    assert len(texts) == 2 and [len(t.token_nll) for t in texts] == [4, 4]
-    assert [c for c in calls.texts if c[0] == "scored"] == [("scored", 2, 2)]
+    assert len(texts) == 2 and all(t.token_nll is None for t in texts)
+    assert [c for c in calls.texts if c[0] == "scored"] == []
 
 
 def test_a_text_too_short_is_refused_before_scoring(config, fit_llama, tmp_path, monkeypatch):
     def token_nll(*args, **kwargs):
         raise AssertionError("texts were scored before their lengths were checked")
 
-    monkeypatch.setattr("protoscope.geometry.runs.token_nll", token_nll)
+    monkeypatch.setattr("protoscope.geometry.scoring.token_nll", token_nll)
     too_long = RunConfig(model="tiny", texts=config.texts, seeds=1, lengths=(3, 40))
     with pytest.raises(ProtoscopeError, match="a prefix of 40"):
         fit_run(tmp_path / "run", too_long, loaded=fit_llama)
