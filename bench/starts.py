@@ -78,7 +78,7 @@ def disjoint(held_out, store, length: int) -> dict:
     sources = [p for _, p in PARAGRAPHS] + [t.text for t in train]
     seen = set().union(*(_shingles(x) for x in sources))
     inside_paragraph = [t.text_id for t in held_out if _shingles(t.text) & seen]
-    return {"training_run": str(store.path), "training_texts": len(train),
+    return {"training_run": store.path.name, "training_texts": len(train),
             "training_sources": sorted({t.source for t in train}),
             "training_contexts": sorted({t.context_id for t in train if t.context_id}),
             "held_out_sources": sorted({t.source for t in held_out}),
@@ -120,7 +120,8 @@ def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None
         if encoder:
             enc = load_encoder(encoder)
             problems = encoder_starts(enc, loaded, problems)
-            extra["encoder"] = {"path": str(encoder), "kind": enc.kind, **enc.meta.get("trained_on", {})}
+            extra["encoder"] = {"name": pathlib.Path(encoder).name, "kind": enc.kind,
+                                **enc.meta.get("trained_on", {})}
     if encoder:
         e0, m0 = (torch.stack([getattr(p, f"init_{n}") for p in problems]) for n in ("e", "m"))
     else:
@@ -130,7 +131,7 @@ def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None
 
         frozen = load_frozen_m(m_from)
         m0 = frozen.expand(len(problems), -1)
-        extra["m_from"] = str(m_from)
+        extra["m_from"] = pathlib.Path(m_from).name
     zero = zero_step_accuracy(decoder, e0, m0, problems)
     kwargs = {"frozen_m": frozen} if frozen is not None else {}
     fitter = Fitter(decoder, rec, **kwargs)
@@ -280,6 +281,15 @@ def _smoke() -> dict:
                         loaded=loaded)
 
 
+def _command() -> str:
+    """The command line with path options shortened to their last part."""
+    args, out = sys.argv[1:], []
+    for i, a in enumerate(args):
+        after_path = i and args[i - 1] in ("--train-run", "--encoder-dir", "--encoder", "--m-from")
+        out.append(pathlib.Path(a).name if after_path else a)
+    return " ".join(["python", "-m", "protoscope.bench.starts", *out])
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-run", default=None, help="train encoders on this run's solutions")
@@ -302,7 +312,9 @@ def main(argv=None) -> None:
         encoders = {pathlib.Path(p).stem: p for p in args.encoder}
         result = measured(settings, train_run=args.train_run, kinds=args.kinds, encoders=encoders,
                           encoder_dir=args.encoder_dir, m_from=args.m_from)
-    result = {"command": common.command_line(), "machine": common.machine(), **result}
+    result = {"command": _command(), "machine": common.machine(), **result}
+    for t in result.get("trained", {}).values():  # names, not machine paths, in the result file
+        t["path"] = pathlib.Path(t["path"]).name
     result["printed_table"] = report(result)
     print("\n".join(result["printed_table"]))
     if not args.smoke:

@@ -260,7 +260,10 @@ def train_encoder(store, loaded, kind: str = "ridge", seed: int = 0) -> Encoder:
         "features": "last layer of the frozen model on [BOS] + text: mean over text positions, then last position",
         "e_norm": float(np.median(np.linalg.norm(e, axis=1))),
         "m_norm": float(np.median(np.linalg.norm(m, axis=1))),
-        "trained_on": {"run": str(store.path), "solutions": int(len(rows)),
+        # the run by its folder name and what made it: a shipped file carries no machine paths
+        "trained_on": {"run": store.path.name, "texts_spec": store.manifest.get("config", {}).get("texts"),
+                       "text_seed": store.manifest.get("config", {}).get("text_seed"),
+                       "solutions": int(len(rows)),
                        "texts": int(rows["text_id"].nunique()),
                        "lengths": sorted({int(n) for n in rows["length"]}),
                        "arrangements": sorted(set(rows["arrangement"])),
