@@ -4,7 +4,9 @@ A table is up to date when it was computed from the solutions the store holds no
 the options asked for now: the manifest records, per analysis, the solution count, the last
 solution it saw and every option of its analyze() call (`options.resolve`), so a table
 computed under another budget is recomputed, not reused. The findings table is rebuilt from
-the tables at the end of every call (it runs no model).
+the tables at the end of every call (it runs no model). A run whose fit was interrupted
+before its texts were scored gets their H_LM here, once, whichever analyses run
+(geometry/scoring.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from ..geometry.errors import ProtoscopeError, StoreError
 from ..geometry.models import load_model
 from ..geometry.runs import now
+from ..geometry.scoring import ensure_scored, unscored
 from ..geometry.store import RunStore
 from . import findings
 from .options import resolve, stamp_value
@@ -57,6 +60,7 @@ def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = 
         if not model:
             raise StoreError(f"{store.path / 'manifest.json'} names no model in its config")
         loaded = load_model(model, device=device, dtype=manifest.get("dtype", "float32"))
+    _score(store, loaded, quiet)
     for name in todo:
         started = time.perf_counter()
         if not quiet:
@@ -72,3 +76,12 @@ def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = 
                               updated=now())
     findings.write(store)
     return timings
+
+
+def _score(store: RunStore, loaded, quiet: bool) -> None:
+    """Fill in the H_LM of texts a fit left unscored (a fit interrupted before its end)."""
+    missing = len(unscored(store.texts()))
+    if missing:
+        if not quiet:
+            print(f"analysis: scoring {missing} texts (H_LM) ...", file=sys.stderr, flush=True)
+        ensure_scored(store, loaded)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from protoscope.analysis import information, probes
+from protoscope.analysis.run import run_analyses
 from protoscope.geometry import scoring
 from protoscope.geometry.capacity import capacity_search
 from protoscope.geometry.recipes import resolve_recipe
@@ -161,3 +162,10 @@ def test_capacity_search_scores_before_its_table(tmp_path, spy):
         table = capacity_search(store, loaded, texts, config)
     assert spy == ["score"] and table["h_lm_nats"].notna().all()
     assert all(len(t.token_nll) == 3 for t in store.texts())
+
+
+def test_analyze_scores_an_unscored_run_whatever_it_runs(unscored, spy):
+    store, loaded, scored = unscored
+    with single_thread():
+        run_analyses(store, only=["uniqueness"], loaded=loaded, quiet=True)
+    assert spy == ["score"] and store.texts() == scored
