@@ -54,3 +54,15 @@ def one_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def config(tmp_path):
+    """A run config of three short texts in a .txt file on the "tiny" model, 2 seeds at 3 tokens."""
+    from protoscope.geometry.recipes import resolve_recipe
+    from protoscope.geometry.runs import RunConfig
+
+    path = tmp_path / "texts.txt"
+    path.write_text("the cat sat on the mat\n\nwe went to the city at night\n\nthis is a good one for you\n")
+    return RunConfig(model="tiny", texts=str(path), seeds=2, lengths=(3,),
+                     recipe=resolve_recipe("default", max_steps=60))

@@ -200,6 +200,26 @@ BAD_FIT = {  # case: (options for fit_args, words the one line must contain)
 
 
 @pytest.mark.parametrize("case", list(BAD_FIT))
+
+def kill_when(argv, ready, what: str, poll: float) -> None:
+    """Run the CLI in a subprocess and SIGKILL it as soon as `ready()` holds (within 180 s)."""
+    proc = subprocess.Popen([sys.executable, "-m", "protoscope.cli", *map(str, argv)], cwd=ROOT,
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while not ready():
+            assert proc.poll() is None, f"fit ended before {what}:\n{proc.stderr.read()}"
+            assert time.monotonic() < deadline, f"no {what} within 180 s"
+            time.sleep(poll)
+        was_running = proc.poll() is None
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert was_running and proc.returncode == -signal.SIGKILL
+
 def test_bad_fit_input_gets_one_line(case, ns, tmp_path, capfd, monkeypatch):
     options, needles = BAD_FIT[case]
     options = {k: str(v).format(root=ns.root) for k, v in options.items()}
@@ -359,22 +379,8 @@ def test_fit_killed_mid_run_resumes_and_keeps_every_stored_solution(ns, tmp_path
     out = tmp_path / "run"
     argv = fit_args(ns, texts=texts, seeds=3, max_steps=400, batch_size=2, out=out)
     expected = {(f"file-{i:03d}", seed, 4) for i in range(4) for seed in range(3)}
-    proc = subprocess.Popen([sys.executable, "-m", "protoscope.cli", *map(str, argv)], cwd=ROOT,
-                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 180
-        while not (out / "solutions.parquet").exists():  # written once per finished solution
-            assert proc.poll() is None, f"fit ended before storing a solution:\n{proc.stderr.read()}"
-            assert time.monotonic() < deadline, "no solution stored within 180 s"
-            time.sleep(0.02)
-        was_running = proc.poll() is None
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
-    assert was_running and proc.returncode == -signal.SIGKILL
+    # solutions.parquet is written once per finished solution
+    kill_when(argv, lambda: (out / "solutions.parquet").exists(), "a solution stored", 0.02)
     store = RunStore.open(out)
     assert store.manifest["status"] == "running"
     before, e_before, m_before = keyed(store)
@@ -400,22 +406,7 @@ def test_shared_group_killed_mid_fit_resumes_from_its_checkpoint_bit_for_bit(ns,
                         max_steps=300, checkpoint_steps=10, out=out)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "protoscope.cli", *map(str, argv(out))], cwd=ROOT,
-                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 180
-        while not list((out / "checkpoints").glob("fit-*.json")):
-            assert proc.poll() is None, f"fit ended before a checkpoint:\n{proc.stderr.read()}"
-            assert time.monotonic() < deadline, "no checkpoint within 180 s"
-            time.sleep(0.01)
-        was_running = proc.poll() is None
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
-    assert was_running and proc.returncode == -signal.SIGKILL
+    kill_when(argv(out), lambda: list((out / "checkpoints").glob("fit-*.json")), "a checkpoint", 0.01)
     (state_file,) = (out / "checkpoints").glob("fit-*.json")
     state = json.loads(state_file.read_text())
     assert state["groups"] and all({"steps", "worst", "exact", "members"} <= set(g) for g in state["groups"])

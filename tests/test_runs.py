@@ -10,19 +10,9 @@ import pytest
 import torch
 
 from protoscope.geometry.errors import ProtoscopeError
-from protoscope.geometry.recipes import resolve_recipe
 from protoscope.geometry.runs import RunConfig, fit_run, use_threads
 from protoscope.geometry.store import RunStore
 
-TEXTS = "the cat sat on the mat\n\nwe went to the city at night\n\nthis is a good one for you\n"
-
-
-@pytest.fixture
-def config(tmp_path):
-    path = tmp_path / "texts.txt"
-    path.write_text(TEXTS)
-    return RunConfig(model="tiny", texts=str(path), seeds=2, lengths=(3,),
-                     recipe=resolve_recipe("default", max_steps=60))
 
 
 class Calls:

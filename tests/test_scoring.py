@@ -25,13 +25,6 @@ from tiny_run import single_thread, tiny_run
 TEXTS = "the cat sat on the mat\n\nwe went to the city at night\n\nthis is a good one for you\n"
 
 
-@pytest.fixture
-def config(tmp_path):
-    path = tmp_path / "texts.txt"
-    path.write_text(TEXTS)
-    return RunConfig(model="tiny", texts=str(path), seeds=2, lengths=(3,),
-                     recipe=resolve_recipe("default", max_steps=60))
-
 
 @pytest.fixture
 def spy(monkeypatch):
