@@ -199,8 +199,6 @@ BAD_FIT = {  # case: (options for fit_args, words the one line must contain)
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_FIT))
-
 def kill_when(argv, ready, what: str, poll: float) -> None:
     """Run the CLI in a subprocess and SIGKILL it as soon as `ready()` holds (within 180 s)."""
     proc = subprocess.Popen([sys.executable, "-m", "protoscope.cli", *map(str, argv)], cwd=ROOT,
@@ -220,6 +218,8 @@ def kill_when(argv, ready, what: str, poll: float) -> None:
         proc.stderr.close()
     assert was_running and proc.returncode == -signal.SIGKILL
 
+
+@pytest.mark.parametrize("case", list(BAD_FIT))
 def test_bad_fit_input_gets_one_line(case, ns, tmp_path, capfd, monkeypatch):
     options, needles = BAD_FIT[case]
     options = {k: str(v).format(root=ns.root) for k, v in options.items()}
