@@ -1,4 +1,4 @@
-"""Which arrangement of e and m lets the default model reconstruct a text? The paper's Table 1.
+"""Which arrangement of e and m lets a model reconstruct a text? The paper's Table 1.
 
 Every arrangement fits the same problems (a few built-in texts x 2 seeds) at N = 1, 2, 4, 16
 target tokens with the default recipe and a fixed budget (300 steps, restarts included), and
@@ -7,12 +7,15 @@ PG-19, 5000 steps, so the numbers are comparable in pattern, not in value). `bos
 toolkit's default arrangement; `e m*` is the paper's. One arrangement per worker process.
 
     python -m protoscope.bench.arrangements --texts 4 --seeds 2 --budget 300
+    python -m protoscope.bench.arrangements --model gemma3-270m   (results/arrangements-gemma3-270m.json)
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+
+from protoscope.geometry.models import DEFAULT_MODEL
 
 from . import common
 
@@ -30,8 +33,10 @@ PAPER_TABLE1 = {
 }
 
 
-def job(arrangement: str, n_texts: int, seeds: int, lengths, budget: int) -> list[dict]:
+def job(arrangement: str, n_texts: int, seeds: int, lengths, budget: int,
+        model: str = DEFAULT_MODEL) -> list[dict]:
     """Fit every length for one arrangement; one row per length."""
+    common.use_model(model)
     rec = common.recipe("default", max_steps=budget)
     chosen = [p for n in lengths for p in common.problems(common.texts(count=n_texts), seeds, n)]
     solutions = common.fit(arrangement, rec, chosen, label=arrangement)
@@ -47,9 +52,9 @@ def job(arrangement: str, n_texts: int, seeds: int, lengths, budget: int) -> lis
 
 
 def measure(arrangements=ARRANGEMENTS, n_texts: int = 4, seeds: int = 2, lengths=LENGTHS,
-            budget: int = 300, workers: int | None = None) -> list[dict]:
+            budget: int = 300, workers: int | None = None, model: str = DEFAULT_MODEL) -> list[dict]:
     jobs = [(job, dict(arrangement=a, n_texts=n_texts, seeds=seeds, lengths=tuple(lengths),
-                       budget=budget)) for a in arrangements]
+                       budget=budget, model=model)) for a in arrangements]
     return [row for rows in common.run_jobs(jobs, workers) for row in rows]
 
 
@@ -79,18 +84,21 @@ def main(argv=None) -> None:
     ap.add_argument("--budget", type=int, default=300)
     ap.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS))
     ap.add_argument("--only", nargs="*", help="arrangement specs to run (default: all six)")
+    ap.add_argument("--model", default=DEFAULT_MODEL,
+                    help=f"model alias or folder (default: {DEFAULT_MODEL})")
     ap.add_argument("--workers", type=int, default=None,
                     help="worker processes, one thread each (default: one per core)")
     args = ap.parse_args(argv)
     rows = measure(args.only or ARRANGEMENTS, args.texts, args.seeds, args.lengths, args.budget,
-                   args.workers)
+                   args.workers, args.model)
     columns = ["arrangement"] + [f"N={n}" for n in args.lengths]
     print("mean accuracy")
     print(common.table(wide(rows), columns))
     print("exact reconstructions")
     print(common.table(wide(rows, "exact_rate"), columns))
-    common.write_result("arrangements", {
-        "command": common.command_line(), "machine": common.machine(), "model": "smollm2-135m",
+    name = "arrangements" if args.model == DEFAULT_MODEL else f"arrangements-{args.model}"
+    common.write_result(name, {
+        "command": common.command_line(), "machine": common.machine(), "model": args.model,
         "texts": f"first {args.texts} built-in", "seeds": args.seeds, "budget_steps": args.budget,
         "recipe": common.recipe("default", max_steps=args.budget).to_dict(), **summary(rows)})
 

@@ -31,9 +31,21 @@ from protoscope.geometry.texts import load_texts
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+_CURRENT = {"model": DEFAULT_MODEL}
+
+
+def use_model(name: str) -> None:
+    """Make `name` the model that `model()`, `texts()` and `fit()` use in this process."""
+    _CURRENT["model"] = name
+
+
+def model(name: str | None = None):
+    """The frozen model (by default the one `use_model` chose), loaded once per process."""
+    return _load(name or _CURRENT["model"])
+
+
 @functools.lru_cache(maxsize=2)
-def model(name: str = DEFAULT_MODEL):
-    """The frozen model, loaded once per process."""
+def _load(name: str):
     return load_model(name)
 
 
