@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random models of three families and the `--device` option."""
+"""Shared fixtures: tiny random models of three families, random proto-token batches for them,
+and the `--device` option."""
 import pytest
 import torch
 from threadpoolctl import threadpool_limits
@@ -42,6 +43,22 @@ def fit_llama(device):
     for proto-token fitting to converge in tens of steps; with the default 0.02 the random
     model's logits barely move and no short target is ever reconstructed."""
     return tiny_model("llama", seed=0, device=device, initializer_range=0.3)
+
+
+def _proto_batch(loaded, b=3, n=7, seed=0):
+    """b random (e, m) pairs at the scale of the model's token embeddings and b random
+    n-token targets: (e [b, d], m [b, d], target ids [b, n]), seeded."""
+    g = torch.Generator().manual_seed(seed)
+    d, v = loaded.info.d_model, loaded.info.vocab_size
+    scale = loaded.info.embedding_std
+    return (torch.randn(b, d, generator=g) * scale, torch.randn(b, d, generator=g) * scale,
+            torch.randint(0, v, (b, n), generator=g))
+
+
+@pytest.fixture(scope="session")
+def proto_batch():
+    """`proto_batch(loaded, b=3, n=7, seed=0)`: a seeded random batch for a decoder test."""
+    return _proto_batch
 
 
 @pytest.fixture(scope="session", autouse=True)

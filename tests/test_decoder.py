@@ -10,19 +10,11 @@ from protoscope.geometry.errors import ProtoscopeError
 SPECS = list(LAYOUTS) + ["bos " + s for s in LAYOUTS]
 
 
-def _batch(loaded, b=3, n=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    d, v = loaded.info.d_model, loaded.info.vocab_size
-    scale = loaded.info.embedding_std
-    return (torch.randn(b, d, generator=g) * scale, torch.randn(b, d, generator=g) * scale,
-            torch.randint(0, v, (b, n), generator=g))
-
-
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("family", ["tiny_llama", "tiny_neox", "tiny_gemma"])
-def test_decoder_matches_model_forward(spec, family, request):
+def test_decoder_matches_model_forward(spec, family, request, proto_batch):
     loaded = request.getfixturevalue(family)
-    e, m, t = _batch(loaded)
+    e, m, t = proto_batch(loaded)
     decoder = Decoder(loaded, spec)
     out = decoder(e, m, t)
     x, first = decoder.inputs(e, m, t)
@@ -33,8 +25,8 @@ def test_decoder_matches_model_forward(spec, family, request):
     assert out.correct.shape == t.shape and out.accuracy.shape == (3,)
 
 
-def test_chunked_head_equals_one_chunk_with_gradients(tiny_llama):
-    e, m, t = _batch(tiny_llama, n=9)
+def test_chunked_head_equals_one_chunk_with_gradients(tiny_llama, proto_batch):
+    e, m, t = proto_batch(tiny_llama, n=9)
     grads = []
     for max_logits in (1 << 30, tiny_llama.info.vocab_size * 3 * 2):  # one chunk; chunks of 2
         e_ = e.clone().requires_grad_(True)
@@ -61,16 +53,16 @@ def test_bad_spec_names_the_allowed_ones():
         parse_arrangement("m e*")
 
 
-def test_one_vector_on_rope_model_predicts_the_same_token_everywhere(tiny_llama):
+def test_one_vector_on_rope_model_predicts_the_same_token_everywhere(tiny_llama, proto_batch):
     """With `e*` every position sees only copies of e; with RoPE and causal attention the
     attention output is the same at every position, so the prediction is too."""
-    e, m, t = _batch(tiny_llama, b=4, n=6)
+    e, m, t = proto_batch(tiny_llama, b=4, n=6)
     out = Decoder(tiny_llama, "e*")(e, m, t)
     assert torch.equal(out.predicted, out.predicted[:, :1].expand_as(out.predicted))
 
 
-def test_mem_baseline_reads_the_text_itself(tiny_llama):
-    e, m, t = _batch(tiny_llama, b=2, n=5)
+def test_mem_baseline_reads_the_text_itself(tiny_llama, proto_batch):
+    e, m, t = proto_batch(tiny_llama, b=2, n=5)
     decoder = Decoder(tiny_llama, "mem")
     x, first = decoder.inputs(e, m, t)
     torch.testing.assert_close(x[:, 1:], tiny_llama.embed(t[:, :-1]))

@@ -11,14 +11,6 @@ from protoscope.geometry.models import tiny_model
 FAMILIES = ["tiny_llama", "tiny_neox", "fit_llama"]
 
 
-def _vectors(loaded, b=3, n=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    d, v = loaded.info.d_model, loaded.info.vocab_size
-    scale = loaded.info.embedding_std
-    return (torch.randn(b, d, generator=g) * scale, torch.randn(b, d, generator=g) * scale,
-            torch.randint(0, v, (b, n), generator=g))
-
-
 def _naive_greedy(loaded, prompt, n, banned):
     """Greedy decoding without a cache: the whole sequence through the model at every step."""
     x, out = prompt, []
@@ -34,9 +26,10 @@ def _naive_greedy(loaded, prompt, n, banned):
 
 @pytest.mark.parametrize("flat_head", [False, True])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_one_step_view_is_the_models_argmax_and_cross_entropy(family, flat_head, request):
+def test_one_step_view_is_the_models_argmax_and_cross_entropy(family, flat_head, request,
+                                                              proto_batch):
     loaded = request.getfixturevalue(family)
-    e, m, t = _vectors(loaded)
+    e, m, t = proto_batch(loaded, n=6)
     decoder = Decoder(loaded, "bos e m*", flat_head=flat_head)
     out = decoder(e, m, t)
     x, first = decoder.inputs(e, m, t)
@@ -49,9 +42,9 @@ def test_one_step_view_is_the_models_argmax_and_cross_entropy(family, flat_head,
 
 @pytest.mark.parametrize("spec", ["bos e m*", "e m*"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_prompt_view_is_greedy_decoding_without_a_cache(family, spec, request):
+def test_prompt_view_is_greedy_decoding_without_a_cache(family, spec, request, proto_batch):
     loaded = request.getfixturevalue(family)
-    e, m, _ = _vectors(loaded, b=4)
+    e, m, _ = proto_batch(loaded, b=4)
     decoder = Decoder(loaded, spec)
     prompt = decoder.prompt(e, m)
     assert prompt.shape == (4, 3 if spec.startswith("bos") else 2, loaded.info.d_model)
@@ -73,8 +66,8 @@ def test_prompt_view_is_greedy_decoding_without_a_cache(family, spec, request):
     assert torch.equal(generated, reference)
 
 
-def test_prompt_view_never_chooses_a_banned_token(tiny_llama):
-    e, m, _ = _vectors(tiny_llama, b=4)
+def test_prompt_view_never_chooses_a_banned_token(tiny_llama, proto_batch):
+    e, m, _ = proto_batch(tiny_llama, b=4)
     decoder = Decoder(tiny_llama, "bos e m*")
     prompt = decoder.prompt(e, m)
     free = decoder.greedy(prompt, 3, banned=())
@@ -84,9 +77,9 @@ def test_prompt_view_never_chooses_a_banned_token(tiny_llama):
     assert torch.equal(constrained, _naive_greedy(tiny_llama, prompt, 3, banned))
 
 
-def test_prompt_view_of_one_mem_vector(tiny_neox):
+def test_prompt_view_of_one_mem_vector(tiny_neox, proto_batch):
     """The [mem] baseline decodes autoregressively from its one vector, no BOS."""
-    e, _, _ = _vectors(tiny_neox, b=2)
+    e, _, _ = proto_batch(tiny_neox, b=2)
     decoder = Decoder(tiny_neox, "mem")
     prompt = decoder.prompt(e)
     assert prompt.shape == (2, 1, tiny_neox.info.d_model)
@@ -96,10 +89,10 @@ def test_prompt_view_of_one_mem_vector(tiny_neox):
 
 @pytest.mark.parametrize("spec", ["bos e m*", "e m*+1", "mem"])
 @pytest.mark.parametrize("family", ["llama", "gpt_neox"])
-def test_attention_view_is_the_models_eager_attention(family, spec):
+def test_attention_view_is_the_models_eager_attention(family, spec, proto_batch):
     loaded = tiny_model(family, seed=0)  # sdpa by default: it returns no weights
     reference = tiny_model(family, seed=0, attn_implementation="eager")
-    e, m, t = _vectors(loaded)
+    e, m, t = proto_batch(loaded, n=6)
     decoder = Decoder(loaded, spec)
     attended = decoder.attention(e, m, t)
     assert loaded.model.config._attn_implementation == "sdpa"  # restored afterwards
