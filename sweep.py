@@ -13,6 +13,7 @@ Ray task retried after its worker died, fits only what is not stored yet.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import re
@@ -33,7 +34,8 @@ KEYS = ("name", "models", "texts", "lengths", "capacity", "capacity_method", "se
         "group_size", "arrangement", "recipe", "analyses", "dtype", "text_seed", "random_words",
         "generate_tokens", "batch_size", "threads", "checkpoint_steps", "checkpoint_seconds")
 RESULT_COLUMNS = ["model", "text_id", "source", "seed", "length", "share", "accuracy", "c_tokens",
-                  "steps", "seconds", "converged", "run", "job", "kind", "arrangement", "status"]
+                  "steps", "seconds", "converged", "run", "job", "kind", "arrangement", "status",
+                  "h_lm_nats", "h_lm_bits"]
 BACKENDS = ("local", "ray")
 FAULT_ENV = "PROTOSCOPE_SWEEP_FAULT"  # tests: "JOB_ID:MARKER" kills that job's worker once
 _MODEL_CACHE_SIZE = 2  # models a worker keeps loaded between jobs
@@ -369,9 +371,12 @@ def write_results(out, state: dict) -> pd.DataFrame:
         rows = store.solutions()
         if not len(rows):
             continue
-        sources = store.texts_frame().set_index("text_id")["source"]
-        rows = rows.assign(model=job["model"], source=rows["text_id"].map(sources),
-                           run=job["run"], job=job["id"], kind=job["config"]["kind"])
+        texts = {t.text_id: t for t in store.texts()}
+        h_lm = [_h_lm(texts[t], int(n)) for t, n in zip(rows["text_id"], rows["length"])]
+        rows = rows.assign(model=job["model"], source=rows["text_id"].map(
+                               {t: text.source for t, text in texts.items()}),
+                           run=job["run"], job=job["id"], kind=job["config"]["kind"],
+                           h_lm_nats=h_lm, h_lm_bits=[h / math.log(2) for h in h_lm])
         frames.append(rows)
     table = (pd.concat(frames, ignore_index=True) if frames
              else pd.DataFrame({c: [] for c in RESULT_COLUMNS}))
@@ -379,6 +384,15 @@ def write_results(out, state: dict) -> pd.DataFrame:
     table = table[[c for c in RESULT_COLUMNS if c in table.columns] + extra]
     atomic_write(out / "results.parquet", lambda path: table.to_parquet(path, index=False))
     return table
+
+
+def _h_lm(text, length: int) -> float:
+    """H_LM (nats) of a text's first `length` tokens, NaN while the text is unscored: a job's
+    fit scores its texts once it ends (geometry/scoring.ensure_scored), so only a job stopped
+    before that leaves NaN here, and running the sweep again scores them."""
+    if text.token_nll is None or len(text.token_nll) < length:
+        return math.nan
+    return text.h_lm(length)
 
 
 def _now() -> str:
