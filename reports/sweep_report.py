@@ -2,7 +2,9 @@
 
 Reads DIR/sweep.json and DIR/results.parquet (never runs a model): the paper's capacity table
 (models x text sources, m shared and not: the longest prefix reconstructed per text, best of
-its seeds, averaged over the texts of a source), steps and seconds per model, and every job with
+its seeds, averaged over the texts of a source), capacity vs H_LM per model (each text of the
+capacity-grid jobs: its capacity against the H_LM of the prefix it reconstructed, the paper's
+"capacity is bounded by information content"), steps and seconds per model, and every job with
 its status and a link to its own report (built here when the job has solutions).
 """
 
@@ -16,6 +18,7 @@ import pandas as pd
 from ..geometry.errors import ProtoscopeError
 from ..geometry.tables import capacity_of, reconstructed
 from .figures import esc
+from .figures_sweep import capacity_vs_hlm, symbol_key
 from .page import Html, Section, html_table, meta_list, paragraph, render_page, write_page
 
 
@@ -30,6 +33,41 @@ def capacity_table(results: pd.DataFrame) -> pd.DataFrame:
     per_text = capacity_of(results, ["model", "source", "share", "text_id"])
     return (per_text.groupby(["model", "source", "share"], sort=False)["capacity"]
             .agg(capacity="mean", texts="size").reset_index())
+
+
+def capacity_vs_hlm_table(results: pd.DataFrame) -> pd.DataFrame | None:
+    """Per (model, share, text) of the capacity-grid jobs (one-step method): `capacity` (longest
+    prefix reconstructed by any seed, tokens) and `h_lm_nats` (H_LM of that prefix under the
+    model; 0 when nothing was reconstructed). None when results.parquet predates its H_LM
+    column (running the sweep again rewrites it)."""
+    keys = ["model", "share", "source", "text_id"]
+    if results.empty or "h_lm_nats" not in results.columns:
+        return None
+    rows = results[results["kind"].astype(str) == "capacity"]
+    if "method" in rows.columns:
+        rows = rows[rows["method"].astype(str) == "one-step"]
+    if rows.empty:
+        return pd.DataFrame(columns=[*keys, "capacity", "h_lm_nats"])
+    per_text = capacity_of(rows, keys)
+    # H_LM is a property of the text's prefix, the same for every seed that reached it.
+    at = rows.drop_duplicates([*keys, "length"]).set_index([*keys, "length"])["h_lm_nats"]
+    per_text["h_lm_nats"] = [0.0 if n == 0 else float(at.get((*k, n), float("nan")))
+                             for k, n in zip(per_text[keys].itertuples(index=False, name=None),
+                                             per_text["capacity"])]
+    return per_text
+
+
+def hlm_summary(per_text: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Per model x source x share: texts, mean capacity (tokens), mean H_LM at capacity (nats)
+    and nats per reconstructed token (over the texts that reconstructed something)."""
+    if per_text is None or per_text.empty:
+        return None
+    held = per_text.assign(nats_per_token=per_text["h_lm_nats"]
+                           / per_text["capacity"].where(per_text["capacity"] > 0))
+    return (held.groupby(["model", "source", "share"], sort=False)
+            .agg(texts=("text_id", "size"), capacity_tokens=("capacity", "mean"),
+                 h_lm_nats=("h_lm_nats", "mean"), nats_per_token=("nats_per_token", "mean"))
+            .reset_index())
 
 
 def per_model(results: pd.DataFrame) -> pd.DataFrame:
@@ -70,6 +108,7 @@ def build_sweep_report(folder: Path | str, job_reports: bool = True) -> Path:
             html_table(wide, empty="No solutions yet."),
             html_table(table, empty="No solutions yet."),
         ]),
+        _hlm_section(results),
         Section("models", "Steps and seconds per model", [
             html_table(per_model(results), empty="No solutions yet.")]),
         Section("jobs", "Jobs", [_jobs_table(jobs, links)]),
@@ -81,6 +120,25 @@ def build_sweep_report(folder: Path | str, job_reports: bool = True) -> Path:
                         "solutions": len(results)})
     page = render_page(f"protoscope sweep: {folder.resolve().name}", sections, header)
     return write_page(folder / "report.html", page)
+
+
+def _hlm_section(results: pd.DataFrame) -> Section:
+    title = "Capacity vs H_LM per model"
+    per_text = capacity_vs_hlm_table(results)
+    if per_text is None and not results.empty:
+        return Section("hlm", title, [paragraph(
+            "results.parquet has no H_LM column (written by an older protoscope): run the same "
+            "sweep command again to rewrite it; nothing is fitted again.", "no-data")])
+    return Section("hlm", title, [
+        paragraph("Each text of the capacity-grid jobs (one-step method): its capacity (tokens, "
+                  "best of its seeds) against the H_LM of the prefix it reconstructed (nats: the "
+                  "model's own negative log-likelihood of those tokens). If capacity is bounded "
+                  "by information content, a model's texts of higher NLL per token reconstruct "
+                  "fewer tokens at a similar H_LM."),
+        capacity_vs_hlm(per_text),
+        paragraph(symbol_key(per_text)) if per_text is not None and len(per_text) else Html(""),
+        html_table(hlm_summary(per_text), empty="No capacity-grid jobs with solutions yet."),
+    ])
 
 
 def _job_report(folder: Path, job: dict) -> str | None:

@@ -1,6 +1,7 @@
 """A sweep file becomes jobs, run stores, sweep.json and one results table; bad files are one
 line; a sweep started again fits nothing new. The Ray backend's own tests: test_sweep_ray.py."""
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -154,3 +155,78 @@ def test_the_example_sweep_file_plans_two_models_x_three_sources_x_two_shares():
     jobs = plan_sweep(read_sweep_file(example), check_models=False)
     assert len(jobs) == 12 and {j["model"] for j in jobs} == {"smollm2-135m", "gemma3-270m"}
     assert all(j["config"]["kind"] == "capacity" for j in jobs)
+
+
+@pytest.fixture(scope="module")
+def capacity_sweep(tmp_path_factory):
+    """A capacity grid on two tiny models (different weights), 3 texts of 2 sources, m per text
+    and shared: 2 models x 2 text specs x 2 share modes = 8 jobs."""
+    folder = tmp_path_factory.mktemp("capacity")
+    models = [save_tiny_model(folder / f"tiny-{seed}", "llama", seed, initializer_range=0.3)
+              for seed in (0, 1)]
+    body = ('models = [{models}]\ntexts = ["builtin:2", "random:1"]\ncapacity = [2, 3]\n'
+            'seeds = 1\nshare = ["none", "m"]\n[recipe]\nmax_steps = 40\n')
+    spec = read_sweep_file(sweep_file(folder, models, body))
+    state = run_sweep(spec, folder / "out", backend="local", echo=lambda line: None)
+    return folder / "out", state, [str(m) for m in models]
+
+
+def test_results_carry_the_h_lm_of_each_solutions_prefix(capacity_sweep):
+    out, state, _ = capacity_sweep
+    results = pd.read_parquet(out / "results.parquet")
+    assert results["h_lm_nats"].notna().all() and (results["h_lm_nats"] > 0).all()
+    for job in state["jobs"]:
+        texts = {t.text_id: t for t in RunStore.open(out / job["run"]).texts()}
+        for row in results[results["job"] == job["id"]].itertuples():
+            assert row.h_lm_nats == pytest.approx(texts[row.text_id].h_lm(int(row.length)))
+    assert results["h_lm_bits"].to_numpy() == pytest.approx(results["h_lm_nats"] / math.log(2))
+
+
+def test_the_sweep_report_draws_capacity_vs_h_lm_one_trace_per_model(capacity_sweep):
+    from protoscope.reports.sweep_report import capacity_vs_hlm_table
+
+    from test_demo import drawn_figures, values
+
+    out, state, models = capacity_sweep
+    assert cli.main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    drawn = [traces for title, traces in drawn_figures(page).values()
+             if title == "Capacity vs H_LM per model"]
+    assert len(drawn) == 1, "the figure is missing from the sweep report"
+    traces = drawn[0]
+    assert sorted(t["name"] for t in traces) == sorted(models)  # one trace per model
+    per_text = capacity_vs_hlm_table(pd.read_parquet(out / "results.parquet"))
+    for trace in traces:
+        mine = per_text[per_text["model"] == trace["name"]]
+        assert len(values(trace["x"])) == len(mine) == 2 * 3  # shares x texts
+        assert sorted(values(trace["y"])) == sorted(mine["capacity"].astype(float))
+        symbols = trace["marker"]["symbol"]
+        assert sum(s.endswith("-open") for s in symbols) == 3  # the share-m texts, hollow
+        assert len({s.removesuffix("-open") for s in symbols}) == 2  # builtin, random
+    held = per_text[per_text["capacity"] > 0]
+    assert len(held) and (held["h_lm_nats"] > 0).all()
+    assert (per_text.loc[per_text["capacity"] == 0, "h_lm_nats"] == 0).all()
+    assert "nats_per_token" in page and "H_LM of the longest reconstructed prefix (nats" in page
+
+
+def test_capacity_vs_h_lm_takes_the_h_lm_of_the_longest_prefix_any_seed_reconstructed():
+    from protoscope.reports.sweep_report import capacity_vs_hlm_table, hlm_summary
+
+    row = dict(model="M", share="none", source="builtin", kind="capacity", method="one-step")
+    results = pd.DataFrame([
+        {**row, "text_id": "a", "seed": 0, "length": 2, "accuracy": 1.0, "h_lm_nats": 5.0},
+        {**row, "text_id": "a", "seed": 0, "length": 3, "accuracy": 0.5, "h_lm_nats": 9.0},
+        {**row, "text_id": "a", "seed": 1, "length": 3, "accuracy": 1.0, "h_lm_nats": 9.0},
+        {**row, "text_id": "b", "seed": 0, "length": 2, "accuracy": 0.5, "h_lm_nats": 7.0},
+        # neither the [mem] baseline nor a plain fit job is the capacity grid's one-step search
+        {**row, "text_id": "b", "seed": 0, "length": 5, "accuracy": 1.0, "h_lm_nats": 20.0,
+         "method": "mem"},
+        {**row, "text_id": "b", "seed": 0, "length": 4, "accuracy": 1.0, "h_lm_nats": 15.0,
+         "kind": "fit"},
+    ])
+    per_text = capacity_vs_hlm_table(results).set_index("text_id")
+    assert per_text.loc["a", "capacity"] == 3 and per_text.loc["a", "h_lm_nats"] == 9.0
+    assert per_text.loc["b", "capacity"] == 0 and per_text.loc["b", "h_lm_nats"] == 0.0
+    summary = hlm_summary(per_text.reset_index())
+    assert summary["texts"].tolist() == [2] and summary["nats_per_token"].tolist() == [3.0]
+    assert capacity_vs_hlm_table(results.drop(columns="h_lm_nats")) is None  # an older table
