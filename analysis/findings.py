@@ -4,12 +4,13 @@ One row per question the run's tables can answer (a question whose table is abse
 no observation for it, is left out): its estimate, a 95% interval, n, the paper's value where
 the paper gives one, the paper's claim in words, and a verdict.
 
-Intervals: percentile bootstrap (`scipy.stats.bootstrap`, 2000 resamples, seeded) over the
-finding's unit. Pairs of solutions share texts, so pair statistics resample TEXTS (a cluster
-bootstrap: a pair weighs count(text_a) x count(text_b) in a resample, a per-text observation
-count(text)); per-solution statistics resample solutions. Fewer than 5 units (a percentile
-interval from 3 or 4 texts is far too narrow), or resamples in which the statistic is
-undefined (e.g. no different-text pair left), give no interval: inconclusive at this n.
+Intervals: percentile bootstrap (analysis/bootstrap.py: `scipy.stats.bootstrap`, 2000
+resamples, seeded) over the finding's unit. Pairs of solutions share texts, so pair statistics
+resample TEXTS (a cluster bootstrap: a pair weighs count(text_a) x count(text_b) in a resample,
+a per-text observation count(text)); per-solution statistics resample solutions. Fewer than
+5 units (a percentile interval from 3 or 4 texts is far too narrow), or resamples in which the
+statistic is undefined (e.g. no different-text pair left), give no interval: inconclusive at
+this n.
 
 The compare page's findings of ONE text (`text_findings`) resample that text's pairs (or its
 solutions) instead: the pairs of one text are the only units it has.
@@ -32,7 +33,6 @@ Table: findings (finding, estimate, low, high, n, paper, verdict, unit, claim, d
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -40,11 +40,10 @@ import pandas as pd
 from scipy import stats
 
 from ..geometry.tables import CONCATENATED, RECONSTRUCTED, columns
+from .bootstrap import cluster_interval
 
 COLUMNS = columns("findings")
 VERDICTS = ("agrees", "disagrees", "inconclusive")
-MIN_UNITS = 5  # below this many texts (or solutions) a percentile interval is not trusted
-RESAMPLES = 2000
 
 # The paper's capacities, m not shared (PAPER.md), by a lowercase part of the model's name.
 PAPER_CAPACITY = {"pythia-160m": 128, "pythia-410m": 167, "pythia-1.4b": 128,
@@ -142,36 +141,7 @@ def value_verdict(low: float, high: float, paper: float) -> str:
     return "agrees" if low <= paper <= high else "disagrees"
 
 
-# -- bootstrap ------------------------------------------------------------------------------
-def cluster_interval(statistic: Callable[[np.ndarray], float], units_a: np.ndarray,
-                     units_b: np.ndarray | None, seed: int) -> tuple[float, float, int]:
-    """95% percentile interval of `statistic(weights)` resampling the units (texts).
-
-    An observation weighs count(unit_a) (x count(unit_b) for pairs) in a resample. Returns
-    (low, high, number of units); NaN bounds below MIN_UNITS units or when a resample leaves
-    the statistic undefined.
-    """
-    names = np.unique(np.concatenate([units_a, units_b]) if units_b is not None else units_a)
-    index = {u: i for i, u in enumerate(names)}
-    ia = np.array([index[u] for u in units_a], dtype=int)
-    ib = None if units_b is None else np.array([index[u] for u in units_b], dtype=int)
-    if len(names) < MIN_UNITS:
-        return np.nan, np.nan, len(names)
-
-    def resampled(chosen: np.ndarray) -> float:
-        counts = np.bincount(chosen.astype(int), minlength=len(names)).astype(float)
-        weights = counts[ia] if ib is None else counts[ia] * counts[ib]
-        return statistic(weights)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # degenerate resamples: reported as no interval
-        result = stats.bootstrap((np.arange(len(names)),), resampled, vectorized=False,
-                                 n_resamples=RESAMPLES, method="percentile",
-                                 random_state=np.random.default_rng(seed))
-    low, high = result.confidence_interval
-    return float(low), float(high), len(names)
-
-
+# -- statistics of weights (analysis/bootstrap.py resamples them) --------------------------
 def _weighted_mean(values: np.ndarray) -> Callable[[np.ndarray], float]:
     def mean(weights: np.ndarray) -> float:
         return float(np.average(values, weights=weights)) if weights.sum() > 0 else np.nan
