@@ -16,10 +16,15 @@ recognising the other seeds of one text. Targets:
 
 Every probe is reported beside its baseline, the larger of chance (the majority class share;
 AUC 0.5; R^2 0) and the mean score of the same probe trained on labels permuted between texts,
-with a 95% interval of its score (bootstrap over texts of the out-of-fold predictions). A probe
-whose interval reaches down to the baseline gets the verdict "no evidence": at this n the
-number says nothing. Only the largest cohort (one arrangement and length) is probed, and only
-its solutions that reconstruct their text (accuracy >= RECONSTRUCTED, 0.99).
+with a 95% interval of its score: the cluster bootstrap over texts (analysis/bootstrap.py) of
+the fixed out-of-fold predictions, scored by the estimate's own statistic at each resample's
+weights. R^2 stays measured against the mean of all the probed texts, as the estimate is: a
+resample's own mean fits the reference to the resample, which pulled every resample's R^2 down
+by about (1 - R^2) / (texts - 1) and put a wide target's interval below its own estimate. A
+probe whose interval reaches down to the baseline gets the verdict "no evidence": at this n the
+number says nothing. A regression target that does not vary among the probed texts is not
+probed (R^2 is undefined). Only the largest cohort (one arrangement and length) is probed, and
+only its solutions that reconstruct their text (accuracy >= RECONSTRUCTED, 0.99).
 
 Table (docs/tables.md): probes.
 """
@@ -35,7 +40,6 @@ import pandas as pd
 from scipy.stats import rankdata
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.metrics import r2_score
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -44,6 +48,7 @@ from protoscope.geometry.errors import ProtoscopeError
 from protoscope.geometry.scoring import ensure_scored
 from protoscope.geometry.tables import VECTORS, columns, own_vectors, reconstructed
 
+from .bootstrap import cluster_interval
 from .vectors import cohorts, load_solutions, stack
 
 log = logging.getLogger(__name__)
@@ -62,7 +67,8 @@ def score_probe(x, y, groups, kind: str, *, folds: int = 5, permutations: int = 
     and verdict.
 
     kind: `classify` (y [n] labels; accuracy), `multilabel` (y [n, k] 0/1; macro ROC AUC of a
-    ridge read-out) or `regress` (y [n] or [n, k]; R^2, variance-weighted over outputs).
+    ridge read-out) or `regress` (y [n] or [n, k]; R^2, variance-weighted over outputs). The
+    interval resamples texts (fewer than 5 texts: none, and so no evidence).
     `groups` (the text id) keeps a text's solutions on one side of every split; permutations
     move labels between groups, so the shuffled baseline keeps the same structure.
     """
@@ -88,9 +94,10 @@ def score_probe(x, y, groups, kind: str, *, folds: int = 5, permutations: int = 
     score = _metric(metric, y, predicted)
     shuffled = [_metric(metric, yp, _out_of_fold(x, yp, groups, kind, k, seed))
                 for yp in (_permute(y, groups, rng) for _ in range(permutations))]
-    shuffled_mean = float(np.nanmean(shuffled))
+    shuffled_mean = float(np.nanmean(shuffled)) if np.isfinite(shuffled).any() else np.nan
     chance = (max(Counter(y.tolist()).values()) / len(y)) if kind == "classify" else CHANCE[metric]
-    low, high = _interval(metric, y, predicted, groups, resamples, rng)
+    low, high, _ = cluster_interval(lambda weights: _metric(metric, y, predicted, weights),
+                                    groups, None, seed, resamples)
     baseline = max(chance, shuffled_mean)
     return {"score": score, "metric": metric, "baseline": baseline, "low": low, "high": high,
             "n": int(len(y)), "verdict": EVIDENCE if low > baseline else NO_EVIDENCE,
@@ -126,13 +133,28 @@ def _out_of_fold(x, y, groups, kind: str, k: int, seed: int) -> np.ndarray:
     return predicted if kind == "classify" else predicted.reshape(y.shape)
 
 
-def _metric(metric: str, y: np.ndarray, predicted: np.ndarray) -> float:
+def _metric(metric: str, y: np.ndarray, predicted: np.ndarray,
+            weights: np.ndarray | None = None) -> float:
+    """The probe's score of its rows, each weighing `weights` (a bootstrap resample's count of
+    the row; one each by default).
+
+    R^2 is 1 - SSE / SST summed over outputs (sklearn's variance_weighted R^2 at weights of
+    one), SST around the unweighted mean of all the rows: the reference it compares with stays
+    fixed under resampling, as the out-of-fold predictions do.
+    """
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.sum() <= 0:
+        return np.nan
     if metric == "accuracy":
-        return float(np.mean(predicted == y))
+        return float(np.average(predicted == y, weights=w))
     if metric == "r2":
-        return float(r2_score(y.astype(np.float64), predicted,
-                              multioutput="variance_weighted")) if len(y) > 1 else np.nan
-    return macro_auc(y, predicted)
+        target = y.astype(np.float64).reshape(len(y), -1)
+        sse = ((target - predicted.reshape(len(y), -1)) ** 2).sum(1)
+        sst = ((target - target.mean(0)) ** 2).sum(1)
+        total = float(w @ sst)
+        return float(1 - (w @ sse) / total) if total > 0 else np.nan
+    rows = np.repeat(np.arange(len(y)), w.astype(int))  # counts: a resample's rows, repeated
+    return macro_auc(y[rows], predicted[rows])
 
 
 def macro_auc(y: np.ndarray, scores: np.ndarray) -> float:
@@ -155,21 +177,6 @@ def _permute(y: np.ndarray, groups: np.ndarray, rng) -> np.ndarray:
     where = {g: i for i, g in enumerate(names)}
     source = first[order]
     return y[[source[where[g]] for g in groups]]
-
-
-def _interval(metric, y, predicted, groups, resamples: int, rng) -> tuple[float, float]:
-    """95% percentile interval of the score, resampling texts (groups) with replacement."""
-    names = np.unique(groups)
-    members = [np.flatnonzero(groups == g) for g in names]
-    values = []
-    for _ in range(resamples):
-        pick = np.concatenate([members[i] for i in rng.integers(0, len(names), len(names))])
-        values.append(_metric(metric, y[pick], predicted[pick]))
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return np.nan, np.nan
-    return float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
 
 
 # -- the run's probes -------------------------------------------------------------------------
@@ -198,6 +205,8 @@ def analyze(store, loaded=None, *, positions: tuple[int, ...] = (1, 2, 4, 8, 16)
             use = masks[vector] & usable
             if len(set(groups[use])) < 4 or (kind == "classify" and len(set(labels[use])) < 2):
                 continue
+            if kind == "regress" and not np.ptp(labels[use], axis=0).any():
+                continue  # a constant target: R^2 undefined, nothing to read
             x = stack(vector, e, m)[use]
             result = score_probe(x, labels[use], groups[use], kind, folds=folds,
                                  permutations=permutations, resamples=resamples, seed=seed)

@@ -96,8 +96,9 @@ def planted_store(tmp_path_factory):
     for i in range(n):
         source = SOURCES[i % 3]
         ids = [int(t) for t in rng.integers(5, 40, 8)]
+        nll = [float(v) for v in rng.exponential(1.0, 8)]  # H_LM varies between texts
         texts.append(Text(f"t{i:02d}", source, f"c{i % 2}" if source == "generated" else None,
-                          f"text {i}", ids, [1.0] * 8))
+                          f"text {i}", ids, nll))
         rows.append({"text_id": f"t{i:02d}", "seed": 0, "length": 8, "arrangement": "bos e m*",
                      "share": "none", "share_group": -1, "e_row": i, "m_row": i, "accuracy": 1.0,
                      "c_tokens": 8, "loss": 0.0, "steps": 10, "restarts": 0, "seconds": 0.1,
@@ -184,3 +185,46 @@ def test_a_single_output_target_keeps_its_shape():
     bag = (x[:, :1] > 0).astype(float)  # one label column
     r = score_probe(x, bag, np.arange(40), "multilabel", **FAST)
     assert r["classes"] == 1 and r["verdict"] == "evidence"
+
+
+def test_every_probe_and_findings_interval_holds_its_estimate(planted_store, monkeypatch):
+    """A wide target the vectors say nothing about (the MiniLM embedding at n = 200 scored
+    R^2 -0.013 with an interval of [-0.020, -0.016]): every interval must be one of the
+    estimate's own statistic, so it holds the estimate, in the probes table and the findings."""
+    from protoscope.analysis.findings import findings
+
+    def unrelated(text, length, loaded):  # unit vectors, one per text, unrelated to e and m
+        rng = np.random.default_rng([int(t.text_id[1:]) for t in text])
+        y = rng.normal(size=(len(text), 32))
+        return y / np.linalg.norm(y, axis=1, keepdims=True)
+
+    monkeypatch.setattr(probes, "_sentence_embeddings", unrelated)
+    table = probes.analyze(planted_store, **FAST)["probes"]
+    assert "sentence_embedding" in set(table["target"])
+    assert table[["score", "low", "high"]].notna().all().all()
+    assert ((table["low"] <= table["score"]) & (table["score"] <= table["high"])).all(), \
+        table[["target", "vector", "score", "low", "high"]].to_string()
+    rows = findings({"probes": table}.get, pd.DataFrame({"share": ["none"]}), {})
+    assert len(rows) == len(table)
+    assert ((rows["low"] <= rows["estimate"]) & (rows["estimate"] <= rows["high"])).all()
+
+
+def test_a_score_at_weights_of_one_is_sklearns_and_weights_repeat_rows():
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(6)
+    y = rng.normal(size=(30, 5)) * [1, 2, 3, 4, 5]
+    predicted = y + rng.normal(size=y.shape)
+    assert probes._metric("r2", y, predicted) == pytest.approx(
+        r2_score(y, predicted, multioutput="variance_weighted"))
+    assert probes._metric("r2", y[:, 0], predicted[:, 0]) == pytest.approx(
+        r2_score(y[:, 0], predicted[:, 0]))
+    # A resample's weights count rows: accuracy and AUC are those of the rows repeated.
+    counts = rng.integers(0, 3, 30)
+    rows = np.repeat(np.arange(30), counts)
+    labels, guesses = rng.integers(0, 3, 30), rng.integers(0, 3, 30)
+    assert probes._metric("accuracy", labels, guesses, counts) == pytest.approx(
+        np.mean(labels[rows] == guesses[rows]))
+    bag = (y > 0).astype(float)
+    assert probes._metric("macro_auc", bag, predicted, counts) == pytest.approx(
+        macro_auc(bag[rows], predicted[rows]))
