@@ -208,70 +208,96 @@ def model_identity(loaded) -> dict:
 # ---------------------------------------------------------------- training
 
 
-def train_encoder(store, loaded, kind: str = "ridge", seed: int = 0) -> Encoder:
-    """Learn text -> (e, m) from the converged solutions of a run (fitted on `loaded`)."""
+def train_encoder(store, loaded, kind: str = "ridge", seed: int = 0, options=None) -> Encoder:
+    """Learn text -> (e, m) from the converged solutions of a run (fitted on `loaded`).
+
+    `options` (end_to_end.Options) apply to `end-to-end` only, which end_to_end.py trains."""
     if kind not in KINDS:
         raise ProtoscopeError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "end-to-end":
+        from .end_to_end import Options, train_end_to_end
+
+        return train_end_to_end(store, loaded, seed=seed, options=options or Options())
+    rows, e, m = training_solutions(store, loaded)
+    by_id = {t.text_id: t for t in store.texts()}
+    x = text_features(loaded, [by_id[t].prefix(int(n)) for t, n in zip(rows["text_id"], rows["length"])])
+    x_mean, x_scale = x.mean(0), x.std(0) + 1e-6
+    tensors, extra = regression(kind, (x - x_mean) / x_scale, e, m, seed)
+    tensors.update(x_mean=x_mean, x_scale=x_scale)
+    meta = {"kind": kind, **training_meta(store, loaded, rows, e, m), "seed": seed,
+            "perturbation": PERTURBATION, **extra}
+    return Encoder(kind, {k: torch.from_numpy(np.asarray(v, dtype=np.float64)).float()
+                          for k, v in tensors.items()}, meta)
+
+
+def training_solutions(store, loaded, min_solutions: int = 2):
+    """The run's converged solutions of its own arrangement: rows, e and m [k, d] (float64 numpy).
+
+    One arrangement's solutions only: a capacity run also holds `mem` rows, whose vectors mean
+    nothing as `bos e m*` starts."""
     run_model = store.manifest.get("model", {})
     if run_model.get("weights_sha256") != loaded.info.weights_sha256:
         raise ProtoscopeError(f"{store.path} was fitted on {run_model.get('name')!r}, not on "
                               f"{loaded.info.name}")
     rows, e, m = store.solution_vectors()
-    # One arrangement's solutions only (a capacity run also holds `mem` rows): the run's own.
-    arrangement = store.manifest.get("config", {}).get("arrangement")
-    keep = rows["converged"].to_numpy(dtype=bool).copy()
-    if arrangement:
-        keep &= (rows["arrangement"] == arrangement).to_numpy(dtype=bool)
-    if keep.sum() < 2:
+    keep = rows["converged"].to_numpy(dtype=bool) & own_arrangement(store, rows)
+    if keep.sum() < min_solutions:
         raise ProtoscopeError(f"{store.path} holds {int(keep.sum())} converged solutions; an "
-                              f"encoder needs at least 2")
+                              f"encoder needs at least {min_solutions}")
     rows = rows[keep].reset_index(drop=True)
     idx = torch.from_numpy(np.flatnonzero(keep))
-    e, m = e[idx].double().numpy(), m[idx].double().numpy()
-    by_id = {t.text_id: t for t in store.texts()}
-    x = text_features(loaded, [by_id[t].prefix(int(n)) for t, n in zip(rows["text_id"], rows["length"])])
-    x_mean, x_scale = x.mean(0), x.std(0) + 1e-6
-    xs = (x - x_mean) / x_scale
+    return rows, e[idx].double().numpy(), m[idx].double().numpy()
+
+
+def own_arrangement(store, rows) -> np.ndarray:
+    """Which rows are of the run's own arrangement (all of them when the run names none)."""
+    arrangement = store.manifest.get("config", {}).get("arrangement")
+    if not arrangement:
+        return np.ones(len(rows), dtype=bool)
+    return (rows["arrangement"] == arrangement).to_numpy(dtype=bool)
+
+
+def regression(kind: str, xs: np.ndarray, e: np.ndarray, m: np.ndarray, seed: int) -> tuple[dict, dict]:
+    """Standardised features -> [e, m] for `nearest`, `ridge` or `mlp`: (tensors, extra meta)."""
     y = np.concatenate([e, m], axis=1)
-    tensors: dict[str, np.ndarray] = {"x_mean": x_mean, "x_scale": x_scale}
-    extra: dict = {}
     if kind == "nearest":
-        tensors.update(keys=xs / np.maximum(np.linalg.norm(xs, axis=1, keepdims=True), 1e-12), e=e, m=m)
-    elif kind == "ridge":
+        keys = xs / np.maximum(np.linalg.norm(xs, axis=1, keepdims=True), 1e-12)
+        return {"keys": keys, "e": e, "m": m}, {}
+    if kind == "ridge":
         from sklearn.linear_model import RidgeCV
 
         fitted = RidgeCV(alphas=np.logspace(-1, 5, 13)).fit(xs, y)
-        tensors.update(coef=fitted.coef_, intercept=fitted.intercept_)
-        extra["alpha"] = float(fitted.alpha_)
-    else:
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.neural_network import MLPRegressor
+        return {"coef": fitted.coef_, "intercept": fitted.intercept_}, {"alpha": float(fitted.alpha_)}
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
 
-        y_mean, y_scale = y.mean(0), y.std() + 1e-12
-        net = MLPRegressor(hidden_layer_sizes=(256,), alpha=1e-2, max_iter=500, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            net.fit(xs, (y - y_mean) / y_scale)
-        tensors.update(w0=net.coefs_[0], b0=net.intercepts_[0], w1=net.coefs_[1],
-                       b1=net.intercepts_[1], y_mean=y_mean, y_scale=np.array([y_scale]))
-        extra["hidden"] = 256
-    meta = {
-        "kind": kind, "model": model_identity(loaded),
+    y_mean, y_scale = y.mean(0), y.std() + 1e-12
+    net = MLPRegressor(hidden_layer_sizes=(256,), alpha=1e-2, max_iter=500, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        net.fit(xs, (y - y_mean) / y_scale)
+    return ({"w0": net.coefs_[0], "b0": net.intercepts_[0], "w1": net.coefs_[1],
+             "b1": net.intercepts_[1], "y_mean": y_mean, "y_scale": np.array([y_scale])},
+            {"hidden": 256})
+
+
+def training_meta(store, loaded, rows, e: np.ndarray, m: np.ndarray) -> dict:
+    """What every kind records: the model, the features, the norms and the training run."""
+    config = store.manifest.get("config", {})
+    return {
+        "model": model_identity(loaded),
         "features": "last layer of the frozen model on [BOS] + text: mean over text positions, then last position",
         "e_norm": float(np.median(np.linalg.norm(e, axis=1))),
         "m_norm": float(np.median(np.linalg.norm(m, axis=1))),
         # the run by its folder name and what made it: a shipped file carries no machine paths
-        "trained_on": {"run": store.path.name, "texts_spec": store.manifest.get("config", {}).get("texts"),
-                       "text_seed": store.manifest.get("config", {}).get("text_seed"),
+        "trained_on": {"run": store.path.name, "texts_spec": config.get("texts"),
+                       "text_seed": config.get("text_seed"),
                        "solutions": int(len(rows)),
                        "texts": int(rows["text_id"].nunique()),
                        "lengths": sorted({int(n) for n in rows["length"]}),
                        "arrangements": sorted(set(rows["arrangement"])),
                        "share": sorted(set(rows["share"]))},
-        "seed": seed, "perturbation": PERTURBATION, **extra,
     }
-    return Encoder(kind, {k: torch.from_numpy(np.asarray(v, dtype=np.float64)).float()
-                          for k, v in tensors.items()}, meta)
 
 
 # ---------------------------------------------------------------- starts
