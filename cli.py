@@ -118,8 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("action", choices=["train"], help="train: fit an encoder on RUN's solutions")
     enc.add_argument("run", help="run directory whose converged solutions are the training data")
     enc.add_argument("--out", required=True, help="ENC: writes ENC.safetensors and ENC.json")
-    enc.add_argument("--kind", default="ridge", help="nearest | ridge (default) | mlp")
-    enc.add_argument("--seed", type=int, default=0, help="seed of the MLP's initialisation")
+    enc.add_argument("--kind", default="ridge", help="nearest | ridge (default) | mlp | end-to-end "
+                     "(the mlp fine-tuned through the frozen decoder on the run's texts)")
+    enc.add_argument("--seed", type=int, default=0, help="seed of the MLP's initialisation (and of "
+                     "end-to-end's held-out split and batch order)")
+    e2e = enc.add_argument_group("end-to-end only")
+    e2e.add_argument("--epochs", type=int, default=None, help="at most this many passes over the training texts (30)")
+    e2e.add_argument("--lr", type=float, default=None, help="AdamW learning rate (1e-3)")
+    e2e.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay of the weight matrices (1e-2)")
+    e2e.add_argument("--batch-size", type=int, default=None, help="texts per decoder pass (16)")
+    e2e.add_argument("--holdout", type=float, default=None, help="share of the run's texts held out "
+                     "for early stopping (0.2; 0: none, the last epoch is kept)")
+    e2e.add_argument("--patience", type=int, default=None, help="epochs without a lower held-out loss before stopping (5)")
+    e2e.add_argument("--regression", type=float, default=None, help="weight of a cosine term to each "
+                     "text's nearest solution (0: reconstruction only)")
+    enc.add_argument("--quiet", action="store_true", help="no per-epoch line (end-to-end)")
     enc.add_argument("--device", default="cpu")
     _threads_option(enc)
 

@@ -5,6 +5,8 @@ Kept apart from cli.py so the parser stays readable; nothing here computes scien
 
 from __future__ import annotations
 
+import sys
+
 from .geometry.errors import ProtoscopeError
 from .progress import Progress
 
@@ -130,16 +132,40 @@ def encoder(args) -> int:
 
     if args.kind not in KINDS:
         raise ProtoscopeError(f"--kind must be one of {', '.join(KINDS)}, got {args.kind!r}")
+    options = None
+    if args.kind == "end-to-end":  # bad options fail before the model loads
+        from .geometry.end_to_end import Options
+
+        given = {k: getattr(args, k) for k in ("epochs", "lr", "weight_decay", "batch_size",
+                                               "holdout", "patience", "regression")}
+        options = Options(**{k: v for k, v in given.items() if v is not None})
     store = RunStore.open(args.run)
     _threads(args)
     model = store.manifest.get("config", {}).get("model") or store.manifest.get("model", {}).get("name")
     loaded = load_model(model, device=args.device, dtype=store.manifest.get("dtype", "float32"))
-    enc = train_encoder(store, loaded, kind=args.kind, seed=args.seed)
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    enc = train_encoder(store, loaded, kind=args.kind, seed=args.seed, options=options, log=log)
     path = enc.save(args.out)
     t = enc.meta["trained_on"]
     print(f"{args.kind} encoder from {t['solutions']} solutions of {t['texts']} texts in "
           f"{args.run} ({loaded.info.name}): {path}")
+    if args.kind == "end-to-end":
+        print(_end_to_end_summary(enc.meta))
     return 0
+
+
+def _end_to_end_summary(meta: dict) -> str:
+    """Zero-step accuracy (no optimiser step) of the mlp start and of the kept encoder."""
+    run = meta["end_to_end"]
+
+    def acc(x) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    start, kept = run["mlp_start"], run["kept"]
+    return (f"zero-step accuracy of decoder(encoder(text)): training texts {acc(kept['train']['accuracy'])} "
+            f"(mlp start {acc(start['train']['accuracy'])}), held-out {len(run['held_out_texts'])} "
+            f"{acc(kept['held_out']['accuracy'])} (mlp start {acc(start['held_out']['accuracy'])}); "
+            f"kept epoch {run['kept_epoch']} of {run['epochs_run']}, {run['seconds']} s")
 
 
 def capacity(args) -> int:

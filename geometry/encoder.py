@@ -41,7 +41,7 @@ import torch
 from .errors import ProtoscopeError, StoreError
 from .fitting import Problem, seeded_vector
 
-KINDS = ("nearest", "ridge", "mlp")
+KINDS = ("nearest", "ridge", "mlp", "end-to-end")
 FORMAT = "protoscope-encoder/1"
 PERTURBATION = 0.05
 SHIPPED = pathlib.Path(__file__).resolve().parent / "encoders"
@@ -63,9 +63,13 @@ class Encoder:
 
     def predict(self, features: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Features [k, f] -> e [k, d], m [k, d] (float32)."""
+        d = int(self.model["d_model"])
+        if self.kind == "end-to-end":  # torch, float32: the very function it was trained through
+            from .end_to_end import predict
+
+            return predict(self.tensors, features, d)
         t = {k: v.double().numpy() for k, v in self.tensors.items()}
         x = (np.asarray(features, dtype=np.float64) - t["x_mean"]) / t["x_scale"]
-        d = int(self.model["d_model"])
         if self.kind == "nearest":
             keys = t["keys"]
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -208,16 +212,17 @@ def model_identity(loaded) -> dict:
 # ---------------------------------------------------------------- training
 
 
-def train_encoder(store, loaded, kind: str = "ridge", seed: int = 0, options=None) -> Encoder:
+def train_encoder(store, loaded, kind: str = "ridge", seed: int = 0, options=None, log=None) -> Encoder:
     """Learn text -> (e, m) from the converged solutions of a run (fitted on `loaded`).
 
-    `options` (end_to_end.Options) apply to `end-to-end` only, which end_to_end.py trains."""
+    `end-to-end` is trained by end_to_end.py, through the frozen decoder on the run's texts;
+    `options` (end_to_end.Options) and `log` (one line per epoch) apply to it only."""
     if kind not in KINDS:
         raise ProtoscopeError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "end-to-end":
         from .end_to_end import Options, train_end_to_end
 
-        return train_end_to_end(store, loaded, seed=seed, options=options or Options())
+        return train_end_to_end(store, loaded, seed=seed, options=options or Options(), log=log)
     rows, e, m = training_solutions(store, loaded)
     by_id = {t.text_id: t for t in store.texts()}
     x = text_features(loaded, [by_id[t].prefix(int(n)) for t, n in zip(rows["text_id"], rows["length"])])

@@ -1,0 +1,254 @@
+"""Does an encoder start better when it learns from the decoder itself? End-to-end training.
+
+The regression encoders (encoder.py) imitate a run's solutions. A text has many solutions
+(each seed finds its own), so a regression aims near their average, which need not
+reconstruct anything. The paper's suggested direction trains the encoder on what a start is
+for: the reconstruction cross-entropy of decoder(encoder(text)) through the frozen model.
+
+- the network: the `mlp` kind's (features -> one hidden ReLU layer -> [e, m]) in torch, each
+  output rescaled to a norm that is learned too (log-parametrised). It starts as the `mlp`
+  kind fitted by scikit-learn on the training slice's solutions, so the fine-tuning begins
+  where `mlp` ends and the zero-step accuracy of that start is recorded beside its own;
+- the loss: mean per-token cross-entropy of the one shared Decoder on batches of training
+  texts (one length per batch), plus `regression` x the cosine distance of each predicted e
+  and m to the NEAREST of its text's solutions (nearest, not the mean: a mean of distinct
+  solutions is no solution). The regression term is off by default: the start already sits
+  where `mlp` puts it, and the reconstruction loss is the quantity a start is judged by;
+  a weight > 0 keeps predictions near solutions the fitting loop found, should the loss alone
+  drift elsewhere on texts it never saw;
+- only the encoder's tensors train (AdamW; weight decay on the two weight matrices); the
+  frozen model must have no parameter that requires a gradient (checked), so it gets none;
+- a seeded held-out slice of the run's texts (by text: every length of a text on one side)
+  trains neither the `mlp` start nor the fine-tuning; the epoch with the lowest held-out loss
+  is kept (epoch 0, the `mlp` start, included), and training stops `patience` epochs after it;
+- features are the frozen model's, computed once without gradient, as for the other kinds.
+
+Recorded in the encoder's JSON: `zero_step_accuracy` (accuracy of decoder(encoder(text)) with
+no optimiser step, at the kept epoch, training texts and held-out slice) and `end_to_end`
+(options, split, the `mlp` start's and the kept encoder's loss and accuracy, per-epoch history).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .errors import ProtoscopeError
+
+TRAINED = ("w0", "b0", "w1", "b1", "log_e_norm", "log_m_norm")
+DECAYED = ("w0", "w1")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the fine-tuning runs; defaults sized for a few hundred texts at 16 tokens."""
+
+    epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 16
+    holdout: float = 0.2  # share of the run's texts held out for early stopping (0: none)
+    patience: int = 5  # epochs without a lower held-out loss before stopping
+    regression: float = 0.0  # weight of the nearest-solution cosine term (see above)
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ProtoscopeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "regression"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
+                raise ProtoscopeError(f"--{name.replace('_', '-')} must be a finite number "
+                                      f"{'above' if name == 'lr' else 'at least'} 0, got {value}")
+        if not 0 <= self.holdout < 1:
+            raise ProtoscopeError(f"--holdout must be in [0, 1), got {self.holdout}")
+
+
+def forward(t: dict[str, torch.Tensor], x: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw features [k, f] (float32) -> e [k, d], m [k, d]: the encoder, for training and use."""
+    xs = (x - t["x_mean"]) / t["x_scale"]
+    h = torch.relu(xs @ t["w0"] + t["b0"])
+    y = (h @ t["w1"] + t["b1"]) * t["y_scale"] + t["y_mean"]
+    return _to_norm(y[:, :d], t["log_e_norm"]), _to_norm(y[:, d:], t["log_m_norm"])
+
+
+def _to_norm(v: torch.Tensor, log_norm: torch.Tensor) -> torch.Tensor:
+    return v * (log_norm.exp() / v.norm(dim=1, keepdim=True).clamp(min=1e-12))
+
+
+def predict(tensors: dict[str, torch.Tensor], features: np.ndarray, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        return forward(tensors, torch.from_numpy(np.asarray(features)).float(), d)
+
+
+def split_texts(text_ids, holdout: float, seed: int) -> tuple[list[str], list[str]]:
+    """(training, held out) text ids: a seeded share `holdout` of the texts, at least one."""
+    texts = sorted(set(text_ids))
+    n_held = max(1, round(holdout * len(texts))) if holdout > 0 else 0
+    if len(texts) - n_held < 1:
+        raise ProtoscopeError(f"the run has {len(texts)} text(s): too few to hold out "
+                              f"{holdout:g} of them and train on the rest (use --holdout 0)")
+    order = np.random.default_rng(seed).permutation(len(texts))
+    held = {texts[i] for i in order[:n_held]}
+    return [t for t in texts if t not in held], sorted(held)
+
+
+def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
+                     log: Callable[[str], None] | None = None):
+    """An `end-to-end` Encoder trained on `store`'s texts through the frozen `loaded` model."""
+    from .decoder import Decoder
+    from .encoder import (PERTURBATION, Encoder, own_arrangement, regression, text_features,
+                          training_meta, training_solutions)
+    from .runs import DEFAULT_ARRANGEMENT
+
+    trainable = [n for n, p in loaded.model.named_parameters() if p.requires_grad]
+    if trainable:
+        raise ProtoscopeError(f"the model must be frozen for end-to-end training; {trainable[0]} "
+                              f"requires a gradient")
+    started = time.perf_counter()
+    solutions, e_all, m_all = training_solutions(store, loaded, min_solutions=1)
+    rows = store.solutions()
+    rows = rows[own_arrangement(store, rows)]
+    items = sorted({(t, int(n)) for t, n in zip(rows["text_id"], rows["length"])})
+    train_ids, held_ids = split_texts([t for t, _ in items], options.holdout, seed)
+    by_id = {t.text_id: t for t in store.texts()}
+    targets = [by_id[t].prefix(n) for t, n in items]
+    x = text_features(loaded, targets)
+    item_of = {key: i for i, key in enumerate(items)}
+    is_train = np.array([t in set(train_ids) for t, _ in items])
+
+    # the `mlp` start, fitted on the training slice's solutions only
+    keep = np.array([t in set(train_ids) for t in solutions["text_id"]])
+    if keep.sum() < 2:
+        raise ProtoscopeError(f"{store.path}: {int(keep.sum())} converged solution(s) among the "
+                              f"training texts; the mlp start needs at least 2")
+    sol_rows = solutions[keep].reset_index(drop=True)
+    e, m = e_all[keep], m_all[keep]
+    sol_item = np.array([item_of[(t, int(n))] for t, n in zip(sol_rows["text_id"], sol_rows["length"])])
+    xt = x[sol_item]
+    x_mean, x_scale = xt.mean(0), xt.std(0) + 1e-6
+    start, extra = regression("mlp", (xt - x_mean) / x_scale, e, m, seed)
+    meta = {"kind": "end-to-end", **training_meta(store, loaded, sol_rows, e, m)}
+    start.update(x_mean=x_mean, x_scale=x_scale, log_e_norm=np.log([meta["e_norm"]]),
+                 log_m_norm=np.log([meta["m_norm"]]))
+    t = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)).float() for k, v in start.items()}
+
+    d = int(loaded.info.d_model)
+    arrangement = store.manifest.get("config", {}).get("arrangement") or DEFAULT_ARRANGEMENT
+    data = _Data(Decoder(loaded, arrangement), torch.from_numpy(x).float(), targets, d,
+                 torch.from_numpy(e).float(), torch.from_numpy(m).float(), sol_item)
+    train_idx, held_idx = np.flatnonzero(is_train), np.flatnonzero(~is_train)
+    params = {k: t[k].clone().requires_grad_(True) for k in TRAINED}
+    opt = torch.optim.AdamW(
+        [{"params": [params[k] for k in DECAYED], "weight_decay": options.weight_decay},
+         {"params": [params[k] for k in TRAINED if k not in DECAYED], "weight_decay": 0.0}],
+        lr=options.lr)
+    gen = torch.Generator().manual_seed(seed)
+
+    first = {"train": data.evaluate(t, train_idx, options.batch_size),
+             "held_out": data.evaluate(t, held_idx, options.batch_size)}
+    history = [{"epoch": 0, "train_loss": first["train"]["loss"], **_held(first["held_out"])}]
+    best = (first["held_out"]["loss"], 0, {k: t[k].clone() for k in TRAINED})
+    for epoch in range(1, options.epochs + 1):
+        losses = []
+        for batch in data.batches(train_idx, options.batch_size, gen):
+            current = {**t, **params}
+            loss = data.loss(current, batch, options.regression)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append((float(loss.detach()), len(batch)))
+        now = {**t, **{k: v.detach() for k, v in params.items()}}
+        held = data.evaluate(now, held_idx, options.batch_size)
+        history.append({"epoch": epoch, "train_loss": sum(a * b for a, b in losses) / sum(b for _, b in losses),
+                        **_held(held)})
+        if log:
+            log(f"epoch {epoch}: training loss {history[-1]['train_loss']:.4f}" + (
+                f", held-out loss {held['loss']:.4f}, accuracy {held['accuracy']:.3f}" if len(held_idx) else ""))
+        if not len(held_idx) or held["loss"] < best[0]:
+            best = (held["loss"], epoch, {k: v.detach().clone() for k, v in params.items()})
+        elif epoch - best[1] >= options.patience:
+            break
+    kept = {**t, **best[2]}
+    final = {"train": data.evaluate(kept, train_idx, options.batch_size),
+             "held_out": data.evaluate(kept, held_idx, options.batch_size)}
+    meta.update({
+        "seed": seed, "perturbation": PERTURBATION, **extra,
+        "zero_step_accuracy": {k: v["accuracy"] for k, v in final.items()},
+        "end_to_end": {
+            "options": asdict(options), "arrangement": arrangement,
+            "loss": "mean per-token cross-entropy (nats) of decoder(encoder(text))"
+                    + (f" + {options.regression:g} x nearest-solution cosine distance"
+                       if options.regression else ""),
+            "train_texts": len(train_ids), "held_out_texts": held_ids,
+            "epochs_run": history[-1]["epoch"], "kept_epoch": best[1],
+            "mlp_start": first, "kept": final,
+            "norms": {"e": float(kept["log_e_norm"].exp()), "m": float(kept["log_m_norm"].exp())},
+            "history": history, "seconds": round(time.perf_counter() - started, 1)},
+    })
+    return Encoder("end-to-end", {k: v.contiguous() for k, v in kept.items()}, meta)
+
+
+def _held(held: dict) -> dict:
+    return {"held_out_loss": held["loss"], "held_out_accuracy": held["accuracy"]}
+
+
+class _Data:
+    """The texts, their features and targets, and the one decoder that judges predictions."""
+
+    def __init__(self, decoder, x, targets, d, sol_e, sol_m, sol_item):
+        self.decoder, self.x, self.targets, self.d = decoder, x, targets, d
+        self.sol_e, self.sol_m, self.sol_item = sol_e, sol_m, torch.from_numpy(sol_item)
+        self.lengths = np.array([len(t) for t in targets])
+
+    def _chunks(self, idx: np.ndarray, size: int, gen=None) -> list[np.ndarray]:
+        """Batches of one length each (the decoder takes [B, N] targets); shuffled with `gen`."""
+        out = []
+        for n in sorted(set(self.lengths[idx])):
+            same = idx[self.lengths[idx] == n]
+            if gen is not None:
+                same = same[torch.randperm(len(same), generator=gen).numpy()]
+            out += [same[i:i + size] for i in range(0, len(same), size)]
+        if gen is not None:
+            out = [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
+        return out
+
+    def batches(self, idx, size, gen):
+        return self._chunks(idx, size, gen)
+
+    def _decode(self, t, batch, grad: bool):
+        dev = self.decoder.loaded.device
+        e, m = forward(t, self.x[batch], self.d)
+        targets = torch.tensor([self.targets[i] for i in batch], device=dev)
+        return e, m, self.decoder(e.to(dev), m.to(dev), targets, grad=grad)
+
+    def loss(self, t, batch: np.ndarray, regression: float) -> torch.Tensor:
+        e, m, out = self._decode(t, batch, grad=True)
+        loss = out.loss.mean()
+        if regression:
+            own = self.sol_item[None, :] == torch.from_numpy(batch)[:, None]  # [B, S]
+            has = own.any(1)
+            if has.any():
+                far = []
+                for pred, sol in ((e, self.sol_e), (m, self.sol_m)):
+                    cos = torch.nn.functional.cosine_similarity(pred[:, None], sol[None], dim=-1)
+                    far.append((1 - cos).masked_fill(~own, float("inf")).amin(1)[has].mean())
+                loss = loss + regression * sum(far)
+        return loss
+
+    def evaluate(self, t, idx: np.ndarray, size: int) -> dict:
+        """Mean per-token loss and mean accuracy of decoder(encoder(text)) over `idx` (no step)."""
+        if not len(idx):
+            return {"loss": None, "accuracy": None, "texts": 0}
+        loss, tokens, acc = 0.0, 0, []
+        with torch.no_grad():
+            for batch in self._chunks(idx, size):
+                _, _, out = self._decode(t, batch, grad=False)
+                loss += float(out.loss.sum())
+                tokens += out.loss.numel()
+                acc += out.accuracy.float().cpu().tolist()
+        return {"loss": loss / tokens, "accuracy": float(np.mean(acc)), "texts": int(len(idx))}
