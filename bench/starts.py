@@ -10,7 +10,8 @@ check is made against the training run too (`disjoint`), and its answer is kept.
 For each configuration: the accuracy of the start itself with zero optimiser steps (the random
 start's for the recipes), median steps to exact (a problem not exact within the budget counts
 as the budget), success rate, and wall seconds including the encoder's own cost (its forward
-pass over the texts; training it is reported apart, once). Encoders are either given
+pass over the texts; training it is reported apart, once, with `end-to-end`'s zero-step
+accuracy on its own training texts and held-out slice). Encoders are either given
 (`--encoder PATH`) or trained here from a run's solutions (`--train-run RUN --kinds ...`,
 saved under `--encoder-dir`). A frozen universal m needs an m artefact (`--m-from FILE`) and an
 engine that can keep m frozen; without either the row says why it was not run.
@@ -18,7 +19,7 @@ engine that can keep m frozen; without either the row says why it was not run.
 best = the fastest configuration (median steps) whose success rate is at least the paper
 recipe's; `steps_ratio_paper_over_best` = the paper's median over the best's.
 
-    python -m protoscope.bench.starts --train-run RUN [--kinds nearest ridge mlp]
+    python -m protoscope.bench.starts --train-run RUN [--kinds nearest ridge mlp end-to-end]
     python -m protoscope.bench.starts --smoke        # a tiny model, seconds; numbers mean nothing
 """
 
@@ -51,6 +52,7 @@ PROSE = (  # written for this benchmark; no built-in paragraph is about any of t
 RECIPES = (("paper", "paper"), ("default", "default"))  # (label, recipe)
 SETTINGS = {"length": LENGTH, "texts": TEXTS, "seeds": SEEDS, "cap": CAP}
 SMOKE = {"length": 4, "texts": 2, "seeds": 2, "cap": 20}
+KINDS = ("nearest", "ridge", "mlp", "end-to-end")  # the encoders trained when a run is given
 
 
 def held_out_texts(loaded, count: int) -> list:
@@ -160,6 +162,8 @@ def train(run: str, kinds, out_dir, loaded=None) -> dict:
         path = enc.save(pathlib.Path(out_dir) / f"{kind}")
         out[kind] = {"path": str(path.with_suffix("")), "seconds": round(clock.wall, 1),
                      "solutions": enc.meta["trained_on"]["solutions"]}
+        if "zero_step_accuracy" in enc.meta:  # end-to-end: on its training texts and held-out slice
+            out[kind]["zero_step_accuracy"] = enc.meta["zero_step_accuracy"]
     return out
 
 
@@ -223,7 +227,9 @@ def report(result: dict) -> list[str]:
     for k, why in result["skipped"].items():
         lines.append(f"{k}: not run: {why}")
     for k, t in result.get("trained", {}).items():
-        lines.append(f"encoder {k}: trained in {t['seconds']} s on {t['solutions']} solutions")
+        zero = "".join(f", zero-step accuracy {part} {v:.3f}" for part, v in
+                       t.get("zero_step_accuracy", {}).items() if v is not None)
+        lines.append(f"encoder {k}: trained in {t['seconds']} s on {t['solutions']} solutions{zero}")
     if "disjoint" in result:
         d = result["disjoint"]
         lines.append(f"held out vs training run: disjoint {d['ok']} (training sources "
@@ -234,7 +240,7 @@ def report(result: dict) -> list[str]:
     return lines
 
 
-def measured(settings: dict | None = None, train_run: str | None = None, kinds=("nearest", "ridge", "mlp"),
+def measured(settings: dict | None = None, train_run: str | None = None, kinds=KINDS,
              encoders: dict | None = None, encoder_dir=None, m_from: str | None = None,
              loaded=None) -> dict:
     """The whole comparison; the entry point bench/run.py calls as an extra."""
@@ -293,7 +299,7 @@ def _command() -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-run", default=None, help="train encoders on this run's solutions")
-    ap.add_argument("--kinds", nargs="+", default=["nearest", "ridge", "mlp"])
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS))
     ap.add_argument("--encoder-dir", default=None, help="where trained encoders are kept")
     ap.add_argument("--encoder", action="append", default=[], metavar="PATH",
                     help="an encoder already trained (repeatable)")
