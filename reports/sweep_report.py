@@ -27,7 +27,10 @@ def is_sweep(folder: Path | str) -> bool:
 
 
 def capacity_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean capacity (tokens) per model x source x share, over the texts; `texts` counts them."""
+    """Mean capacity (tokens) per model x source x share, over the texts; `texts` counts them.
+    One-step solutions only: a grid run with `capacity_method = "both"` also stores the [mem]
+    baseline's, which is another method's capacity."""
+    results = _one_step(results)
     if results.empty:
         return pd.DataFrame(columns=["model", "source", "share", "capacity", "texts"])
     per_text = capacity_of(results, ["model", "source", "share", "text_id"])
@@ -43,9 +46,7 @@ def capacity_vs_hlm_table(results: pd.DataFrame) -> pd.DataFrame | None:
     keys = ["model", "share", "source", "text_id"]
     if results.empty or "h_lm_nats" not in results.columns:
         return None
-    rows = results[results["kind"].astype(str) == "capacity"]
-    if "method" in rows.columns:
-        rows = rows[rows["method"].astype(str) == "one-step"]
+    rows = _one_step(results[results["kind"].astype(str) == "capacity"])
     if rows.empty:
         return pd.DataFrame(columns=[*keys, "capacity", "h_lm_nats"])
     per_text = capacity_of(rows, keys)
@@ -55,6 +56,12 @@ def capacity_vs_hlm_table(results: pd.DataFrame) -> pd.DataFrame | None:
                              for k, n in zip(per_text[keys].itertuples(index=False, name=None),
                                              per_text["capacity"])]
     return per_text
+
+
+def _one_step(results: pd.DataFrame) -> pd.DataFrame:
+    if "method" not in results.columns:
+        return results
+    return results[results["method"].astype(str) == "one-step"]
 
 
 def hlm_summary(per_text: pd.DataFrame | None) -> pd.DataFrame | None:

@@ -230,3 +230,13 @@ def test_capacity_vs_h_lm_takes_the_h_lm_of_the_longest_prefix_any_seed_reconstr
     summary = hlm_summary(per_text.reset_index())
     assert summary["texts"].tolist() == [2] and summary["nats_per_token"].tolist() == [3.0]
     assert capacity_vs_hlm_table(results.drop(columns="h_lm_nats")) is None  # an older table
+
+
+def test_the_capacity_table_leaves_out_the_mem_baseline():
+    from protoscope.reports.sweep_report import capacity_table
+
+    row = dict(model="M", share="none", source="builtin", kind="capacity", text_id="a", seed=0)
+    results = pd.DataFrame([{**row, "length": 2, "accuracy": 1.0, "method": "one-step"},
+                            {**row, "length": 3, "accuracy": 0.5, "method": "one-step"},
+                            {**row, "length": 3, "accuracy": 1.0, "method": "mem"}])
+    assert capacity_table(results)["capacity"].tolist() == [2]
