@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
     swp.add_argument("--workers", type=int, default=None, help="CPUs of a local Ray cluster (default: all)")
     swp.add_argument("--device", default=None, help="cpu | cuda (default: cuda where a worker has one)")
+    swp.add_argument("--progress-seconds", type=float, default=60.0,
+                     help="seconds between a running job's lines of its groups in flight (steps, "
+                          "worst member's accuracy), each prefixed with the job's id (default 60)")
 
     demo = sub.add_parser("demo", help="the main job on the default model, end to end")
     demo.add_argument("--out", default="runs/demo")

@@ -295,11 +295,14 @@ def sweep(args) -> int:
     from .sweep import read_sweep_file, run_sweep
 
     _check_positive(workers=args.workers)
+    if args.progress_seconds < 0:
+        raise ProtoscopeError(f"--progress-seconds must be >= 0, got {args.progress_seconds:g}")
     if args.address and args.backend != "ray":
         raise ProtoscopeError("--address needs --backend ray")
     spec = read_sweep_file(args.file)
     state = run_sweep(spec, args.out, backend=args.backend, address=args.address,
-                      workers=args.workers, device=args.device, source=str(args.file))
+                      workers=args.workers, device=args.device, source=str(args.file),
+                      progress_seconds=args.progress_seconds)
     failed = [j["id"] for j in state["jobs"] if j["status"] != "done"]
     print(f"sweep: {len(state['jobs']) - len(failed)}/{len(state['jobs'])} jobs done; "
           f"results: {args.out}/results.parquet")

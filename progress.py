@@ -5,21 +5,24 @@ text stage (texts tokenised, texts scored), `start` sizes the fit bar once the p
 known, `on_step` and `on_group` move it, `on_groups` shows the slowest group in flight. The fit
 bar is drawn only when fitting begins, so the text bars never share the screen with an empty
 one. `quiet=True` draws no bar, but every `every` seconds prints one line with each group in
-flight (steps, worst member's accuracy, members exact), so a long share group is never silent.
+flight (steps, worst member's accuracy, members exact), so a long share group is never silent;
+those lines go to `echo` when given (a sweep prefixes them with its job's id), else to stderr.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 
 class Progress:
     """A live bar: problems done, best/worst accuracy in the batch, optimiser steps per second."""
 
     def __init__(self, total: int | None = None, quiet: bool = False, desc: str = "fit",
-                 every: float = 60.0):
+                 every: float = 60.0, echo: Callable[[str], None] | None = None):
         self.total, self.quiet, self.desc, self.every = total, quiet, desc, every
+        self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
         self.last_line = time.perf_counter()
         self._bar = None
         self.texts, self.text_stage = None, None
@@ -86,8 +89,7 @@ class Progress:
             shown = "; ".join(f"group {_label(g.key)}: step {g.steps}, worst {g.worst:.2f}, "
                               f"exact {g.exact}/{g.members}" for g in groups[:8])
             more = f"; ... {len(groups) - 8} more" if len(groups) > 8 else ""
-            print(f"protoscope: {self.desc}: {len(groups)} groups in flight: {shown}{more}",
-                  file=sys.stderr, flush=True)
+            self.echo(f"protoscope: {self.desc}: {len(groups)} groups in flight: {shown}{more}")
 
     def callbacks(self) -> dict:
         """The keyword arguments `fit_run` takes for progress."""

@@ -197,10 +197,17 @@ def worker_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_job(job: dict, out, device: str | None = None) -> dict:
-    """Fit (or resume) one job's run store under `out`, then its analyses; returns its summary."""
+def run_job(job: dict, out, device: str | None = None, progress_seconds: float | None = None,
+            echo: Callable[[str], None] | None = None) -> dict:
+    """Fit (or resume) one job's run store under `out`, then its analyses; returns its summary.
+
+    With `progress_seconds`, every that many seconds one line per job with its groups in
+    flight (steps, worst member's accuracy, members exact), and for a capacity grid one line
+    per length climbed, each naming the job: to `echo`, else to this process's stderr (a Ray
+    worker's, which Ray forwards to the driver)."""
     from .geometry.runs import fit_run, use_threads
     from .geometry.store import RunStore
+    from .progress import Progress
 
     use_threads(job.get("threads"))
     device = device or worker_device()
@@ -208,11 +215,16 @@ def run_job(job: dict, out, device: str | None = None) -> dict:
     started = time.perf_counter()
     before = _stored(path)
     loaded = _model(job["model"], config.dtype, device)
+    progress = (None if progress_seconds is None else
+                Progress(quiet=True, desc=f"job {job['id']}", every=progress_seconds, echo=echo))
+    on_group = _on_group(progress.on_group if progress else None, _fault(job["id"]))
+    on_groups = progress.on_groups if progress else None
     if config.kind == "capacity":
-        _capacity_job(path, config, loaded, job, device)
+        _capacity_job(path, config, loaded, job, device, on_group, on_groups,
+                      progress.echo if progress else None)
     else:
         fit_run(path, config, device=device, loaded=loaded, batch_size=job.get("batch_size"),
-                on_group=_fault(job["id"]),
+                on_group=on_group, on_groups=on_groups,
                 checkpoint_every=tuple(job.get("checkpoint_every") or (50, 60.0)))
     if job.get("analyses"):
         from .analysis.run import run_analyses
@@ -226,15 +238,35 @@ def run_job(job: dict, out, device: str | None = None) -> dict:
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
 
-def _capacity_job(path, config, loaded, job, device) -> None:
+def _on_group(*callbacks: Callable | None) -> Callable | None:
+    """One `on_group` calling each given callback in order (None when none is given)."""
+    given = [c for c in callbacks if c is not None]
+    if not given:
+        return None
+
+    def on_group(group) -> None:
+        for callback in given:
+            callback(group)
+    return on_group
+
+
+def _capacity_job(path, config, loaded, job, device, on_group=None, on_groups=None,
+                  echo=None) -> None:
     from .geometry.capacity import capacity_search
     from .geometry.runs import prepare_run
     from .geometry.store import RunStore
+    from .geometry.tables import reconstructed
+
+    def on_length(method, length, rows) -> None:
+        held = sum(bool(reconstructed(acc)) for acc in rows.values())
+        echo(f"protoscope: job {job['id']}: {method} length {length}: {held}/{len(rows)} "
+             f"reconstructed")
 
     with RunStore(path).lock():
         store, loaded, texts = prepare_run(path, config, device=device, loaded=loaded)
         table = capacity_search(store, loaded, texts, config, batch_size=job.get("batch_size"),
-                                progress=_fault(job["id"]))
+                                progress=on_group, on_groups=on_groups,
+                                on_length=on_length if echo else None)
         store.write_analysis("capacity", table)
         store.update_manifest(status="complete")
 
@@ -287,8 +319,13 @@ def open_sweep(spec: dict, out, source: str | None = None) -> dict:
 
 def run_sweep(spec: dict, out, backend: str = "local", address: str | None = None,
               workers: int | None = None, device: str | None = None, source: str | None = None,
-              echo: Callable[[str], None] | None = None) -> dict:
-    """Run every unfinished job of the sweep; returns the final sweep.json content."""
+              echo: Callable[[str], None] | None = None,
+              progress_seconds: float | None = 60.0) -> dict:
+    """Run every unfinished job of the sweep; returns the final sweep.json content.
+
+    `echo` takes the sweep's progress lines (default: stderr); `progress_seconds` is how often
+    a job in flight reports its groups (`run_job`; None: never): through `echo` locally, on the
+    worker's stderr under Ray."""
     if backend not in BACKENDS:
         raise ProtoscopeError(f"unknown backend {backend!r} (allowed: {', '.join(BACKENDS)})")
     out = pathlib.Path(out)
@@ -301,13 +338,14 @@ def run_sweep(spec: dict, out, backend: str = "local", address: str | None = Non
         for job in todo:
             tracker.started(job["id"])
             try:
-                tracker.finished(run_job(job, out, device))
+                tracker.finished(run_job(job, out, device, progress_seconds, tracker.say))
             except ProtoscopeError as err:
                 tracker.failed(job["id"], str(err))
     else:
         from .sweep_ray import run_on_ray
 
-        run_on_ray(todo, out, tracker, address=address, workers=workers, device=device)
+        run_on_ray(todo, out, tracker, address=address, workers=workers, device=device,
+                   progress_seconds=progress_seconds)
     write_results(out, state)
     tracker.say(tracker.line("finished"))
     return state

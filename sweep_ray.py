@@ -26,19 +26,22 @@ def _ray():
     return ray
 
 
-def _remote_job(job: dict, out: str, device: str | None) -> dict:
+def _remote_job(job: dict, out: str, device: str | None, progress_seconds: float | None) -> dict:
     from .sweep import run_job
 
-    return run_job(job, out, device)
+    return run_job(job, out, device, progress_seconds)  # progress lines on the worker's stderr
 
 
 def run_on_ray(jobs: list[dict], out, tracker, address: str | None = None,
-               workers: int | None = None, device: str | None = None) -> None:
-    """Run `jobs` on the cluster at `address` (or a local one with `workers` CPUs)."""
+               workers: int | None = None, device: str | None = None,
+               progress_seconds: float | None = None) -> None:
+    """Run `jobs` on the cluster at `address` (or a local one with `workers` CPUs). With
+    `progress_seconds`, each job's group lines are printed by its worker, and a Ray started here
+    forwards worker output to this process (each line prefixed by Ray with the worker's pid)."""
     ray = _ray()
     started_here = not ray.is_initialized()
     if started_here:
-        options = {"include_dashboard": False, "log_to_driver": False}
+        options = {"include_dashboard": False, "log_to_driver": progress_seconds is not None}
         if address:
             ray.init(address=address, **options)
         else:
@@ -52,20 +55,20 @@ def run_on_ray(jobs: list[dict], out, tracker, address: str | None = None,
             retry_exceptions=[MemoryError, OSError])
         tracker.say(f"sweep: Ray cluster with {int(resources.get('CPU', 0))} CPUs, {gpus} GPUs: "
                     f"{slots} jobs at a time")
-        _drive(ray, remote, list(jobs), str(out), device, slots, tracker)
+        _drive(ray, remote, list(jobs), str(out), device, slots, tracker, progress_seconds)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _drive(ray, remote, queue, out, device, slots, tracker) -> None:
+def _drive(ray, remote, queue, out, device, slots, tracker, progress_seconds=None) -> None:
     in_flight: dict = {}
     last_line = time.perf_counter()
     while queue or in_flight:
         while queue and len(in_flight) < slots:
             job = queue.pop(0)
             tracker.started(job["id"])
-            in_flight[remote.remote(job, out, device)] = job["id"]
+            in_flight[remote.remote(job, out, device, progress_seconds)] = job["id"]
         ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=PROGRESS_EVERY_S)
         for ref in ready:
             job_id = in_flight.pop(ref)

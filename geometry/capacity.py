@@ -48,10 +48,12 @@ def length_grid(max_length: int) -> list[int]:
 def capacity_search(store: RunStore, loaded, texts: Sequence[Text], config: RunConfig,
                     batch_size: int | None = None, progress: Callable | None = None,
                     on_length: Callable | None = None,
-                    on_texts: Callable[[str, int, int], None] | None = None) -> pd.DataFrame:
+                    on_texts: Callable[[str, int, int], None] | None = None,
+                    on_groups: Callable | None = None) -> pd.DataFrame:
     """Climb the length grid for every method; resumes from whatever the store already holds.
     The table's H_LM comes from the texts, scored once the climb ends (`ensure_scored`,
-    reporting to `on_texts`)."""
+    reporting to `on_texts`). `progress(group)` as each group is stored, `on_groups` with the
+    groups in flight after every step (as `fit_run` takes them)."""
     for method in config.methods:
         arrangement = method_arrangement(method, config.arrangement)
         failures = {(t.text_id, s): 0 for t in texts for s in range(config.seeds)}
@@ -60,7 +62,8 @@ def capacity_search(store: RunStore, loaded, texts: Sequence[Text], config: RunC
                      if failures[(t.text_id, s)] < 2 and len(t.token_ids) >= length]
             if not alive:
                 break
-            _fit_length(store, loaded, alive, length, arrangement, config, batch_size, progress)
+            _fit_length(store, loaded, alive, length, arrangement, config, batch_size, progress,
+                        on_groups)
             rows = _rows(store, arrangement, length)
             for t, s in alive:
                 acc = rows.get((t.text_id, s), 0.0)
@@ -71,7 +74,8 @@ def capacity_search(store: RunStore, loaded, texts: Sequence[Text], config: RunC
     return capacity_table(store)
 
 
-def _fit_length(store, loaded, alive, length, arrangement, config, batch_size, progress) -> None:
+def _fit_length(store, loaded, alive, length, arrangement, config, batch_size, progress,
+                on_groups=None) -> None:
     from .fitting import Problem
 
     done = done_keys(store, arrangement)
@@ -87,7 +91,7 @@ def _fit_length(store, loaded, alive, length, arrangement, config, batch_size, p
             init_from=-1 if warm is None else warm[0]))
     if problems:
         fit_into(store, loaded, problems, config, arrangement=arrangement,
-                 batch_size=batch_size, progress=progress)
+                 batch_size=batch_size, progress=progress, on_groups=on_groups)
 
 
 def _previous_solutions(store: RunStore, arrangement: str, length: int) -> dict:

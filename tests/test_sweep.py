@@ -2,6 +2,7 @@
 line; a sweep started again fits nothing new. The Ray backend's own tests: test_sweep_ray.py."""
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -240,3 +241,33 @@ def test_the_capacity_table_leaves_out_the_mem_baseline():
                             {**row, "length": 3, "accuracy": 0.5, "method": "one-step"},
                             {**row, "length": 3, "accuracy": 1.0, "method": "mem"}])
     assert capacity_table(results)["capacity"].tolist() == [2]
+
+
+@pytest.mark.parametrize("grid", ["lengths = [4]", "capacity = [2, 3]"])
+def test_a_running_job_shows_its_groups_in_flight_prefixed_with_its_id(tmp_path, capsys,
+                                                                     model_folder, grid):
+    body = (f'models = ["{model_folder}"]\ntexts = "builtin:2"\n{grid}\nseeds = 2\n'
+            'share = "m"\n[recipe]\nmax_steps = 30\n')
+    file = tmp_path / "sweep.toml"
+    file.write_text(body)
+    out = tmp_path / "out"
+    assert cli.main(["sweep", str(file), "--out", str(out), "--progress-seconds", "0"]) == 0
+    job = json.loads((out / "sweep.json").read_text())["jobs"][0]["id"]
+    err = capsys.readouterr().err.splitlines()
+    groups = [line for line in err if line.startswith(f"protoscope: job {job}: ")
+              and "groups in flight" in line]
+    assert groups, "\n".join(err)
+    assert all(re.search(r"group \S+: step \d+, worst [01]\.\d\d, exact \d/4", line)
+               for line in groups)  # one share group: 2 texts x 2 seeds
+    steps = [int(s) for line in groups for s in re.findall(r"step (\d+)", line)]
+    assert steps[0] < steps[-1]  # lines while the group is still fitting, not once at its end
+    if grid.startswith("capacity"):
+        assert any(line.startswith(f"protoscope: job {job}: one-step length 2: ")
+                   and "/4 reconstructed" in line for line in err)
+
+
+def test_a_negative_progress_interval_is_one_line_and_exit_2(tmp_path, capsys, model_folder):
+    file = sweep_file(tmp_path, [model_folder])
+    assert cli.main(["sweep", file, "--out", str(tmp_path / "out"), "--progress-seconds", "-1"]) == 2
+    assert "--progress-seconds must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
