@@ -33,13 +33,18 @@ def capacity_vs_hlm(per_text: pd.DataFrame | None) -> go.Figure:
     fig = base_figure(title, "H_LM of the longest reconstructed prefix (nats, under the model)",
                       "capacity (tokens reconstructed exactly)")
     for i, (model, group) in enumerate(rows.groupby(rows["model"].astype(str), sort=False)):
-        shared = group["share"].astype(str) != "none"
+        # Shared after per-text and larger: a text whose capacity is the same either way
+        # shows as a ring around a dot rather than one marker hiding the other.
+        group = group.assign(_shared=group["share"].astype(str) != "none").sort_values(
+            "_shared", kind="stable")
+        shared = group["_shared"]
         marker = [symbols[str(s)] + ("-open" if sh else "")
                   for s, sh in zip(group["source"], shared)]
         per_token = (group["h_lm_nats"] / group["capacity"].where(group["capacity"] > 0)).round(2)
         fig.add_trace(go.Scatter(
             x=group["h_lm_nats"], y=group["capacity"], mode="markers", name=esc(model),
-            marker=dict(color=color(i), size=10, symbol=marker, line=dict(width=2)),
+            marker=dict(color=color(i), size=[15 if sh else 9 for sh in shared], symbol=marker,
+                        line=dict(width=2)),
             customdata=pd.DataFrame({"text": group["text_id"].astype(str).map(esc),
                                      "source": group["source"].astype(str).map(esc),
                                      "share": group["share"].astype(str).map(esc),
