@@ -15,18 +15,26 @@ this n.
 The compare page's findings of ONE text (`text_findings`) resample that text's pairs (or its
 solutions) instead: the pairs of one text are the only units it has.
 
-Verdict rule. Each finding has a boundary b and the side of it the paper's finding lies on:
+Verdict rule: agrees or disagrees with the PAPER, so only where the paper says something.
+Each finding the paper takes a side on has a boundary b and the side of it the paper's finding
+lies on:
 - "agrees" when the whole interval lies on the paper's side of b,
 - "disagrees" when the whole interval lies on the other side,
-- "inconclusive" otherwise: the interval straddles b, there is no interval at this n, or the
-  paper gives nothing to compare with (e.g. capacity on a model the paper did not run).
+- "inconclusive" otherwise: the interval straddles b, or there is no interval at this n.
 A finding whose paper value is a number rather than a side (capacity of a model the paper
 measured) agrees when the interval contains that number and disagrees when it does not.
 The boundaries: AUCs against 0.5 (chance); shares of paths that keep the text against 0.5 (a
 typical path holds or breaks); the curve length ratio against 1.2 (the paper's longest curve);
 the neighbourhood radius over the distance to the nearest other text's solution against 1
-(the ball that keeps a text is smaller than the gap to other texts); a probe against its own
-baseline (chance or shuffled labels).
+(the ball that keeps a text is smaller than the gap to other texts).
+A finding the paper gives no value for and takes no side on is "inconclusive" whatever the run
+found: there is nothing to agree or disagree with. Its claim opens with NO_PAPER_VALUE
+(`paper_silent` picks these rows out) and its detail says what the run found. These are
+capacity on a model the paper did not run, and every probe: the paper reports no probe, so a
+probe row's detail opens with the probe's own answer against its own baseline (chance or
+shuffled labels; analysis/probes.py): "evidence", "no evidence", or "no evidence, below its
+baseline" when the whole interval lies under it (a probe that reads nothing can score below
+chance out of fold; that is not a disagreement with the paper).
 
 Table: findings (finding, estimate, low, high, n, paper, verdict, unit, claim, detail).
 """
@@ -44,6 +52,7 @@ from .bootstrap import cluster_interval
 
 COLUMNS = columns("findings")
 VERDICTS = ("agrees", "disagrees", "inconclusive")
+NO_PAPER_VALUE = "the paper gives no value"  # the claim of a finding the paper is silent on
 
 # The paper's capacities, m not shared (PAPER.md), by a lowercase part of the model's name.
 PAPER_CAPACITY = {"pythia-160m": 128, "pythia-410m": 167, "pythia-1.4b": 128,
@@ -133,6 +142,12 @@ def verdict(low: float, high: float, boundary: float, side: str) -> str:
     if side == "above":
         return "agrees" if low > boundary else "disagrees" if high < boundary else "inconclusive"
     return "agrees" if high < boundary else "disagrees" if low > boundary else "inconclusive"
+
+
+def paper_silent(table: pd.DataFrame) -> pd.Series:
+    """Which findings the paper gives no value for (inconclusive whatever this run found)."""
+    claim = table["claim"] if "claim" in table.columns else pd.Series("", index=table.index)
+    return claim.fillna("").astype(str).str.startswith(NO_PAPER_VALUE)
 
 
 def value_verdict(low: float, high: float, paper: float) -> str:
@@ -288,7 +303,7 @@ def _capacity_row(cap: pd.DataFrame, manifest: dict, seed: int) -> dict | None:
     stat = _weighted_median(values)
     low, high, n = cluster_interval(stat, per_text["text_id"].astype(str).to_numpy(), None, seed)
     claim = (f"{paper:.0f} tokens on this model (m not shared, a lower bound)"
-             if np.isfinite(paper) else "the paper has no value for this model")
+             if np.isfinite(paper) else f"{NO_PAPER_VALUE} for this model")
     return _row("capacity (tokens, median over texts)", stat(np.ones(len(values))), low, high,
                 n, paper, value_verdict(low, high, paper), "texts", claim,
                 f"longest prefix reconstructed per text over lengths "
@@ -296,7 +311,8 @@ def _capacity_row(cap: pd.DataFrame, manifest: dict, seed: int) -> dict | None:
 
 
 def _probe_rows(probes: pd.DataFrame) -> list[dict]:
-    """One row per probe: the probe's own interval against its own baseline."""
+    """One row per probe: inconclusive (the paper reports no probe), the probe's own answer
+    against its own baseline in the detail."""
     if {"score", "baseline", "low", "high"} <= set(probes.columns):
         frame = probes.rename(columns={"score": "estimate"})
     elif {"accuracy", "chance", "n"} <= set(probes.columns):  # older tables: binomial interval
@@ -310,11 +326,15 @@ def _probe_rows(probes: pd.DataFrame) -> list[dict]:
     for _, p in frame.iterrows():
         vector = p["vector"] if "vector" in p.index else p.get("features")
         features = f" from {vector}" if vector is not None else ""
-        out.append(_row(f"probe: {p['target']}{features}", p["estimate"], p["low"], p["high"],
-                        p.get("n", 0), np.nan,
-                        verdict(p["low"], p["high"], float(p["baseline"]), "above"),
-                        "solutions", "the vectors hold what the probe reads (above its baseline)",
-                        f"cross-validated score vs baseline {float(p['baseline']):.3g}"))
+        low, high, baseline = float(p["low"]), float(p["high"]), float(p["baseline"])
+        answer = "evidence" if low > baseline else "no evidence"  # analysis/probes.py's rule
+        if high < baseline:
+            answer += ", below its baseline"
+        out.append(_row(f"probe: {p['target']}{features}", p["estimate"], low, high,
+                        p.get("n", 0), np.nan, "inconclusive", "solutions",
+                        f"{NO_PAPER_VALUE}: it reports no probes",
+                        f"{answer}: out-of-fold {p.get('metric', 'accuracy')} vs baseline "
+                        f"{baseline:.3g} (evidence only when the whole interval lies above it)"))
     return out
 
 

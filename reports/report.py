@@ -77,8 +77,11 @@ def run_findings(store) -> pd.DataFrame:
 
 def findings_table(table: pd.DataFrame, empty: str) -> Html:
     """Findings as a table a reader scans first: interval beside the estimate, verdict last."""
+    from ..analysis.findings import paper_silent
+
     if table is None or table.empty:
         return paragraph(empty, "no-data")
+    silent = paper_silent(table)
 
     def num(v) -> str:
         return "" if v is None or v != v else f"{float(v):.3g}"
@@ -91,8 +94,8 @@ def findings_table(table: pd.DataFrame, empty: str) -> Html:
         "n": [f"{int(n)} {u}" for n, u in zip(table["n"], table.get("unit", [""] * len(table)))],
         "paper": [num(v) for v in table["paper"]],
         "the paper says": table.get("claim", ""),
-        "verdict": [("inconclusive at this n" if v == "inconclusive" else v)
-                    for v in table["verdict"]],
+        "verdict": [v if v != "inconclusive" else "inconclusive: no paper value" if quiet
+                    else "inconclusive at this n" for v, quiet in zip(table["verdict"], silent)],
         "how measured": table.get("detail", ""),
     })
     return html_table(shown, text_columns=("finding", "the paper says", "how measured"),
@@ -104,7 +107,9 @@ def findings_section(store) -> Section:
                              "No findings yet: run `protoscope analyze` on this run."),
               paragraph("Verdicts: agrees when the whole 95% interval lies on the paper's "
                         "side, disagrees when it lies on the other side, inconclusive when it "
-                        "straddles or there are too few texts for an interval.", "no-data")]
+                        "straddles or there are too few texts for an interval, and where the "
+                        "paper gives no value (the probes, capacity on a model it did not "
+                        "run): there, 'how measured' says what the run found.", "no-data")]
     return Section("findings", "Findings", blocks)
 
 

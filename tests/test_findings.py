@@ -93,13 +93,29 @@ def test_no_effect_is_inconclusive():
     assert row["low"] < 0.5 < row["high"] and row["verdict"] == "inconclusive"
 
 
-def test_probe_rows_use_their_own_interval_and_baseline():
-    probes = pd.DataFrame({"target": ["source", "context"], "score": [0.9, 0.36],
-                           "baseline": [0.33, 0.33], "low": [0.85, 0.30], "high": [0.95, 0.42],
-                           "n": [240, 240], "verdict": ["evidence", "no evidence"]})
+def test_probe_rows_never_agree_or_disagree_with_a_paper_that_reports_no_probe():
+    # The study at n = 200: bag of words scored below its baseline, which must not read as
+    # "disagrees with the paper"; the probe's own answer stays in the row's detail.
+    probes = pd.DataFrame({"target": ["source", "context", "bag_of_words"],
+                           "metric": ["accuracy", "accuracy", "macro_auc"],
+                           "score": [0.9, 0.36, 0.38], "baseline": [0.33, 0.33, 0.50],
+                           "low": [0.85, 0.30, 0.35], "high": [0.95, 0.42, 0.42],
+                           "n": [240, 240, 182],
+                           "verdict": ["evidence", "no evidence", "no evidence"]})
     table = _table({"probes": probes})
-    assert table.loc["probe: source", "verdict"] == "agrees"
-    assert table.loc["probe: context", "verdict"] == "inconclusive"
+    assert (table["verdict"] == "inconclusive").all() and table["paper"].isna().all()
+    assert fd.paper_silent(table).all()
+    assert table.loc["probe: source", "detail"].startswith("evidence:")
+    assert table.loc["probe: context", "detail"].startswith("no evidence:")
+    bag = table.loc["probe: bag_of_words", "detail"]
+    assert bag.startswith("no evidence, below its baseline:") and "macro_auc" in bag
+    assert table.loc["probe: bag_of_words", "estimate"] == pytest.approx(0.38)
+
+
+def test_only_findings_the_paper_gives_nothing_for_are_paper_silent():
+    table = _table({"uniqueness": _uniqueness(12, same=0.8, other=0.2)})
+    assert not fd.paper_silent(table).any()  # the paper takes a side: closer
+    assert (table["verdict"] == "disagrees").any()
 
 
 def test_capacity_compares_with_the_paper_only_on_its_models():
@@ -112,6 +128,7 @@ def test_capacity_compares_with_the_paper_only_on_its_models():
     assert pythia.iloc[0]["paper"] == 128 and pythia.iloc[0]["verdict"] == "agrees"
     other = fd.findings({"capacity": cap}.get, SOLUTIONS, {"model": {"name": "smollm2-135m"}})
     assert np.isnan(other.iloc[0]["paper"]) and other.iloc[0]["verdict"] == "inconclusive"
+    assert fd.paper_silent(other).all() and not fd.paper_silent(pythia).any()
 
 
 def test_no_tables_no_findings():

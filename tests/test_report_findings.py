@@ -3,6 +3,7 @@ and compare page), the header names a study's protocol and where it differs from
 and a figure with nothing to show for this run is one sentence."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -86,3 +87,12 @@ def test_the_pairs_table_says_which_paths_held(synthetic):
     body = _body(build_report(synthetic))
     pairs = body[body.index('<section id="connectivity">'):]
     assert "<th>held</th><th>status</th><th>steps_used</th>" in pairs
+
+
+def test_probe_findings_say_the_paper_gives_no_value_not_a_small_n(synthetic):
+    body = _body(build_report(synthetic))
+    findings = body[body.index('<section id="findings">'):body.index(FIGURE_DIV)]
+    probes = [row for row in re.findall(r"<tr>.*?</tr>", findings, re.S) if "probe: " in row]
+    assert probes and all("<td>inconclusive: no paper value</td>" in row for row in probes)
+    assert any("<td>inconclusive at this n</td>" in row for row in
+               re.findall(r"<tr>.*?</tr>", findings, re.S))  # 4 texts: no interval elsewhere
