@@ -18,8 +18,10 @@ for: the reconstruction cross-entropy of decoder(encoder(text)) through the froz
   drift elsewhere on texts it never saw;
 - only the encoder's tensors train (AdamW; weight decay on the two weight matrices); the
   frozen model must have no parameter that requires a gradient (checked), so it gets none;
-- a seeded held-out slice of the run's texts (by text: every length of a text on one side)
-  trains neither the `mlp` start nor the fine-tuning; the epoch with the lowest held-out loss
+- a seeded held-out slice of the run's texts trains neither the `mlp` start nor the
+  fine-tuning. It is split by text (every length of a text on one side) and by context
+  (texts generated from one context all on one side), so no held-out text continues a prompt
+  a training text continues; the epoch with the lowest held-out loss
   is kept (epoch 0, the `mlp` start, included), and training stops `patience` epochs after it;
 - features are the frozen model's, computed once without gradient, as for the other kinds.
 
@@ -85,16 +87,20 @@ def predict(tensors: dict[str, torch.Tensor], features: np.ndarray, d: int) -> t
         return forward(tensors, torch.from_numpy(np.asarray(features)).float(), d)
 
 
-def split_texts(text_ids, holdout: float, seed: int) -> tuple[list[str], list[str]]:
-    """(training, held out) text ids: a seeded share `holdout` of the texts, at least one."""
-    texts = sorted(set(text_ids))
-    n_held = max(1, round(holdout * len(texts))) if holdout > 0 else 0
-    if len(texts) - n_held < 1:
-        raise ProtoscopeError(f"the run has {len(texts)} text(s): too few to hold out "
+def split_texts(texts, holdout: float, seed: int) -> tuple[list[str], list[str]]:
+    """(training, held out) text ids of `texts` (Text records): a seeded share `holdout` of
+    their groups held out, at least one; a group is a context (context_id), else one text."""
+    groups: dict[str, list[str]] = {}
+    for t in sorted(texts, key=lambda t: t.text_id):
+        groups.setdefault(t.context_id or f"text:{t.text_id}", []).append(t.text_id)
+    keys = sorted(groups)
+    n_held = max(1, round(holdout * len(keys))) if holdout > 0 else 0
+    if len(keys) - n_held < 1:
+        raise ProtoscopeError(f"the run has {len(keys)} text(s) or context(s): too few to hold out "
                               f"{holdout:g} of them and train on the rest (use --holdout 0)")
-    order = np.random.default_rng(seed).permutation(len(texts))
-    held = {texts[i] for i in order[:n_held]}
-    return [t for t in texts if t not in held], sorted(held)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    held = sorted(t for i in order[:n_held] for t in groups[keys[i]])
+    return sorted(t for k in keys for t in groups[k] if t not in held), held
 
 
 def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
@@ -114,8 +120,9 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
     rows = store.solutions()
     rows = rows[own_arrangement(store, rows)]
     items = sorted({(t, int(n)) for t, n in zip(rows["text_id"], rows["length"])})
-    train_ids, held_ids = split_texts([t for t, _ in items], options.holdout, seed)
     by_id = {t.text_id: t for t in store.texts()}
+    train_ids, held_ids = split_texts([by_id[t] for t in sorted({t for t, _ in items})],
+                                      options.holdout, seed)
     targets = [by_id[t].prefix(n) for t, n in items]
     x = text_features(loaded, targets)
     item_of = {key: i for i, key in enumerate(items)}
@@ -184,7 +191,8 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
             "loss": "mean per-token cross-entropy (nats) of decoder(encoder(text))"
                     + (f" + {options.regression:g} x nearest-solution cosine distance"
                        if options.regression else ""),
-            "train_texts": len(train_ids), "held_out_texts": held_ids,
+            "split": "seeded, by text and by context", "train_texts": len(train_ids),
+            "held_out_texts": held_ids,
             "epochs_run": history[-1]["epoch"], "kept_epoch": best[1],
             "mlp_start": first, "kept": final,
             "norms": {"e": float(kept["log_e_norm"].exp()), "m": float(kept["log_m_norm"].exp())},

@@ -11,22 +11,44 @@ from protoscope.cli import main
 from protoscope.geometry.decoder import Decoder
 from protoscope.geometry.encoder import (encoder_starts, load_encoder, text_features, train_encoder,
                                          zero_step_accuracy)
-from protoscope.geometry.end_to_end import Options
+from protoscope.geometry.end_to_end import Options, split_texts
 from protoscope.geometry.fitting import Problem
 from protoscope.geometry.models import save_tiny_model
 from protoscope.geometry.store import RunStore
+from protoscope.geometry.texts import Text
 
-from tiny_run import ARRANGEMENT, LENGTH, SEEDS, tiny_run
+from tiny_run import ARRANGEMENT, LENGTH, single_thread, tiny_loaded
 
-OPTIONS = Options(holdout=0.34, epochs=12, patience=4, batch_size=1)  # 3 texts: one held out
+SEEDS = 2
+TEXTS = [  # (text_id, context_id, text): g0 and g1 continue one context, the rest stand alone
+    ("g0", "c0", "the old man walked to the city in the morning"),
+    ("g1", "c0", "the old woman went to the river in the evening"),
+    ("w0", None, "money and power are not what people need most today"),
+    ("w1", None, "a small dog ran across the field after the red ball"),
+    ("w2", None, "rain fell on the roof all night and into the day"),
+    ("w3", None, "she opened the window and looked out at the sea"),
+    ("w4", None, "we ate bread and cheese under a tree by the road"),
+    ("w5", None, "the teacher wrote a long word on the black board"),
+]
+OPTIONS = Options(holdout=0.25, epochs=12, patience=4, batch_size=2)  # 7 groups: two held out
+SEED = 3  # a split whose held-out loss improves on a random tiny model (seed 0's never does)
 
 
 @pytest.fixture(scope="module")
-def trained():
-    path, loaded = tiny_run()
-    store = RunStore.open(path)
+def trained(tmp_path_factory):
+    """A run of 8 texts x 2 seeds at 6 tokens on the tiny Llama and an encoder trained on it."""
+    from protoscope.geometry.recipes import resolve_recipe
+    from protoscope.geometry.runs import RunConfig, fit_run
+    from protoscope.geometry.texts import Text, tokenize
+
+    loaded = tiny_loaded()
+    texts = [Text(i, "file", c, t, tokenize(loaded, t)) for i, c, t in TEXTS]
+    config = RunConfig(model=loaded.info.name, texts="e2e", seeds=SEEDS, lengths=(LENGTH,),
+                       arrangement=ARRANGEMENT, recipe=resolve_recipe("default", max_steps=300))
+    with single_thread():
+        store = fit_run(tmp_path_factory.mktemp("e2e") / "run", config, loaded=loaded, texts=texts).store
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
-    encoder = train_encoder(store, loaded, "end-to-end", seed=0, options=OPTIONS)
+    encoder = train_encoder(store, loaded, "end-to-end", seed=SEED, options=OPTIONS)
     return store, loaded, encoder, before
 
 
@@ -47,19 +69,48 @@ def test_end_to_end_reconstructs_its_training_texts_better_than_the_mlp(trained)
     store, loaded, encoder, _ = trained
     run = encoder.meta["end_to_end"]
     held = run["held_out_texts"]
-    assert len(held) == 1 and encoder.meta["trained_on"]["texts"] == 2  # the mlp start never saw it
+    # two groups held out (one context counts once); the mlp start never saw them
+    assert len(held) in (2, 3) and ({"g0", "g1"} <= set(held) or not {"g0", "g1"} & set(held))
+    assert encoder.meta["trained_on"]["texts"] <= len(TEXTS) - len(held)
     train = _seed0(store, {t.text_id for t in store.texts()} - set(held))
-    mlp = train_encoder(store, loaded, "mlp", seed=0)  # trained on all three texts
+    mlp = train_encoder(store, loaded, "mlp", seed=0)  # trained on every text
     learned, baseline = _loss(loaded, encoder, train), _loss(loaded, mlp, train)
-    assert learned < 0.9 * baseline, (learned, baseline)
-    assert run["kept"]["train"]["loss"] < 0.9 * run["mlp_start"]["train"]["loss"]
-    assert 1 <= run["kept_epoch"] <= run["epochs_run"] <= OPTIONS.epochs
+    assert learned < 0.8 * baseline, (learned, baseline)
+    assert run["kept"]["train"]["loss"] < 0.8 * run["mlp_start"]["train"]["loss"]
     # the recorded zero-step accuracy is that of the starts `fit --init encoder:ENC` gets
     starts = encoder_starts(encoder, loaded, train)
     e, m = (torch.stack([getattr(p, f"init_{n}") for p in starts]) for n in "em")
     got = zero_step_accuracy(Decoder(loaded, ARRANGEMENT), e, m, train)
     assert encoder.meta["zero_step_accuracy"]["train"] == pytest.approx(float(np.mean(got)))
     assert encoder.meta["zero_step_accuracy"]["held_out"] is not None
+
+
+def test_the_held_out_slice_is_split_by_text_and_by_context():
+    texts = [Text(i, "file", c, t, (1,)) for i, c, t in TEXTS]
+    sides = set()
+    for seed in range(20):
+        train, held = split_texts(texts, 0.25, seed)
+        assert sorted(train + held) == sorted(i for i, _, _ in TEXTS) and not set(train) & set(held)
+        assert len(held) == (3 if "g0" in held else 2)  # two of 7 groups; c0 is one group
+        assert ("g0" in held) == ("g1" in held)
+        sides.add("g0" in held)
+        assert split_texts(texts, 0.25, seed) == (train, held)  # seeded
+    assert sides == {True, False}
+    with pytest.raises(ValueError, match="too few"):
+        split_texts(texts[:2], 0.25, 0)  # one context: nothing left to train on
+
+
+@pytest.mark.parametrize("seed", [SEED, 0])
+def test_the_kept_epoch_has_the_lowest_held_out_loss(trained, seed):
+    store, loaded, encoder, _ = trained
+    if seed != SEED:  # on this split the held-out loss never improves: the mlp start is kept
+        encoder = train_encoder(store, loaded, "end-to-end", seed=seed, options=OPTIONS)
+    run = encoder.meta["end_to_end"]
+    held = [h["held_out_loss"] for h in run["history"]]
+    assert run["kept_epoch"] == int(np.argmin(held)) and (run["kept_epoch"] > 0) == (seed == SEED)
+    assert run["kept"]["held_out"]["loss"] == pytest.approx(min(held))
+    # it stopped `patience` epochs after the kept one, or at the last epoch
+    assert run["epochs_run"] == min(run["kept_epoch"] + OPTIONS.patience, OPTIONS.epochs)
 
 
 def test_the_model_is_untouched_and_gets_no_gradient(trained):
@@ -83,7 +134,7 @@ def test_a_model_that_is_not_frozen_is_refused(trained):
 
 def test_training_is_seeded_and_deterministic(trained):
     store, loaded, encoder, _ = trained
-    again = train_encoder(store, loaded, "end-to-end", seed=0, options=OPTIONS)
+    again = train_encoder(store, loaded, "end-to-end", seed=SEED, options=OPTIONS)
     assert encoder.tensors.keys() == again.tensors.keys()
     assert all(torch.equal(encoder.tensors[k], again.tensors[k]) for k in encoder.tensors)
 
