@@ -126,10 +126,11 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
     targets = [by_id[t].prefix(n) for t, n in items]
     x = text_features(loaded, targets)
     item_of = {key: i for i, key in enumerate(items)}
-    is_train = np.array([t in set(train_ids) for t, _ in items])
+    train_set = set(train_ids)
+    is_train = np.array([t in train_set for t, _ in items])
 
     # the `mlp` start, fitted on the training slice's solutions only
-    keep = np.array([t in set(train_ids) for t in solutions["text_id"]])
+    keep = np.array([t in train_set for t in solutions["text_id"]])
     if keep.sum() < 2:
         raise ProtoscopeError(f"{store.path}: {int(keep.sum())} converged solution(s) among the "
                               f"training texts; the mlp start needs at least 2")
@@ -160,21 +161,25 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
              "held_out": data.evaluate(t, held_idx, options.batch_size)}
     history = [{"epoch": 0, "train_loss": first["train"]["loss"], **_held(first["held_out"])}]
     best = (first["held_out"]["loss"], 0, {k: t[k].clone() for k in TRAINED})
+    skipped = 0
     for epoch in range(1, options.epochs + 1):
         losses = []
         for batch in data.batches(train_idx, options.batch_size, gen):
             current = {**t, **params}
             loss = data.loss(current, batch, options.regression)
+            if not torch.isfinite(loss):  # one bad batch must not poison the encoder: no step
+                skipped += 1
+                continue
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append((float(loss.detach()), len(batch)))
         now = {**t, **{k: v.detach() for k, v in params.items()}}
         held = data.evaluate(now, held_idx, options.batch_size)
-        history.append({"epoch": epoch, "train_loss": sum(a * b for a, b in losses) / sum(b for _, b in losses),
-                        **_held(held)})
+        train_loss = sum(a * b for a, b in losses) / sum(b for _, b in losses) if losses else None
+        history.append({"epoch": epoch, "train_loss": train_loss, **_held(held)})
         if log:
-            log(f"epoch {epoch}: training loss {history[-1]['train_loss']:.4f}" + (
+            log(f"epoch {epoch}: training loss {train_loss if train_loss is None else round(train_loss, 4)}" + (
                 f", held-out loss {held['loss']:.4f}, accuracy {held['accuracy']:.3f}" if len(held_idx) else ""))
         if not len(held_idx) or held["loss"] < best[0]:
             best = (held["loss"], epoch, {k: v.detach().clone() for k, v in params.items()})
@@ -196,7 +201,8 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
             "epochs_run": history[-1]["epoch"], "kept_epoch": best[1],
             "mlp_start": first, "kept": final,
             "norms": {"e": float(kept["log_e_norm"].exp()), "m": float(kept["log_m_norm"].exp())},
-            "history": history, "seconds": round(time.perf_counter() - started, 1)},
+            "history": history, "skipped_batches": skipped,
+            "seconds": round(time.perf_counter() - started, 1)},
     })
     return Encoder("end-to-end", {k: v.contiguous() for k, v in kept.items()}, meta)
 

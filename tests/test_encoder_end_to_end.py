@@ -1,11 +1,13 @@
 """The end-to-end encoder: fine-tuned through the frozen decoder, it reconstructs its training
 texts better than its mlp start, leaves the model untouched, round-trips through safetensors +
 JSON, and is refused on any other model like every encoder."""
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from protoscope.cli import main
 from protoscope.geometry.decoder import Decoder
@@ -111,6 +113,22 @@ def test_the_kept_epoch_has_the_lowest_held_out_loss(trained, seed):
     assert run["kept"]["held_out"]["loss"] == pytest.approx(min(held))
     # it stopped `patience` epochs after the kept one, or at the last epoch
     assert run["epochs_run"] == min(run["kept_epoch"] + OPTIONS.patience, OPTIONS.epochs)
+
+
+def test_the_regression_term_pulls_predictions_towards_their_texts_solutions(trained):
+    store, loaded, encoder, _ = trained
+    pulled = train_encoder(store, loaded, "end-to-end", seed=SEED,
+                           options=dataclasses.replace(OPTIONS, regression=5.0))
+    assert "nearest-solution cosine" in pulled.meta["end_to_end"]["loss"]
+    rows, e_sol, _ = store.solution_vectors()
+    train = _seed0(store, {t.text_id for t in store.texts()} - set(encoder.meta["end_to_end"]["held_out_texts"]))
+
+    def nearest_cosine(enc) -> float:
+        e, _ = enc.predict(text_features(loaded, [p.targets for p in train]))
+        own = [torch.tensor((rows["text_id"] == p.text_id).to_numpy()) for p in train]
+        return float(np.mean([F.cosine_similarity(e[i][None], e_sol[o]).max() for i, o in enumerate(own)]))
+
+    assert nearest_cosine(pulled) > nearest_cosine(encoder) + 0.05
 
 
 def test_the_model_is_untouched_and_gets_no_gradient(trained):
