@@ -114,27 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _study_parsers(sub)
 
-    enc = sub.add_parser("encoder", help="learn text -> proto-tokens from a run's solutions")
-    enc.add_argument("action", choices=["train"], help="train: fit an encoder on RUN's solutions")
-    enc.add_argument("run", help="run directory whose converged solutions are the training data")
-    enc.add_argument("--out", required=True, help="ENC: writes ENC.safetensors and ENC.json")
-    enc.add_argument("--kind", default="ridge", help="nearest | ridge (default) | mlp | end-to-end "
-                     "(the mlp fine-tuned through the frozen decoder on the run's texts)")
-    enc.add_argument("--seed", type=int, default=0, help="seed of the MLP's initialisation (and of "
-                     "end-to-end's held-out split and batch order)")
-    e2e = enc.add_argument_group("end-to-end only")
-    e2e.add_argument("--epochs", type=int, default=None, help="at most this many passes over the training texts (30)")
-    e2e.add_argument("--lr", type=float, default=None, help="AdamW learning rate (1e-3)")
-    e2e.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay of the weight matrices (1e-2)")
-    e2e.add_argument("--batch-size", type=int, default=None, help="texts per decoder pass (16)")
-    e2e.add_argument("--holdout", type=float, default=None, help="share of the run's texts held out "
-                     "for early stopping (0.2; 0: none, the last epoch is kept)")
-    e2e.add_argument("--patience", type=int, default=None, help="epochs without a lower held-out loss before stopping (5)")
-    e2e.add_argument("--regression", type=float, default=None, help="weight of a cosine term to each "
-                     "text's nearest solution (0: reconstruction only)")
-    enc.add_argument("--quiet", action="store_true", help="no per-epoch line (end-to-end)")
-    enc.add_argument("--device", default="cpu")
-    _threads_option(enc)
+    _encoder_parsers(sub)
 
     ana = sub.add_parser("analyze", help="run the analyses on a run directory")
     ana.add_argument("run")
@@ -170,6 +150,53 @@ def build_parser() -> argparse.ArgumentParser:
     _threads_option(demo)
     demo.add_argument("--quiet", action="store_true")
     return parser
+
+
+def _encoder_parsers(sub) -> None:
+    """`protoscope encoder train|universal-m`: learned starts for the fitting loop."""
+    enc = sub.add_parser("encoder", help="learned starts: text -> proto-tokens, or one universal m")
+    actions = enc.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    train = actions.add_parser("train", help="fit an encoder on RUN's solutions")
+    train.add_argument("run", help="run directory whose converged solutions are the training data")
+    train.add_argument("--out", required=True, help="ENC: writes ENC.safetensors and ENC.json")
+    train.add_argument("--kind", default="ridge", help="nearest | ridge (default) | mlp | end-to-end "
+                       "(the mlp fine-tuned through the frozen decoder on the run's texts)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the MLP's initialisation (and of "
+                       "end-to-end's held-out split and batch order)")
+    e2e = train.add_argument_group("end-to-end only")
+    e2e.add_argument("--epochs", type=int, default=None, help="at most this many passes over the training texts (30)")
+    e2e.add_argument("--lr", type=float, default=None, help="AdamW learning rate (1e-3)")
+    e2e.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay of the weight matrices (1e-2)")
+    e2e.add_argument("--batch-size", type=int, default=None, help="texts per decoder pass (16)")
+    e2e.add_argument("--holdout", type=float, default=None, help="share of the run's texts held out "
+                     "for early stopping (0.2; 0: none, the last epoch is kept)")
+    e2e.add_argument("--patience", type=int, default=None, help="epochs without a lower held-out loss before stopping (5)")
+    e2e.add_argument("--regression", type=float, default=None, help="weight of a cosine term to each "
+                     "text's nearest solution (0: reconstruction only)")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch line (end-to-end)")
+    train.add_argument("--device", default="cpu")
+    _threads_option(train)
+
+    uni = actions.add_parser("universal-m", help="train one m over many texts (for fit --m-from FILE)")
+    uni.add_argument("--texts", required=True, help="text SPEC of the training texts (as fit's --texts)")
+    uni.add_argument("--length", type=int, required=True, help="target prefix length N in tokens")
+    uni.add_argument("--out", required=True,
+                     help="FILE.safetensors: tensor 'm' and its metadata (and FILE.json); resumed "
+                          "from FILE.checkpoint.safetensors when an earlier run was interrupted")
+    uni.add_argument("--epochs", type=int, default=10, help="epochs at most (default 10)")
+    uni.add_argument("--batch-texts", type=int, default=16, help="texts per minibatch (default 16)")
+    uni.add_argument("--e-steps", type=int, default=8,
+                     help="optimiser steps per minibatch visit (default 8)")
+    uni.add_argument("--lr", type=float, default=0.05, help="Adam rate of each text's e (default 0.05)")
+    uni.add_argument("--lr-m", type=float, default=0.01, help="Adam rate of m (default 0.01)")
+    uni.add_argument("--patience", type=int, default=3,
+                     help="stop after this many epochs without a higher share of texts exact (default 3)")
+    uni.add_argument("--seed", type=int, default=0, help="seed of the starts and the minibatch order")
+    uni.add_argument("--arrangement", default="bos e m*", help="an arrangement with m (default 'bos e m*')")
+    uni.add_argument("--text-seed", type=int, default=0, help="seed for random and generated texts")
+    uni.add_argument("--overwrite", action="store_true", help="retrain even if FILE exists")
+    uni.add_argument("--quiet", action="store_true", help="no line per epoch on stderr")
+    _model_options(uni)
 
 
 def _study_parsers(sub) -> None:

@@ -126,6 +126,8 @@ def _fit_run(args, config):
 
 
 def encoder(args) -> int:
+    if args.action == "universal-m":
+        return _universal_m(args)
     from .geometry.encoder import KINDS, train_encoder
     from .geometry.models import load_model
     from .geometry.store import RunStore
@@ -166,6 +168,33 @@ def _end_to_end_summary(meta: dict) -> str:
             f"(mlp start {acc(start['train']['accuracy'])}), held-out {len(run['held_out_texts'])} "
             f"{acc(kept['held_out']['accuracy'])} (mlp start {acc(start['held_out']['accuracy'])}); "
             f"kept epoch {run['kept_epoch']} of {run['epochs_run']}, {run['seconds']} s")
+
+
+def _universal_m(args) -> int:
+    from .geometry.universal import UniversalConfig, train_to_file
+
+    config = UniversalConfig(length=args.length, arrangement=args.arrangement, epochs=args.epochs,
+                             batch_texts=args.batch_texts, e_steps=args.e_steps, lr=args.lr,
+                             lr_m=args.lr_m, patience=args.patience, seed=args.seed)
+    _threads(args)
+
+    def on_epoch(r: dict) -> None:
+        if not args.quiet:
+            print(f"protoscope: universal m: epoch {r['epoch']}/{args.epochs}: share exact "
+                  f"{r['share_exact']:.3f}, mean accuracy {r['mean_accuracy']:.3f}, {r['steps']} steps, "
+                  f"{r['seconds']:.0f} s", file=sys.stderr, flush=True)
+
+    result, trained = train_to_file(args.out, config, model=args.model, texts_spec=args.texts,
+                                    text_seed=args.text_seed, device=args.device, dtype=args.dtype,
+                                    overwrite=args.overwrite, on_epoch=on_epoch)
+    meta = result.meta
+    print(f"universal m {'trained' if trained else 'already trained'}: {args.out} "
+          f"({meta['model']['name']}, {meta['n_texts']} texts at {meta['length']} tokens, "
+          f"{meta['epochs']} epochs, {meta['steps']} steps; kept epoch {meta['best_epoch']}: "
+          f"share exact {meta['share_exact']:.3f}, mean accuracy {meta['mean_accuracy']:.3f}; "
+          f"stopped: {meta['stopped']})")
+    print(f"use it: protoscope fit ... --m-from {args.out}")
+    return 0
 
 
 def capacity(args) -> int:

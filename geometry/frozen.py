@@ -4,12 +4,14 @@ The paper's main experiments share m across texts and seeds. Once one m has been
 way (`protoscope fit ... --share m`, one group), `fit --m-from RUN_OR_FILE` reuses it: every
 problem starts from that m, m never moves and never restarts, and only e is fitted. A source
 is either a run whose solutions all share one m, or a safetensors file holding a tensor "m" of
-shape [d] or [1, d].
+shape [d] or [1, d], such as the one `protoscope encoder universal-m` trains (universal.py:
+one m over many texts, without a share group), which also records its model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import pathlib
 
 import torch
@@ -57,15 +59,36 @@ def _from_file(path: pathlib.Path) -> torch.Tensor:
 
 
 def check_frozen_m(m: torch.Tensor, source: str, d_model: int, model_name: str,
-                   arrangement) -> None:
-    """A frozen m must fit the model's width and an arrangement that reads m."""
+                   arrangement, weights_sha256: str | None = None) -> None:
+    """A frozen m must fit the model's width and an arrangement that reads m; a universal m
+    file (universal.py) records its model, and one trained on other weights is refused."""
     if m.shape[0] != d_model:
         raise ProtoscopeError(f"--m-from {source}: m has d_model {m.shape[0]}, but {model_name} "
                               f"has d_model {d_model}")
+    trained_on = _trained_on(source)
+    if weights_sha256 and trained_on and trained_on.get("weights_sha256") != weights_sha256:
+        raise ProtoscopeError(f"--m-from {source}: this universal m was trained on "
+                              f"{trained_on.get('name')} with other weights than {model_name}'s")
     if "m" not in arrangement.uses:
         raise ProtoscopeError(f"--m-from needs an arrangement with m, not {arrangement.spec!r}")
     if not bool(torch.isfinite(m).all()):
         raise ProtoscopeError(f"--m-from {source}: m holds non-finite values")
+
+
+def _trained_on(source: str) -> dict | None:
+    """The model a universal m file records (None for a run or a plain safetensors file)."""
+    path = pathlib.Path(source)
+    if not (path.is_file() and path.suffix == ".safetensors"):
+        return None
+    from safetensors import safe_open
+
+    from .universal import FORMAT
+
+    with safe_open(str(path), framework="pt") as f:  # already read once by load_frozen_m
+        metadata = f.metadata() or {}
+    if metadata.get("format") != FORMAT:
+        return None
+    return json.loads(metadata.get("meta", "{}")).get("model")
 
 
 def m_sha256(m: torch.Tensor) -> str:

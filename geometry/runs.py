@@ -120,7 +120,7 @@ def prepare_run(out, config: RunConfig, device: str = "cpu", overwrite: bool = F
     loaded = loaded or load_model(config.model, device=device, dtype=config.dtype)
     if frozen_m is not None:
         check_frozen_m(frozen_m, config.m_from, loaded.info.d_model, loaded.info.name,
-                       parse_arrangement(config.arrangement))
+                       parse_arrangement(config.arrangement), loaded.info.weights_sha256)
     if (store.path / "manifest.json").exists() and not overwrite:
         store = RunStore.open(out)
         check_same_run(store, config, loaded)
