@@ -11,7 +11,8 @@ from protoscope.geometry.frozen import load_frozen_m
 from protoscope.geometry.store import RunStore
 from protoscope.geometry.texts import Text, tokenize
 from protoscope.geometry.universal import (UniversalConfig, checkpoint_path, read_universal_m,
-                                           recorded_texts, train_universal_m)
+                                           recorded_texts, save_universal_m,
+                                           train_universal_m)
 from test_reliability import cli, fit_args, ns, one_line  # noqa: F401  (ns: the fixture)
 
 
@@ -62,6 +63,11 @@ def test_resume_after_an_interrupted_epoch_gives_the_same_m(fit_llama, tmp_path)
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert strip(resumed.history) == strip(whole.history)
     assert resumed.meta["steps"] == whole.meta["steps"] == 4 * 2 * 3
+    # the file keeps the trained m bit for bit, and --m-from reads that m
+    path = save_universal_m(tmp_path / "m.safetensors", resumed, texts)
+    m, meta = read_universal_m(path)
+    assert torch.equal(m, whole.m) and torch.equal(load_frozen_m(str(path)), whole.m)
+    assert meta["n_texts"] == 6 and [t.text_id for t in recorded_texts(meta)] == [t.text_id for t in texts]
     # a checkpoint of another training is refused, not resumed
     with pytest.raises(Exception, match="checkpoint of another universal m training"):
         train_universal_m(decoder, texts, UniversalConfig(**{**config.__dict__, "seed": 1}), checkpoint=ckpt)
