@@ -165,9 +165,11 @@ def _end_to_end_summary(meta: dict) -> str:
 
     start, kept = run["mlp_start"], run["kept"]
     return (f"zero-step accuracy of decoder(encoder(text)): training texts {acc(kept['train']['accuracy'])} "
-            f"(mlp start {acc(start['train']['accuracy'])}), held-out {len(run['held_out_texts'])} "
-            f"{acc(kept['held_out']['accuracy'])} (mlp start {acc(start['held_out']['accuracy'])}); "
-            f"kept epoch {run['kept_epoch']} of {run['epochs_run']}, {run['seconds']} s")
+            f"(mlp start {acc(start['train']['accuracy'])}), held-out slice of "
+            f"{len(run['held_out_texts'])} texts {acc(kept['held_out']['accuracy'])} (mlp start "
+            f"{acc(start['held_out']['accuracy'])}); kept epoch {run['kept_epoch']} of "
+            f"{run['epochs_run']}" + (" (no epoch lowered the held-out loss: the mlp start)"
+                                      if run["kept_epoch"] == 0 else "") + f", {run['seconds']} s")
 
 
 def _universal_m(args) -> int:
