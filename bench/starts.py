@@ -13,8 +13,10 @@ as the budget), success rate, and wall seconds including the encoder's own cost 
 pass over the texts; training it is reported apart, once, with `end-to-end`'s zero-step
 accuracy on its own training texts and held-out slice). Encoders are either given
 (`--encoder PATH`) or trained here from a run's solutions (`--train-run RUN --kinds ...`,
-saved under `--encoder-dir`). A frozen universal m needs an m artefact (`--m-from FILE`) and an
-engine that can keep m frozen; without either the row says why it was not run.
+saved under `--encoder-dir`). A frozen universal m needs an m artefact (`--m-from FILE`: one
+`protoscope encoder universal-m` trained, or a run whose solutions share one m) whose training
+texts, as the file or run records them, are disjoint from the held-out texts; otherwise the row
+says why it was not run.
 
 best = the fastest configuration (median steps) whose success rate is at least the paper
 recipe's; `steps_ratio_paper_over_best` = the paper's median over the best's.
@@ -66,11 +68,11 @@ def held_out_texts(loaded, count: int) -> list:
     return [Text(i, src, None, s, tokenize(loaded, s)) for i, src, s in records]
 
 
-def disjoint(held_out, store, length: int) -> dict:
-    """Do the held-out texts share a text, a prefix, a paragraph or a context with the run?"""
+def disjoint(held_out, train, length: int, name: str) -> dict:
+    """Do the held-out texts share a text, a prefix, a paragraph or a context with the training
+    texts `train` (of a run, or those a universal m file records), named `name`?"""
     from protoscope.geometry.builtin_texts import PARAGRAPHS
 
-    train = store.texts()
     strings = {t.text for t in train}
     prefixes = {t.token_ids[:length] for t in train}
     shared_text = [t.text_id for t in held_out if t.text in strings]
@@ -80,7 +82,7 @@ def disjoint(held_out, store, length: int) -> dict:
     sources = [p for _, p in PARAGRAPHS] + [t.text for t in train]
     seen = set().union(*(_shingles(x) for x in sources))
     inside_paragraph = [t.text_id for t in held_out if _shingles(t.text) & seen]
-    return {"training_run": store.path.name, "training_texts": len(train),
+    return {"training_run": name, "training_texts": len(train),
             "training_sources": sorted({t.source for t in train}),
             "training_contexts": sorted({t.context_id for t in train if t.context_id}),
             "held_out_sources": sorted({t.source for t in held_out}),
@@ -134,6 +136,12 @@ def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None
         frozen = load_frozen_m(m_from)
         m0 = frozen.expand(len(problems), -1)
         extra["m_from"] = pathlib.Path(m_from).name
+        if pathlib.Path(m_from).is_file():  # what the universal m file says of its training
+            from protoscope.geometry.universal import read_universal_m
+
+            meta = read_universal_m(m_from)[1]
+            extra["universal_m"] = {k: meta[k] for k in ("n_texts", "length", "epochs", "steps",
+                                                         "share_exact", "seconds")}
     zero = zero_step_accuracy(decoder, e0, m0, problems)
     kwargs = {"frozen_m": frozen} if frozen is not None else {}
     fitter = Fitter(decoder, rec, **kwargs)
@@ -176,12 +184,46 @@ def frozen_m_available() -> str | None:
     return None
 
 
+def check_universal_m(m_from: str, loaded, s: dict) -> tuple[dict | None, str | None]:
+    """Is a frozen m fit to run on the held-out texts? (the disjointness record, why not)
+
+    Its training texts (those a `protoscope encoder universal-m` file records, or a run's)
+    must be disjoint from the held-out texts by text, prefix and word run, as the encoders'
+    training run must be; a file that records none cannot be checked and is not run. A
+    universal m of another model is not run either."""
+    from protoscope.geometry.store import RunStore
+    from protoscope.geometry.universal import FORMAT, read_universal_m, recorded_texts
+
+    path = pathlib.Path(m_from)
+    if path.is_dir():
+        train = RunStore.open(path).texts()
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("format") != FORMAT:
+                return None, (f"{path.name} records no training texts, so its disjointness from "
+                              f"the held-out texts cannot be checked (train it with `protoscope "
+                              f"encoder universal-m`)")
+        _, meta = read_universal_m(path)
+        if meta["model"]["weights_sha256"] != loaded.info.weights_sha256:
+            return None, f"{path.name} was trained on {meta['model']['name']}, not {loaded.info.name}"
+        train = recorded_texts(meta)
+    record = disjoint(held_out_texts(loaded, s["texts"]), train, s["length"], path.name)
+    if not record["ok"]:
+        return record, (f"its training texts are not disjoint from the held-out texts (shared "
+                        f"text {record['shared_text']}, prefix {record['shared_prefix']}, word run "
+                        f"{record['shares_a_word_run_with_training_or_paragraphs']})")
+    return record, None
+
+
 def compare(s: dict, encoders: dict[str, str], m_from: str | None = None, loaded=None,
-            workers: int | None = None) -> dict:
+            workers: int | None = None, m_skip: str | None = None) -> dict:
     """Every configuration, one single-thread worker each (in-process when `loaded` is given)."""
     jobs = [(job, dict(label=label, s=s, recipe=name)) for label, name in RECIPES]
     skipped = {}
-    why = "no universal m artefact was given (--m-from FILE)" if not m_from else frozen_m_available()
+    why = m_skip or ("no universal m artefact was given (--m-from FILE)" if not m_from
+                     else frozen_m_available())
     if why:
         skipped["frozen_m"] = why
     else:
@@ -230,6 +272,10 @@ def report(result: dict) -> list[str]:
         zero = "".join(f", zero-step accuracy {part} {v:.3f}" for part, v in
                        t.get("zero_step_accuracy", {}).items() if v is not None)
         lines.append(f"encoder {k}: trained in {t['seconds']} s on {t['solutions']} solutions{zero}")
+    if result.get("disjoint_m"):
+        d = result["disjoint_m"]
+        lines.append(f"held out vs the universal m's {d['training_texts']} training texts: "
+                     f"disjoint {d['ok']} (sources {d['training_sources']})")
     if "disjoint" in result:
         d = result["disjoint"]
         lines.append(f"held out vs training run: disjoint {d['ok']} (training sources "
@@ -257,11 +303,16 @@ def measured(settings: dict | None = None, train_run: str | None = None, kinds=K
         from protoscope.geometry.store import RunStore
 
         result["disjoint"] = disjoint(held_out_texts(loaded or common.model(), s["texts"]),
-                                      RunStore.open(train_run), s["length"])
+                                      RunStore.open(train_run).texts(), s["length"],
+                                      pathlib.Path(train_run).name)
     elif not encoders and loaded is None:  # the shipped encoder, if the package has one
         shipped = sorted(SHIPPED.glob("*.json")) if SHIPPED.is_dir() else []
         encoders.update({"shipped": str(p.with_suffix("")) for p in shipped[:1]})
-    result.update(compare(s, encoders, m_from=m_from, loaded=loaded))
+    m_skip = None
+    if m_from:
+        result["disjoint_m"], m_skip = check_universal_m(m_from, loaded or common.model(), s)
+    result.update(compare(s, encoders, m_from=None if m_skip else m_from, loaded=loaded,
+                          m_skip=m_skip))
     result["headline"] = headline(result["configs"])
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
@@ -272,7 +323,9 @@ def _smoke() -> dict:
     from protoscope.geometry.models import tiny_model
     from protoscope.geometry.recipes import resolve_recipe
     from protoscope.geometry.runs import RunConfig, fit_run
+    from protoscope.geometry.decoder import Decoder
     from protoscope.geometry.texts import Text, tokenize
+    from protoscope.geometry.universal import UniversalConfig, save_universal_m, train_universal_m
 
     loaded = tiny_model("llama", seed=0, initializer_range=0.3)
     words = ["the old man walked to the city in the morning", "money and power are not what we need",
@@ -283,8 +336,11 @@ def _smoke() -> dict:
     with tempfile.TemporaryDirectory(prefix="protoscope-starts-smoke-") as tmp:
         folder = pathlib.Path(tmp)
         fit_run(folder / "run", config, loaded=loaded, texts=texts)
+        universal = train_universal_m(Decoder(loaded, "bos e m*"), texts,
+                                      UniversalConfig(length=SMOKE["length"], epochs=3, batch_texts=2))
+        m_file = save_universal_m(folder / "universal-m.safetensors", universal, texts)
         return measured(SMOKE, train_run=str(folder / "run"), encoder_dir=folder / "encoders",
-                        loaded=loaded)
+                        m_from=str(m_file), loaded=loaded)
 
 
 def _command() -> str:

@@ -139,3 +139,26 @@ def test_an_existing_file_of_other_settings_and_another_model_get_one_line(ns, t
     one_line(rc, err, str(out), "another model, texts or settings", "--overwrite")
     rc, _, err = cli(fit_args(ns, m_from=out, out=tmp_path / "run"), capfd)
     one_line(rc, err, "universal m was trained on", "other weights")
+
+
+def test_the_starts_bench_runs_a_universal_m_only_when_its_texts_are_disjoint(fit_llama, tmp_path):
+    from safetensors.torch import save_file
+
+    from protoscope.bench.starts import SMOKE, check_universal_m, held_out_texts
+
+    s = {**SMOKE, "texts": 2}
+    held_out = held_out_texts(fit_llama, s["texts"])
+    config = UniversalConfig(length=s["length"], epochs=1, batch_texts=2, e_steps=1)
+    decoder = Decoder(fit_llama, "bos e m*")
+    for name, texts in (("apart", word_texts(fit_llama, 2)), ("overlap", word_texts(fit_llama, 2)[:1] + held_out[:1])):
+        path = save_universal_m(tmp_path / f"{name}.safetensors", train_universal_m(decoder, texts, config), texts)
+        record, why = check_universal_m(str(path), fit_llama, s)
+        if name == "apart":
+            assert record["ok"] and why is None and record["training_texts"] == 2
+        else:
+            assert not record["ok"] and record["shared_text"] == [held_out[0].text_id]
+            assert "not disjoint" in why
+    plain = tmp_path / "plain.safetensors"
+    save_file({"m": torch.zeros(fit_llama.info.d_model)}, str(plain))
+    record, why = check_universal_m(str(plain), fit_llama, s)
+    assert record is None and "records no training texts" in why
