@@ -162,3 +162,29 @@ def test_the_starts_bench_runs_a_universal_m_only_when_its_texts_are_disjoint(fi
     save_file({"m": torch.zeros(fit_llama.info.d_model)}, str(plain))
     record, why = check_universal_m(str(plain), fit_llama, s)
     assert record is None and "records no training texts" in why
+
+
+def test_the_command_interrupted_resumes_from_its_checkpoint(ns, tmp_path, capfd, monkeypatch):  # noqa: F811
+    from protoscope.geometry import universal
+
+    whole, cut = tmp_path / "whole.safetensors", tmp_path / "cut.safetensors"
+    rc, _, err = cli(universal_args(ns, whole, epochs=3, patience=3), capfd)
+    assert rc == 0, err
+    save = universal._State.save
+
+    def save_then_stop(self, path, signature):  # Ctrl-C right after epoch 1 is checkpointed
+        save(self, path, signature)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(universal._State, "save", save_then_stop)
+    rc, _, err = cli(universal_args(ns, cut, epochs=3, patience=3), capfd)
+    assert rc == 130 and "run the same command to resume" in err
+    assert checkpoint_path(cut).exists() and not cut.exists()
+    monkeypatch.setattr(universal._State, "save", save)
+    rc, _, err = cli(universal_args(ns, cut, epochs=3, patience=3), capfd)  # the same command
+    assert rc == 0, err
+    assert not checkpoint_path(cut).exists()
+    (m1, meta1), (m2, meta2) = read_universal_m(cut), read_universal_m(whole)
+    assert torch.equal(m1, m2)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(meta1["history"]) == strip(meta2["history"])
