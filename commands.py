@@ -100,9 +100,7 @@ def _print_study(result) -> None:
     if len(result.summary):
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             print(result.summary.to_string(index=False))
-    findings = result.store.analysis("findings")
-    if findings is not None and len(findings):
-        print(findings.to_string(index=False))
+    print_findings(result.store)
     print("seconds: " + ", ".join(f"{k.removeprefix('analysis:')} {v:.0f}"
                                   for k, v in result.seconds.items() if v is not None))
     print(f"report: {result.report}")
@@ -259,12 +257,13 @@ def analyze(args) -> int:
 
 def print_findings(store) -> None:
     """The findings table, as the run's answer comes first."""
+    from .analysis.findings import as_text as findings_text
+
     table = store.analysis("findings")
     if table is None or table.empty:
         print("findings: none (no table answers a question yet)")
         return
-    shown = table[["finding", "estimate", "low", "high", "n", "paper", "verdict"]]
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(findings_text(table))
 
 
 def report(args) -> int:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import sys
 import time
 
-import pandas as pd
 
+from .analysis.findings import as_text as findings_text
 from .analysis.run import run_analyses
 from .geometry.models import resolve_device
 from .geometry.recipes import resolve_recipe
@@ -77,8 +77,7 @@ def run_demo(out: str = "runs/demo", device: str = "cpu", quiet: bool = False, *
     rows = store.solutions()
     findings = store.analysis("findings")
     if findings is not None and len(findings):
-        with pd.option_context("display.width", 200, "display.max_colwidth", 60):
-            print(findings.to_string(index=False))
+        print(findings_text(findings))
     print(f"{len(rows)} solutions, {int(rows['converged'].sum())} converged; "
           f"total {timings['total']:.0f} s")
     print("seconds: " + ", ".join(f"{k.removeprefix('analysis:')} {v:.0f}"

@@ -150,6 +150,19 @@ def paper_silent(table: pd.DataFrame) -> pd.Series:
     return claim.fillna("").astype(str).str.startswith(NO_PAPER_VALUE)
 
 
+def as_text(table: pd.DataFrame) -> str:
+    """The findings table as a terminal shows it (demo, studies, `analyze`): one line per
+    finding; where the paper is silent, the verdict carries this run's own answer (e.g.
+    "inconclusive (no evidence)"), which otherwise only the report's detail column shows."""
+    shown = table[["finding", "estimate", "low", "high", "n", "paper", "verdict"]].copy()
+    silent = paper_silent(table)
+    if "detail" in table.columns:
+        own = table["detail"].fillna("").astype(str).str.split(":").str[0]
+        shown.loc[silent & own.ne(""), "verdict"] = (shown["verdict"] + " (" + own + ")")[silent]
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+        return shown.to_string(index=False, float_format=lambda v: f"{v:.3g}")
+
+
 def value_verdict(low: float, high: float, paper: float) -> str:
     if not (np.isfinite(low) and np.isfinite(high) and np.isfinite(paper)):
         return "inconclusive"

@@ -192,3 +192,20 @@ def test_one_texts_findings_resample_its_pairs():
     row = table.loc["curve keeps the text (share held)"]
     assert row["unit"] == "pairs" and row["n"] == 6 and row["estimate"] == 1.0
     assert table.loc["straight path keeps the text", "estimate"] == 0.0  # t0's own, not t1-t3
+
+
+def test_the_printed_table_carries_the_runs_own_answer_where_the_paper_is_silent():
+    """A terminal shows no detail column: a probe row must still say "no evidence" there,
+    and a row the paper gives a value for keeps its bare verdict."""
+    table = pd.DataFrame([
+        {"finding": "probe: source from e", "estimate": 0.54, "low": 0.47, "high": 0.60,
+         "n": 182, "paper": np.nan, "verdict": "inconclusive", "unit": "accuracy",
+         "claim": f"{fd.NO_PAPER_VALUE}: it reports no probes",
+         "detail": "no evidence: out-of-fold accuracy vs baseline 0.58"},
+        {"finding": "straight path keeps the text", "estimate": 0.0, "low": 0.0, "high": 0.0,
+         "n": 5, "paper": 0.0, "verdict": "agrees", "unit": "share",
+         "claim": "the straight path breaks", "detail": "worst accuracy: 0.00"},
+    ])
+    lines = fd.as_text(table).splitlines()
+    assert "inconclusive (no evidence)" in lines[1]
+    assert lines[2].rstrip().endswith("agrees") and "(" not in lines[2].split("agrees")[-1]
