@@ -164,3 +164,18 @@ def test_the_starts_bench_smoke_mode_runs(capsys):
     assert "universal m's 3 training texts: disjoint True" in out  # the smoke run trains one
     assert "disjoint True" in out and "ratio paper/best" in out
     assert "encoder end-to-end: trained in" in out and "zero-step accuracy held_out" in out
+
+
+def test_the_shipped_encoder_is_the_default_models_and_intact():
+    """`fit --init encoder` on a fresh install: the package's encoder loads (its tensors match
+    the sha256 its JSON records), is for the default model, and names no machine path."""
+    from protoscope.geometry.encoder import KINDS, SHIPPED, load_encoder
+    from protoscope.geometry.models import DEFAULT_MODEL
+
+    shipped = sorted(SHIPPED.glob("*.json"))
+    assert shipped, "no encoder ships in the package"
+    for meta_path in shipped:
+        encoder = load_encoder(meta_path)
+        assert encoder.kind in KINDS and encoder.meta["model"]["name"] == DEFAULT_MODEL
+        assert encoder.meta["model"]["d_model"] == 576
+        assert "/" not in str(encoder.meta["trained_on"]["run"])
