@@ -36,6 +36,24 @@ from .store import atomic_write, write_json
 FORMAT = "protoscope-fit-checkpoint/1"
 
 
+
+def save_state(path: pathlib.Path, tensors: dict[str, torch.Tensor], state: dict) -> None:
+    """One atomic safetensors file: the tensors, and `state` as JSON in its metadata."""
+    text = json.dumps(state, default=str)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"state": text}))
+
+
+def load_state(path: pathlib.Path, fix: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """What `save_state` wrote; a damaged file is one line that ends with `fix`."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = json.loads((f.metadata() or {})["state"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (OSError, KeyError, ValueError, SafetensorError) as err:
+        raise StoreError(f"{path} is damaged ({type(err).__name__}); {fix}") from None
+    return tensors, state
+
 class FitCheckpoint:
     """Where and how often the in-flight groups of one fit are saved."""
 
@@ -60,22 +78,14 @@ class FitCheckpoint:
     def save(self, length: int, tensors: dict[str, torch.Tensor], state: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         state = {"format": FORMAT, "signature": self.signature, "length": length, **state}
-        text = json.dumps(state, default=str)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        atomic_write(self.path(length), lambda tmp: save_file(tensors, str(tmp), metadata={"state": text}))
+        save_state(self.path(length), tensors, state)
         write_json(self.path(length, ".json"), state)
 
     def load(self, length: int) -> tuple[dict[str, torch.Tensor], dict] | None:
         path = self.path(length)
         if not path.exists():
             return None
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                state = json.loads((f.metadata() or {})["state"])
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (OSError, KeyError, ValueError, SafetensorError) as err:
-            raise StoreError(f"{path} is damaged ({type(err).__name__}); delete it to refit "
-                             f"the groups it held from the start") from None
+        tensors, state = load_state(path, "delete it to refit the groups it held from the start")
         if state.get("format") != FORMAT or state.get("length") != length:
             raise StoreError(f"{path} is not a {FORMAT} file for length {length}")
         return tensors, state

@@ -56,6 +56,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from .arrangements import parse_arrangement
+from .checkpoints import load_state, save_state
 from .decoder import Decoder
 from .errors import ProtoscopeError, StoreError
 from .fitting import _RowAdam, seeded_vector
@@ -262,29 +263,18 @@ class _State:
 
     # -- checkpoints --------------------------------------------------------------------------
     def save(self, path: pathlib.Path, signature: dict) -> None:
-        from safetensors.torch import save_file
-
         tensors = {name: getattr(self, name) for name in self.TENSORS}
         for name in ("e", "m"):
             adam = getattr(self, f"adam_{name}")
             tensors.update({f"adam_{name}.m1": adam.m1, f"adam_{name}.m2": adam.m2, f"adam_{name}.t": adam.t})
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         state = {"signature": signature, "history": self.history, "best_epoch": self.best_epoch,
                  "best_key": list(self.best_key), "since_best": self.since_best, "steps": self.steps,
                  "seconds": self.seconds}
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"state": json.dumps(state)}))
+        save_state(path, tensors, state)
 
     def restore(self, path: pathlib.Path, signature: dict, recipe, dev) -> None:
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                state = json.loads((f.metadata() or {})["state"])
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (OSError, KeyError, ValueError, SafetensorError) as err:
-            raise StoreError(f"{path} is damaged ({type(err).__name__}); delete it to train from "
-                             f"the start") from None
+        tensors, state = load_state(path, "delete it to train from the start")
         if state.get("signature") != json.loads(json.dumps(signature)):
             raise StoreError(f"{path} is the checkpoint of another universal m training (other "
                              f"model, texts, length or settings); delete it or use --overwrite")

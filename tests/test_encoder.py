@@ -16,7 +16,7 @@ from protoscope.geometry.recipes import resolve_recipe
 from protoscope.geometry.runs import RunConfig, fit_run
 from protoscope.geometry.store import RunStore
 
-from tiny_run import ARRANGEMENT, LENGTH, SEEDS, tiny_run
+from tiny_run import ARRANGEMENT, LENGTH, SEEDS, cli_fitted_run, tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +98,8 @@ def test_fit_with_an_encoder_start_records_it_and_starts_there(run, tmp_path):
 @pytest.fixture(scope="module")
 def cli_encoder(tmp_path_factory):
     """An encoder trained through the command line on a run of a saved tiny model."""
-    root = tmp_path_factory.mktemp("encoder-cli")
-    model = save_tiny_model(root / "model", "llama", seed=0, initializer_range=0.3)
-    texts = root / "t.txt"
-    texts.write_text("the cat sat on the mat\n\nwe went to the city at night\n")
-    assert main(["fit", "--model", str(model), "--texts", str(texts), "--length", "4", "--seeds", "2",
-                 "--out", str(root / "run"), "--max-steps", "150", "--quiet"]) == 0
+    root, model, texts = cli_fitted_run(tmp_path_factory.mktemp("encoder-cli"),
+                                        ["the cat sat on the mat", "we went to the city at night"])
     assert main(["encoder", "train", str(root / "run"), "--out", str(root / "enc"), "--kind", "ridge"]) == 0
     return root, model, texts
 

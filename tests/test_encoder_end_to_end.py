@@ -19,7 +19,7 @@ from protoscope.geometry.models import save_tiny_model
 from protoscope.geometry.store import RunStore
 from protoscope.geometry.texts import Text
 
-from tiny_run import ARRANGEMENT, LENGTH, single_thread, tiny_loaded
+from tiny_run import ARRANGEMENT, LENGTH, cli_fitted_run, single_thread, tiny_loaded
 
 SEEDS = 2
 TEXTS = [  # (text_id, context_id, text): g0 and g1 continue one context, the rest stand alone
@@ -173,13 +173,8 @@ def test_save_and_load_predict_identically(trained, tmp_path):
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     """An end-to-end encoder trained through the command line on a run of a saved tiny model."""
-    root = tmp_path_factory.mktemp("e2e-cli")
-    model = save_tiny_model(root / "model", "llama", seed=0, initializer_range=0.3)
-    texts = root / "t.txt"
-    texts.write_text("the cat sat on the mat\n\nwe went to the city at night\n\nthis is a good one for you\n")
-    assert main(["fit", "--model", str(model), "--texts", str(texts), "--length", "4", "--seeds", "2",
-                 "--out", str(root / "run"), "--max-steps", "150", "--quiet"]) == 0
-    return root, model, texts
+    return cli_fitted_run(tmp_path_factory.mktemp("e2e-cli"), ["the cat sat on the mat",
+                          "we went to the city at night", "this is a good one for you"])
 
 
 def test_the_command_line_trains_it_and_fit_starts_from_it(cli_run, tmp_path, capsys):

@@ -66,3 +66,17 @@ def tiny_run(max_steps: int = 300) -> tuple[pathlib.Path, LoadedModel]:
         store = fit_run(folder / "run", config, loaded=loaded, texts=texts).store
     return store.path, loaded
 
+
+
+def cli_fitted_run(root: pathlib.Path, paragraphs: list[str]) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+    """A saved tiny Llama, a text file of `paragraphs` and a 4-token, 2-seed run of them fitted
+    through the command line in `root/run`: (root, model folder, text file)."""
+    from protoscope.cli import main
+    from protoscope.geometry.models import save_tiny_model
+
+    model = save_tiny_model(root / "model", "llama", seed=0, initializer_range=0.3)
+    texts = root / "t.txt"
+    texts.write_text("\n\n".join(paragraphs) + "\n")
+    assert main(["fit", "--model", str(model), "--texts", str(texts), "--length", "4", "--seeds", "2",
+                 "--out", str(root / "run"), "--max-steps", "150", "--quiet"]) == 0
+    return root, model, texts
