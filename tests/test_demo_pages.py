@@ -55,7 +55,9 @@ def test_every_demo_figure_is_drawn_without_errors(pages, page):
 
 def test_demo_screenshot_is_a_drawn_page(pages):
     rgb = browser.png_pixels(pages["png"])[..., :3].astype(np.int64)
-    saturated = (rgb.max(axis=2) - rgb.min(axis=2)) > 60
-    assert saturated.mean() > 0.005  # coloured traces, not a blank page
+    # The first screen is the protocol and the findings table (text; the figures come after
+    # them), so "drawn" means ink on the page: a blank or failed page has none (~3% here).
+    ink = rgb.max(axis=2) < 128
+    assert ink.mean() > 0.01
     SCREENSHOT.parent.mkdir(exist_ok=True)
     shutil.copyfile(pages["png"], SCREENSHOT)
