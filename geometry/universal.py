@@ -61,6 +61,7 @@ from .decoder import Decoder
 from .errors import ProtoscopeError, StoreError
 from .fitting import _RowAdam, seeded_vector
 from .recipes import resolve_recipe
+from .tables import reconstructed
 from .store import atomic_write, write_json
 
 FORMAT = "protoscope-universal-m/1"
@@ -158,7 +159,7 @@ def train_universal_m(decoder: Decoder, texts: Sequence, config: UniversalConfig
         accuracy = evaluate(decoder, state.E, state.M[0], targets, config.batch_texts * 4)
         record = {"epoch": epoch, "steps": state.steps,
                   "mean_accuracy": round(float(accuracy.mean()), 6),
-                  "share_exact": round(float((accuracy >= 1.0).float().mean()), 6),
+                  "share_exact": round(float(reconstructed(accuracy).float().mean()), 6),
                   "restarts": int(state.restarts.sum()),
                   "seconds": round(time.perf_counter() - started, 1)}
         state.end_epoch(record, accuracy)
