@@ -37,6 +37,8 @@ from protoscope.geometry.paths import (CURVES, LinearPath, Path, decode_path, ev
 from protoscope.geometry.store import Tensors
 from protoscope.geometry.tables import RECONSTRUCTED, columns
 
+VERSION = 1  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
+
 
 @dataclass(frozen=True)
 class Budget:

@@ -27,6 +27,7 @@ from protoscope.geometry.decoder import Decoder
 from protoscope.geometry.scoring import ensure_scored
 from protoscope.geometry.tables import capacity_of, columns
 
+VERSION = 1  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
 
 
 def analyze(store, loaded, *, batch: int = 64,

@@ -31,6 +31,8 @@ from .vectors import cohorts, cosine_distances, load_solutions, stack
 
 log = logging.getLogger(__name__)
 
+VERSION = 1  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
+
 DEFAULT_RADII = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 MOVES = ("e", CONCATENATED)
 SWEEP_COLUMNS = columns("neighbourhoods")

@@ -53,6 +53,8 @@ from .vectors import cohorts, load_solutions, stack
 
 log = logging.getLogger(__name__)
 
+VERSION = 1  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
+
 COLUMNS = columns("probes")
 KINDS = {"classify": "accuracy", "multilabel": "macro_auc", "regress": "r2"}
 CHANCE = {"macro_auc": 0.5, "r2": 0.0}

@@ -1,12 +1,15 @@
 """Which analyses are up to date, and running the rest: the `analyze` command's engine.
 
-A table is up to date when it was computed from the solutions the store holds now AND under
-the options asked for now: the manifest records, per analysis, the solution count, the last
-solution it saw and every option of its analyze() call (`options.resolve`), so a table
-computed under another budget is recomputed, not reused. The findings table is rebuilt from
-the tables at the end of every call (it runs no model). A run whose fit was interrupted
-before its texts were scored gets their H_LM here, once, whichever analyses run
-(geometry/scoring.py).
+A table is up to date when it was computed from the solutions the store holds now, under
+the options asked for now AND by the analysis's code as it is now: the manifest records, per
+analysis, the solution count, the last solution it saw, the analysis module's `VERSION` and
+every option of its analyze() call (`options.resolve`), so a table computed under another
+budget, or before a fix that changed its numbers, is recomputed, not reused. Bump an analysis's
+`VERSION` when a change alters its numbers: the next `analyze` recomputes that analysis alone.
+A stamp without a version (a manifest older than versions) is out of date. The findings
+table is rebuilt from the tables at the end of every call (it runs no model). A run whose fit
+was interrupted before its texts were scored gets their H_LM here, once, whichever analyses
+run (geometry/scoring.py).
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = 
     modules = {n: importlib.import_module(f"{__package__}.{n}") for n in names}
     solutions, done = solutions_stamp(store), store.manifest.get("analyses", {})
     resolved = {n: resolve(modules[n].analyze, options.get(n), n) for n in names}
-    stamps = {n: {**solutions, "options": stamp_value(resolved[n])} for n in names}
+    stamps = {n: {**solutions, "version": int(modules[n].VERSION),
+                  "options": stamp_value(resolved[n])} for n in names}
     todo = [n for n in names if force or done.get(n) != stamps[n]]
     timings: dict[str, float | None] = {n: None for n in names}
     if not todo:

@@ -28,6 +28,8 @@ from .vectors import cohorts, cosine_distances, l2_distances, load_solutions, st
 
 log = logging.getLogger(__name__)
 
+VERSION = 1  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
+
 PAIR_KINDS = ("same_text", "same_context", "different_context")
 # comparison name -> (pair kinds expected closer, pair kinds expected farther)
 COMPARISONS = {

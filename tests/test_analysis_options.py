@@ -41,3 +41,13 @@ def test_a_bad_budget_is_one_line_and_status_2(flag, value, tmp_path, capsys):
     assert main(["analyze", str(tmp_path), flag, value]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and flag in err
+
+
+def test_every_analysis_has_a_code_version_for_its_stamp():
+    import importlib
+
+    from protoscope.analysis.run import ANALYSES
+
+    for name in ANALYSES:
+        version = importlib.import_module(f"protoscope.analysis.{name}").VERSION
+        assert isinstance(version, int) and version >= 1, name

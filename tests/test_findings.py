@@ -172,6 +172,31 @@ def test_analyze_writes_findings_and_recomputes_under_other_options(tiny_copy):
     assert store.manifest["analyses"]["connectivity"]["options"]["bezier_steps"] == 4
 
 
+CHEAP = {"uniqueness": {"semantic": False},
+         "information": {"throughput_batches": (1,), "repeats": 1}}
+
+
+def test_a_bumped_analysis_version_recomputes_that_analysis_alone(tiny_copy, monkeypatch):
+    from protoscope.analysis import information
+
+    store, loaded = tiny_copy
+    names = ["uniqueness", "information"]
+    run_analyses(store, only=names, loaded=loaded, quiet=True, options=CHEAP)
+    assert store.manifest["analyses"]["information"]["version"] == information.VERSION
+    again = run_analyses(store, only=names, loaded=loaded, quiet=True, options=CHEAP)
+    assert again == {"uniqueness": None, "information": None}  # nothing changed: up to date
+    monkeypatch.setattr(information, "VERSION", information.VERSION + 1)
+    bumped = run_analyses(store, only=names, loaded=loaded, quiet=True, options=CHEAP)
+    assert bumped["uniqueness"] is None and bumped["information"] is not None
+    assert store.manifest["analyses"]["information"]["version"] == information.VERSION
+    # A manifest from before versions: its stamp is out of date, not an error.
+    old = {**store.manifest["analyses"]}
+    old["uniqueness"] = {k: v for k, v in old["uniqueness"].items() if k != "version"}
+    store.update_manifest(analyses=old)
+    last = run_analyses(store, only=names, loaded=loaded, quiet=True, options=CHEAP)
+    assert last["uniqueness"] is not None and last["information"] is None
+
+
 def test_weighted_auc_is_sklearns():
     from sklearn.metrics import roc_auc_score
 
