@@ -374,7 +374,8 @@ def connectivity_summary(store: RunStore) -> pd.DataFrame:
 
 
 def uniqueness_summary(store: RunStore) -> pd.DataFrame:
-    """The uniqueness AUCs with a 95% interval (bootstrap over pairs) beside each."""
+    """The uniqueness AUCs with a 95% interval beside each (bootstrap over texts: pairs share
+    them; none under 5 texts)."""
     from .analysis.uniqueness import COMPARISONS, auc_interval, auc_test
 
     pairs = store.analysis("uniqueness")
@@ -386,7 +387,7 @@ def uniqueness_summary(store: RunStore) -> pd.DataFrame:
             a = group.loc[group["pair_kind"].isin(near), "cosine_distance"].to_numpy()
             b = group.loc[group["pair_kind"].isin(far), "cosine_distance"].to_numpy()
             auc, p = auc_test(a, b)
-            low, high = auc_interval(a, b)
+            _, low, high, _ = auc_interval(group, near, far)
             out.append({"vector": vector, "comparison": comparison, "auc": auc, "low": low,
                         "high": high, "p_value": p, "n_closer": len(a), "n_farther": len(b)})
     return pd.DataFrame(out)

@@ -1,14 +1,14 @@
 """How far could a statistic of this run's texts move on other texts? The cluster bootstrap.
 
-One mechanism for every interval the analyses report (the findings table, the probes): a 95%
-percentile interval from `scipy.stats.bootstrap` (seeded) that resamples UNITS (texts, or the
-pairs of one text) and hands the statistic each observation's weight in the resample: count(unit)
-for an observation of one unit, count(unit_a) x count(unit_b) for a pair. The statistic must be
-the estimate's own, evaluated at those weights: at weights of one it IS the estimate, so a
-resample only changes which units are drawn and how often. Anything else the statistic depends
-on stays fixed (a probe's out-of-fold predictions, the reference an R^2 is measured against):
-recomputing part of it on each resample measures a different statistic, whose interval can miss
-the estimate.
+One mechanism for every interval the analyses report (the findings table, the probes, the
+uniqueness AUCs): a 95% percentile interval from `scipy.stats.bootstrap` (seeded) that
+resamples UNITS (texts, or the pairs of one text: `pair_units`) and hands the statistic each
+observation's weight in the resample: count(unit) for an observation of one unit,
+count(unit_a) x count(unit_b) for a pair. The statistic must be the estimate's own,
+evaluated at those weights: at weights of one it IS the estimate, so a resample only changes
+which units are drawn and how often. Anything else the statistic depends on stays fixed (a
+probe's out-of-fold predictions, the reference an R^2 is measured against): recomputing part of
+it on each resample measures a different statistic, whose interval can miss the estimate.
 
 Percentile rather than BCa: when the acceleration is small both contain the estimate under the
 same condition (it lies within the middle 95% of the resamples), and BCa gives no interval at
@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 MIN_UNITS = 5  # below this many texts (or solutions) a percentile interval is not trusted
@@ -55,3 +56,12 @@ def cluster_interval(statistic: Callable[[np.ndarray], float], units_a: np.ndarr
                                  random_state=np.random.default_rng(seed))
     low, high = result.confidence_interval
     return float(low), float(high), len(names)
+
+
+def pair_units(pairs: pd.DataFrame, by: str = "texts") -> tuple[np.ndarray, np.ndarray | None]:
+    """What a pair's resample unit is: its two texts (text_a, text_b), or (by="pairs", the
+    findings of one text, whose pairs are the only units it has) the pair itself."""
+    if by == "pairs":
+        return np.arange(len(pairs)), None
+    return pairs["text_a"].astype(str).to_numpy(), (
+        pairs["text_b"].astype(str).to_numpy() if "text_b" in pairs.columns else None)

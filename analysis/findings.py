@@ -10,7 +10,7 @@ resample TEXTS (a cluster bootstrap: a pair weighs count(text_a) x count(text_b)
 a per-text observation count(text)); per-solution statistics resample solutions. Fewer than
 5 units (a percentile interval from 3 or 4 texts is far too narrow), or resamples in which the
 statistic is undefined (e.g. no different-text pair left), give no interval: inconclusive at
-this n.
+this n. The AUC rows are analysis/uniqueness.py's `auc_interval`, the uniqueness study's too.
 
 The compare page's findings of ONE text (`text_findings`) resample that text's pairs (or its
 solutions) instead: the pairs of one text are the only units it has.
@@ -48,7 +48,8 @@ import pandas as pd
 from scipy import stats
 
 from ..geometry.tables import CONCATENATED, RECONSTRUCTED, columns
-from .bootstrap import cluster_interval
+from .bootstrap import cluster_interval, pair_units
+from .uniqueness import auc_interval
 
 COLUMNS = columns("findings")
 VERDICTS = ("agrees", "disagrees", "inconclusive")
@@ -116,7 +117,7 @@ def findings(analysis: Callable[[str], pd.DataFrame | None], solutions: pd.DataF
         held = curves[curves["held"].astype(bool)]
         rows.append(_side_row(
             "curve length ratio (held curves)", held["length_ratio"].to_numpy(float),
-            *_units(held, by), 1.2, 1.2, "below",
+            *pair_units(held, by), 1.2, 1.2, "below",
             "nearly straight: the longest curve was 1.2x the segment", by, seed,
             f"mean curve length / segment length over the curves that held; {budget}"))
     radii = analysis("neighbourhood_radii")
@@ -215,51 +216,18 @@ def _uniqueness_vector(uniq: pd.DataFrame, solutions: pd.DataFrame) -> str:
     return sorted(present)[0]
 
 
-def _units(pairs: pd.DataFrame, by: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """What a pair's resample unit is: its two texts, or (by="pairs") the pair itself."""
-    if by == "pairs":
-        return np.arange(len(pairs)), None
-    return pairs["text_a"].astype(str).to_numpy(), (
-        pairs["text_b"].astype(str).to_numpy() if "text_b" in pairs.columns else None)
-
-
 def _auc_row(pairs: pd.DataFrame, near: tuple, far: tuple, finding: str, vector: str,
              seed: int, claim: str, by: str = "texts") -> dict | None:
-    kept = pairs[pairs["pair_kind"].isin(near + far)]
-    if not (kept["pair_kind"].isin(near).any() and kept["pair_kind"].isin(far).any()):
+    kinds = pairs["pair_kind"]
+    if not (kinds.isin(near).any() and kinds.isin(far).any()):
         return None
-    label = kept["pair_kind"].isin(near).to_numpy(int)
-    auc = weighted_auc(-kept["cosine_distance"].to_numpy(float), label.astype(bool))
-
-    estimate = auc(np.ones(len(kept)))
-    low, high, n = cluster_interval(auc, *_units(kept, by), seed)
+    estimate, low, high, n = auc_interval(pairs, near, far, seed, by)
+    n_near, n_far = int(kinds.isin(near).sum()), int(kinds.isin(far).sum())
     detail = (f"AUC of cosine distance ({vector}): P(a {near[0].replace('_', '-')} pair is "
               f"closer than a {' or '.join(f.replace('_', '-') for f in far)} pair); "
-              f"{int(label.sum())} vs {int(len(label) - label.sum())} pairs")
+              f"{n_near} vs {n_far} pairs")
     return _row(finding, estimate, low, high, n, np.nan, verdict(low, high, 0.5, "above"),
                 by, claim, detail)
-
-
-def weighted_auc(score: np.ndarray, positive: np.ndarray) -> Callable[[np.ndarray], float]:
-    """AUC(weights): weighted P(score of a positive > score of a negative), ties half.
-
-    The same number as sklearn's roc_auc_score with sample_weight, computed by one sorted
-    search instead of a ROC curve: the bootstrap calls it thousands of times.
-    """
-    pos, neg = score[positive], score[~positive]
-    order = np.argsort(neg)
-    neg = neg[order]
-    left, right = np.searchsorted(neg, pos, "left"), np.searchsorted(neg, pos, "right")
-
-    def auc(weights: np.ndarray) -> float:
-        w_pos, w_neg = weights[positive], weights[~positive][order]
-        total = w_pos.sum() * w_neg.sum()
-        if total <= 0:
-            return np.nan
-        cum = np.concatenate([[0.0], np.cumsum(w_neg)])
-        wins = cum[left] + 0.5 * (cum[right] - cum[left])
-        return float((w_pos * wins).sum() / total)
-    return auc
 
 
 def _held_row(paths: pd.DataFrame, finding: str, paper: float, side: str, claim: str,

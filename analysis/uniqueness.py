@@ -9,6 +9,8 @@ cohort (same arrangement and length), on e, on m (where m is the solution's own)
 
 Text distances are taken on the part of each text that was fitted (its first `length` tokens,
 decoded), since that is all the vectors encode; TF-IDF is fitted on those prefixes.
+An AUC's interval (`auc_interval`: the findings table and the uniqueness study) resamples
+texts, not pairs: pairs share solutions and texts (analysis/bootstrap.py).
 The paper's seed protocol for a same-context experiment is `geometry.runs.protocol_seeds`.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -24,6 +27,7 @@ from scipy.stats import mannwhitneyu
 from protoscope.geometry.errors import ProtoscopeError
 from protoscope.geometry.tables import VECTORS, columns, own_vectors
 
+from .bootstrap import RESAMPLES, cluster_interval, pair_units
 from .vectors import cohorts, cosine_distances, l2_distances, load_solutions, stack
 
 log = logging.getLogger(__name__)
@@ -164,22 +168,46 @@ def auc_test(closer: np.ndarray, farther: np.ndarray) -> tuple[float, float]:
     return float(u) / (len(closer) * len(farther)), float(p)
 
 
-def auc_interval(closer: np.ndarray, farther: np.ndarray, resamples: int = 1000,
-                 seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of auc_test's AUC, resampling each group of pairs with
-    replacement (pairs share solutions, so this is narrower than a bootstrap over texts)."""
-    closer, farther = np.asarray(closer, float), np.asarray(farther, float)
-    closer, farther = closer[~np.isnan(closer)], farther[~np.isnan(farther)]
-    if len(closer) == 0 or len(farther) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        a = rng.choice(closer, len(closer))
-        b = rng.choice(farther, len(farther))
-        # P(closer < farther) + half the ties, as in auc_test
-        values.append(((a[:, None] < b[None, :]).mean() + 0.5 * (a[:, None] == b[None, :]).mean()))
-    return float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
+def auc_interval(pairs: pd.DataFrame, near: tuple, far: tuple, seed: int = 0,
+                 by: str = "texts", resamples: int = RESAMPLES) -> tuple[float, float, float, int]:
+    """auc_test's AUC (P(a pair of a `near` kind is closer than one of a `far` kind), ties
+    half) of `pairs`' cosine distances, with its 95% interval: (auc, low, high, units).
+
+    Pairs share solutions and texts, so the interval resamples TEXTS (the cluster bootstrap of
+    analysis/bootstrap.py, the one every findings interval uses); resampling pairs as if they
+    were independent gives too narrow an interval. by="pairs" resamples the pairs themselves
+    (the findings of one text). NaN where a group is empty, no interval under 5 texts.
+    """
+    near, far = tuple(near), tuple(far)
+    kept = pairs[pairs["pair_kind"].isin(near + far) & pairs["cosine_distance"].notna()]
+    positive = kept["pair_kind"].isin(near).to_numpy(bool)
+    if positive.all() or not positive.any():
+        return float("nan"), float("nan"), float("nan"), 0
+    auc = weighted_auc(-kept["cosine_distance"].to_numpy(float), positive)
+    low, high, n = cluster_interval(auc, *pair_units(kept, by), seed, resamples)
+    return auc(np.ones(len(kept))), low, high, n
+
+
+def weighted_auc(score: np.ndarray, positive: np.ndarray) -> Callable[[np.ndarray], float]:
+    """AUC(weights): weighted P(score of a positive > score of a negative), ties half.
+
+    The same number as sklearn's roc_auc_score with sample_weight, computed by one sorted
+    search instead of a ROC curve: the bootstrap calls it thousands of times.
+    """
+    pos, neg = score[positive], score[~positive]
+    order = np.argsort(neg)
+    neg = neg[order]
+    left, right = np.searchsorted(neg, pos, "left"), np.searchsorted(neg, pos, "right")
+
+    def auc(weights: np.ndarray) -> float:
+        w_pos, w_neg = weights[positive], weights[~positive][order]
+        total = w_pos.sum() * w_neg.sum()
+        if total <= 0:
+            return np.nan
+        cum = np.concatenate([[0.0], np.cumsum(w_neg)])
+        wins = cum[left] + 0.5 * (cum[right] - cum[left])
+        return float((w_pos * wins).sum() / total)
+    return auc
 
 
 def summarize(pairs: pd.DataFrame) -> pd.DataFrame:

@@ -197,17 +197,6 @@ def test_a_bumped_analysis_version_recomputes_that_analysis_alone(tiny_copy, mon
     assert last["uniqueness"] is not None and last["information"] is None
 
 
-def test_weighted_auc_is_sklearns():
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(1)
-    score = np.round(rng.normal(size=40), 1)  # with ties
-    positive = rng.random(40) < 0.4
-    weights = rng.integers(0, 4, 40).astype(float)
-    expected = roc_auc_score(positive, score, sample_weight=weights)
-    assert fd.weighted_auc(score, positive)(weights) == pytest.approx(expected)
-
-
 def test_one_texts_findings_resample_its_pairs():
     pairs = pd.concat([_pairs(1, False, True, 1.1)] * 6, ignore_index=True)  # t0, 6 pairs each
     other = _pairs(4, True, True, 1.1)

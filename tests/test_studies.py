@@ -75,7 +75,8 @@ def test_uniqueness_study_is_the_papers_seed_protocol_with_one_m(tmp_path, loade
     _protocol_ok(result.store, "uniqueness")
     summary = result.summary
     assert {"auc", "low", "high"} <= set(summary.columns)
-    assert ((summary["low"] <= summary["auc"]) & (summary["auc"] <= summary["high"])).all()
+    # 4 texts: fewer than the 5 a bootstrap over texts needs, so no interval at this n
+    assert summary["low"].isna().all() and summary["high"].isna().all()
 
 
 def test_probes_study_mixes_share_groups_and_probes_e(tmp_path, loaded):

@@ -1,5 +1,6 @@
 """Uniqueness: pair distances, pair kinds, AUC summary, text-distance bins, seed protocol."""
 
+import itertools
 import logging
 import math
 
@@ -154,16 +155,67 @@ def test_analyze_on_the_tiny_run():
     assert LENGTH == 6
 
 
-def test_auc_interval_brackets_the_auc_and_follows_the_separation():
-    from protoscope.analysis.uniqueness import auc_interval, auc_test
+def _clustered_pairs(n_texts: int, per_text: int, gap: float, spread: float,
+                     seed: int) -> pd.DataFrame:
+    """Every pair of n_texts x per_text solutions: same-text pairs `gap` closer, and each text
+    moving all its pairs by its own offset (N(0, spread)), so pairs sharing a text agree."""
+    rng = np.random.default_rng(seed)
+    offset = rng.normal(0, spread, n_texts)
+    solutions = [t for t in range(n_texts) for _ in range(per_text)]
+    rows = [{"text_a": f"t{a}", "text_b": f"t{b}",
+             "pair_kind": "same_text" if a == b else "different_context",
+             "cosine_distance": 0.5 - gap * (a == b) + offset[a] + offset[b] + rng.normal(0, 0.02)}
+            for a, b in itertools.combinations(solutions, 2)]
+    return pd.DataFrame(rows)
 
-    rng = np.random.default_rng(0)
-    closer, farther = rng.normal(0.0, 1, 40), rng.normal(2.0, 1, 60)
-    auc, _ = auc_test(closer, farther)
-    low, high = auc_interval(closer, farther, resamples=300)
+
+def _pair_bootstrap(closer, farther, resamples=1000, seed=0):
+    """The interval auc_interval gave before: each group of pairs resampled on its own."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        a, b = rng.choice(closer, len(closer)), rng.choice(farther, len(farther))
+        values.append((a[:, None] < b[None, :]).mean() + 0.5 * (a[:, None] == b[None, :]).mean())
+    return np.quantile(values, 0.025), np.quantile(values, 0.975)
+
+
+NEAR, FAR = ("same_text",), ("different_context",)
+
+
+def test_auc_interval_brackets_the_auc_and_follows_the_separation():
+    pairs = _clustered_pairs(8, 3, gap=0.3, spread=0.02, seed=0)
+    closer = pairs.loc[pairs["pair_kind"] == "same_text", "cosine_distance"]
+    farther = pairs.loc[pairs["pair_kind"] != "same_text", "cosine_distance"]
+    auc, low, high, n = uq.auc_interval(pairs, NEAR, FAR, resamples=300)
+    assert auc == pytest.approx(uq.auc_test(closer, farther)[0]) and n == 8
     assert low <= auc <= high and low > 0.8
-    low, high = auc_interval(farther, closer, resamples=300)  # the other way round
+    _, low, high, _ = uq.auc_interval(pairs, FAR, NEAR, resamples=300)  # the other way round
     assert high < 0.2
-    same = rng.normal(size=50)
-    low, high = auc_interval(same[:25], same[25:], resamples=300)
+    _, low, high, _ = uq.auc_interval(_clustered_pairs(8, 3, 0.0, 0.02, 1), NEAR, FAR,
+                                      resamples=300)
     assert low < 0.5 < high
+    few = pairs[pairs["text_a"].isin(["t0", "t1", "t2"]) & pairs["text_b"].isin(["t0", "t1", "t2"])]
+    assert np.isnan(uq.auc_interval(few, NEAR, FAR)[1])  # 3 texts: no interval
+
+
+def test_auc_interval_resamples_texts_so_shared_texts_widen_it():
+    # Most of the spread is the texts' own, and every text is in many pairs: resampling pairs
+    # as if independent hides that, resampling texts shows it.
+    pairs = _clustered_pairs(8, 3, gap=0.1, spread=0.1, seed=1)
+    closer = pairs.loc[pairs["pair_kind"] == "same_text", "cosine_distance"].to_numpy()
+    farther = pairs.loc[pairs["pair_kind"] != "same_text", "cosine_distance"].to_numpy()
+    old_low, old_high = _pair_bootstrap(closer, farther)
+    auc, low, high, n = uq.auc_interval(pairs, NEAR, FAR, seed=0)
+    assert n == 8 and low <= auc <= high
+    assert high - low >= 1.5 * (old_high - old_low)  # at least as wide, here by far
+
+
+def test_weighted_auc_is_sklearns():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    score = np.round(rng.normal(size=40), 1)  # with ties
+    positive = rng.random(40) < 0.4
+    weights = rng.integers(0, 4, 40).astype(float)
+    expected = roc_auc_score(positive, score, sample_weight=weights)
+    assert uq.weighted_auc(score, positive)(weights) == pytest.approx(expected)
