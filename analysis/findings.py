@@ -32,7 +32,7 @@ found: there is nothing to agree or disagree with. Its claim opens with NO_PAPER
 (`paper_silent` picks these rows out) and its detail says what the run found. These are
 capacity on a model the paper did not run, and every probe: the paper reports no probe, so a
 probe row's detail opens with the probe's own answer against its own baseline (chance or
-shuffled labels; analysis/probes.py): "evidence", "no evidence", or "no evidence, below its
+shuffled labels): the probes table's verdict (analysis/probes.py), "evidence", "no evidence", or "no evidence, below its
 baseline" when the whole interval lies under it (a probe that reads nothing can score below
 chance out of fold; that is not a disagreement with the paper).
 
@@ -293,7 +293,10 @@ def _capacity_row(cap: pd.DataFrame, manifest: dict, seed: int) -> dict | None:
 
 def _probe_rows(probes: pd.DataFrame) -> list[dict]:
     """One row per probe: inconclusive (the paper reports no probe), the probe's own answer
-    against its own baseline in the detail."""
+    against its own baseline in the detail: the probes table's verdict, or (older tables
+    without one) analysis/probes.py's rule applied to the table's interval."""
+    from .probes import NO_EVIDENCE, probe_verdict  # sklearn: only where a run has probes
+
     if {"score", "baseline", "low", "high"} <= set(probes.columns):
         frame = probes.rename(columns={"score": "estimate"})
     elif {"accuracy", "chance", "n"} <= set(probes.columns):  # older tables: binomial interval
@@ -308,8 +311,9 @@ def _probe_rows(probes: pd.DataFrame) -> list[dict]:
         vector = p["vector"] if "vector" in p.index else p.get("features")
         features = f" from {vector}" if vector is not None else ""
         low, high, baseline = float(p["low"]), float(p["high"]), float(p["baseline"])
-        answer = "evidence" if low > baseline else "no evidence"  # analysis/probes.py's rule
-        if high < baseline:
+        given = p.get("verdict")
+        answer = given if isinstance(given, str) and given else probe_verdict(low, baseline)
+        if answer == NO_EVIDENCE and high < baseline:
             answer += ", below its baseline"
         out.append(_row(f"probe: {p['target']}{features}", p["estimate"], low, high,
                         p.get("n", 0), np.nan, "inconclusive", "solutions",

@@ -102,10 +102,16 @@ def score_probe(x, y, groups, kind: str, *, folds: int = 5, permutations: int = 
                                     groups, None, seed, resamples)
     baseline = max(chance, shuffled_mean)
     return {"score": score, "metric": metric, "baseline": baseline, "low": low, "high": high,
-            "n": int(len(y)), "verdict": EVIDENCE if low > baseline else NO_EVIDENCE,
+            "n": int(len(y)), "verdict": probe_verdict(low, baseline),
             "chance": chance, "shuffled": shuffled_mean,
             "classes": int(len(set(y.tolist()))) if kind == "classify" else int(_width(y)),
             "folds": int(k)}
+
+
+def probe_verdict(low: float, baseline: float) -> str:
+    """The probe's answer: evidence only when its whole interval lies above its baseline (no
+    interval, NaN: no evidence). The findings table reads it from the probes table."""
+    return EVIDENCE if low > baseline else NO_EVIDENCE
 
 
 def _width(y: np.ndarray) -> int:

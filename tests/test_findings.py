@@ -112,6 +112,21 @@ def test_probe_rows_never_agree_or_disagree_with_a_paper_that_reports_no_probe()
     assert table.loc["probe: bag_of_words", "estimate"] == pytest.approx(0.38)
 
 
+def test_probe_rows_show_the_probes_tables_own_verdict():
+    # The verdict is the probes table's: its numbers alone would say the opposite here.
+    probes = pd.DataFrame({"target": ["source", "context"], "metric": ["accuracy"] * 2,
+                           "score": [0.9, 0.30], "baseline": [0.33, 0.33],
+                           "low": [0.85, 0.25], "high": [0.95, 0.35], "n": [40, 40],
+                           "verdict": ["no evidence", "evidence"]})
+    table = _table({"probes": probes})
+    assert table.loc["probe: source", "detail"].startswith("no evidence:")
+    assert table.loc["probe: context", "detail"].startswith("evidence:")
+    # A table from before the verdict column: the probes' rule on its interval.
+    table = _table({"probes": probes.drop(columns="verdict")})
+    assert table.loc["probe: source", "detail"].startswith("evidence:")
+    assert table.loc["probe: context", "detail"].startswith("no evidence:")
+
+
 def test_only_findings_the_paper_gives_nothing_for_are_paper_silent():
     table = _table({"uniqueness": _uniqueness(12, same=0.8, other=0.2)})
     assert not fd.paper_silent(table).any()  # the paper takes a side: closer
