@@ -173,6 +173,10 @@ def _encoder_parsers(sub) -> None:
     e2e.add_argument("--patience", type=int, default=None, help="epochs without a lower held-out loss before stopping (5)")
     e2e.add_argument("--regression", type=float, default=None, help="weight of a cosine term to each "
                      "text's nearest solution (0: reconstruction only)")
+    e2e.add_argument("--texts", default=None, metavar="SPEC", help="more training texts beside the "
+                     "run's (a text SPEC as fit's --texts, e.g. windows:99+random:200): the "
+                     "reconstruction loss needs no solution of them")
+    e2e.add_argument("--text-seed", type=int, default=0, help="seed for --texts' random and generated texts")
     train.add_argument("--quiet", action="store_true", help="no per-epoch line (end-to-end)")
     train.add_argument("--device", default="cpu")
     _threads_option(train)

@@ -139,12 +139,25 @@ def encoder(args) -> int:
         given = {k: getattr(args, k) for k in ("epochs", "lr", "weight_decay", "batch_size",
                                                "holdout", "patience", "regression")}
         options = Options(**{k: v for k, v in given.items() if v is not None})
+    if args.texts and args.kind != "end-to-end":
+        raise ProtoscopeError(f"--texts trains the end-to-end kind only, not {args.kind}")
+    if args.texts:
+        from .geometry.runs import check_text_spec
+
+        check_text_spec(args.texts)
     store = RunStore.open(args.run)
     _threads(args)
     model = store.manifest.get("config", {}).get("model") or store.manifest.get("model", {}).get("name")
     loaded = load_model(model, device=args.device, dtype=store.manifest.get("dtype", "float32"))
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    enc = train_encoder(store, loaded, kind=args.kind, seed=args.seed, options=options, log=log)
+    extra = []
+    if args.texts:
+        from .geometry.runs import RunConfig, load_text_mix
+
+        extra = load_text_mix(RunConfig(model=loaded.info.name, texts=args.texts,
+                                        text_seed=args.text_seed), loaded)
+    enc = train_encoder(store, loaded, kind=args.kind, seed=args.seed, options=options, log=log,
+                        extra_texts=extra, extra_spec=args.texts or "")
     path = enc.save(args.out)
     t = enc.meta["trained_on"]
     print(f"{args.kind} encoder from {t['solutions']} solutions of {t['texts']} texts in "

@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -86,10 +86,11 @@ def recipe(name: str, **overrides):
 
 
 def outcome(s: Solution, budget: int) -> dict:
-    """One problem's result; a problem that did not converge counts as the whole budget."""
+    """One problem's result; a problem that did not converge counts as the whole budget (or the
+    steps it spent, where a length curriculum's earlier stages took it past the budget)."""
     return {"text_id": s.problem.text_id, "seed": s.problem.seed, "length": s.problem.length,
             "converged": s.converged, "status": s.status, "steps": s.steps,
-            "steps_counted": s.steps if s.converged else budget, "restarts": s.restarts,
+            "steps_counted": s.steps if s.converged else max(s.steps, budget), "restarts": s.restarts,
             "accuracy": round(s.accuracy, 4)}
 
 
@@ -115,14 +116,23 @@ def _worker_init(threads: int) -> None:
 
 
 def run_jobs(jobs: Sequence[tuple[Callable, dict]], workers: int | None = None,
-             threads: int = 1) -> list:
-    """Run (function, kwargs) jobs in spawned worker processes; results in job order."""
+             threads: int = 1, on_result: Callable | None = None) -> list:
+    """Run (function, kwargs) jobs in spawned worker processes; results in job order.
+    `on_result(value)` is called in this process as each job finishes (in finishing order)."""
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     if workers <= 1:
-        return [fn(**kw) for fn, kw in jobs]
+        results = []
+        for fn, kw in jobs:
+            results.append(fn(**kw))
+            if on_result:
+                on_result(results[-1])
+        return results
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                              initializer=_worker_init, initargs=(threads,)) as pool:
         futures = [pool.submit(fn, **kw) for fn, kw in jobs]
+        if on_result:
+            for f in as_completed(futures):
+                on_result(f.result())
         return [f.result() for f in futures]
 
 
@@ -149,7 +159,7 @@ def _cpu_name() -> str:
 def write_result(name: str, data: dict) -> Path:
     """bench/results/<name>.json, written atomically so a killed run leaves the old file."""
     path = RESULTS / f"{name}.json"
-    _write_atomic(path, data)
+    write_atomic(path, data)
     return path
 
 
@@ -179,7 +189,7 @@ class Checkpoint:
         self.parts[key] = value
         self.costs[key] = {"seconds": time.perf_counter() - wall0, "cpu_seconds": _cpu_seconds() - cpu0}
         if self.path is not None:
-            _write_atomic(self.path, {"settings": self.settings, "parts": self.parts, "costs": self.costs})
+            write_atomic(self.path, {"settings": self.settings, "parts": self.parts, "costs": self.costs})
         return value
 
     def finish(self) -> None:
@@ -199,7 +209,7 @@ def _json(x):
     return json.loads(json.dumps(x, default=_plain))
 
 
-def _write_atomic(path: Path, data: dict) -> None:
+def write_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_plain) + "\n")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import pathlib
 import sys
 import tempfile
@@ -41,17 +42,23 @@ from . import common
 
 LENGTH, TEXTS, SEEDS, CAP = 16, 8, 2, 1000
 RANDOM_SEED = 9001  # the random-word texts of training runs use small seeds (0, 11, ...)
-PROSE = (  # written for this benchmark; no built-in paragraph is about any of this
+PROSE = (  # written for this benchmark; no built-in paragraph is about any of this. The second
+    # sentence of each came later, for the 32-token comparison: the first 16 tokens are unchanged.
     "The library van parks beside the school gate every second Tuesday, and the children "
-    "queue with their cards long before the doors open.",
+    "queue with their cards long before the doors open. The driver keeps a box of picture "
+    "books for the smallest ones and a list of requests pinned above the wheel.",
     "Glaciers in the northern valley retreated nearly forty metres last summer, leaving a "
-    "field of grey gravel where the ice once stood.",
+    "field of grey gravel where the ice once stood. Survey teams now walk the new ground each "
+    "spring with poles and cameras to mark how far the edge has moved.",
     "To reset the router, hold the small button on its back for ten seconds until the green "
-    "light blinks twice, then wait a full minute.",
+    "light blinks twice, then wait a full minute. If the light stays orange, unplug the cable, "
+    "count to thirty and plug it back in before calling the help line.",
     "My grandmother kept bees behind the orchard wall, and every August the whole house "
-    "smelled of wax, smoke and warm honey.",
+    "smelled of wax, smoke and warm honey. She sold the jars at the Saturday market and gave "
+    "the cracked ones to the neighbours who helped with the frames.",
 )
-RECIPES = (("paper", "paper"), ("default", "default"))  # (label, recipe)
+RECIPES = (("paper", "paper", {}), ("default", "default", {}),
+           ("curriculum", "default", {"curriculum": True}))
 SETTINGS = {"length": LENGTH, "texts": TEXTS, "seeds": SEEDS, "cap": CAP}
 SMOKE = {"length": 4, "texts": 2, "seeds": 2, "cap": 20}
 KINDS = ("nearest", "ridge", "mlp", "end-to-end")  # the encoders trained when a run is given
@@ -106,7 +113,7 @@ def _problems(texts, seeds: int, length: int):
 
 
 def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None,
-        m_from: str | None = None, loaded=None) -> dict:
+        m_from: str | None = None, loaded=None, overrides: dict | None = None) -> dict:
     """Fit one configuration on the held-out problems: zero-step accuracy, steps, success, time."""
     from protoscope.geometry.decoder import Decoder
     from protoscope.geometry.encoder import (encoder_starts, load_encoder, recipe_starts,
@@ -116,7 +123,7 @@ def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None
     loaded = loaded or common.model()
     base = common.recipe(recipe)
     budget = min(base.max_steps, s["cap"])
-    rec = common.recipe(recipe, max_steps=budget)
+    rec = common.recipe(recipe, max_steps=budget, **(overrides or {}))
     problems = _problems(held_out_texts(loaded, s["texts"]), s["seeds"], s["length"])
     decoder = Decoder(loaded, "bos e m*")
     extra, frozen = {}, None
@@ -218,22 +225,35 @@ def check_universal_m(m_from: str, loaded, s: dict) -> tuple[dict | None, str | 
 
 
 def compare(s: dict, encoders: dict[str, str], m_from: str | None = None, loaded=None,
-            workers: int | None = None, m_skip: str | None = None) -> dict:
-    """Every configuration, one single-thread worker each (in-process when `loaded` is given)."""
-    jobs = [(job, dict(label=label, s=s, recipe=name)) for label, name in RECIPES]
+            workers: int | None = None, m_skip: str | None = None, only=None,
+            keep: dict | None = None, on_result=None) -> dict:
+    """Every configuration (those named in `only`, when given), one single-thread worker each
+    (in-process when `loaded` is given). Configurations in `keep` (label -> result of an earlier
+    invocation on the same problems) are not fitted again; `on_result(result)` is called as each
+    configuration finishes, so an interrupted comparison keeps what it finished."""
+    jobs = [(job, dict(label=label, s=s, recipe=name, overrides=over)) for label, name, over in RECIPES]
     skipped = {}
     why = m_skip or ("no universal m artefact was given (--m-from FILE)" if not m_from
                      else frozen_m_available())
     if why:
-        skipped["frozen_m"] = why
+        if not only or "frozen_m" in only:
+            skipped["frozen_m"] = why
     else:
         jobs.append((job, dict(label="frozen_m", s=s, m_from=m_from)))
     jobs += [(job, dict(label=f"encoder_{name}", s=s, encoder=path)) for name, path in encoders.items()]
+    if only:
+        jobs = [j for j in jobs if j[1]["label"] in only]
+    keep = dict(keep or {})
+    jobs = [j for j in jobs if j[1]["label"] not in keep]
     if loaded is not None:
-        results = [fn(**kw, loaded=loaded) for fn, kw in jobs]
+        results = []
+        for fn, kw in jobs:
+            results.append(fn(**kw, loaded=loaded))
+            if on_result:
+                on_result(results[-1])
     else:
-        results = common.run_jobs(jobs, workers or len(jobs))
-    return {"configs": {r["label"]: r for r in results}, "skipped": skipped}
+        results = common.run_jobs(jobs, workers or len(jobs), on_result=on_result)
+    return {"configs": {**keep, **{r["label"]: r for r in results}}, "skipped": skipped}
 
 
 def headline(configs: dict) -> dict:
@@ -288,8 +308,10 @@ def report(result: dict) -> list[str]:
 
 def measured(settings: dict | None = None, train_run: str | None = None, kinds=KINDS,
              encoders: dict | None = None, encoder_dir=None, m_from: str | None = None,
-             loaded=None) -> dict:
-    """The whole comparison; the entry point bench/run.py calls as an extra."""
+             loaded=None, only=None, workers: int | None = None, keep: dict | None = None,
+             on_result=None) -> dict:
+    """The whole comparison; the entry point bench/run.py calls as an extra. `only`, `workers`,
+    `keep` and `on_result` as in `compare`."""
     from protoscope.geometry.encoder import SHIPPED
 
     s = {**SETTINGS, **(settings or {})}
@@ -312,7 +334,7 @@ def measured(settings: dict | None = None, train_run: str | None = None, kinds=K
     if m_from:
         result["disjoint_m"], m_skip = check_universal_m(m_from, loaded or common.model(), s)
     result.update(compare(s, encoders, m_from=None if m_skip else m_from, loaded=loaded,
-                          m_skip=m_skip))
+                          m_skip=m_skip, only=only, workers=workers, keep=keep, on_result=on_result))
     result["headline"] = headline(result["configs"])
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
@@ -343,6 +365,30 @@ def _smoke() -> dict:
                         m_from=str(m_file), loaded=loaded)
 
 
+def kept_configs(name: str, settings: dict, add: bool) -> dict:
+    """Configurations not to fit again: those an interrupted invocation with these settings
+    finished (`NAME.partial.json`) and, with `add`, those already in `NAME.json`. Each keeps the
+    command that measured it. A result file of other settings is one line and exit 2."""
+    keep = {}
+    sources = [common.RESULTS / f"{name}.json"] if add else []
+    sources.append(common.RESULTS / f"{name}.partial.json")
+    for path in sources:
+        if not path.exists():
+            continue
+        saved = json.loads(path.read_text())
+        if saved["settings"] != settings:
+            if path.suffix == ".json" and not path.name.endswith(".partial.json"):
+                print(f"protoscope: --add: {path.name} was measured with {saved['settings']}, "
+                      f"not {settings}", file=sys.stderr)
+                sys.exit(2)
+            continue
+        for label, config in saved["configs"].items():
+            keep[label] = {**config, "measured_by": config.get("measured_by", saved.get("command", ""))}
+    for label in keep:
+        print(f"{label}: kept from {name}, not fitted again", file=sys.stderr, flush=True)
+    return keep
+
+
 def _command() -> str:
     """The command line with path options shortened to their last part."""
     args, out = sys.argv[1:], []
@@ -365,6 +411,14 @@ def main(argv=None) -> None:
     ap.add_argument("--length", type=int, default=LENGTH)
     ap.add_argument("--cap", type=int, default=CAP)
     ap.add_argument("--name", default=None, help="result file (default starts_LENGTH)")
+    ap.add_argument("--only", nargs="+", default=None, metavar="LABEL",
+                    help="run only these configurations (paper, default, curriculum, frozen_m, "
+                         "encoder_NAME)")
+    ap.add_argument("--add", action="store_true",
+                    help="keep the configurations already in the result file (same length, texts, "
+                         "seeds and cap) and add the ones run now beside them")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="configurations fitted at once, one thread each (default: all)")
     ap.add_argument("--smoke", action="store_true", help="tiny model; checks the script only")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -372,16 +426,25 @@ def main(argv=None) -> None:
     else:
         settings = {"length": args.length, "texts": args.texts, "seeds": args.seeds, "cap": args.cap}
         encoders = {pathlib.Path(p).stem: p for p in args.encoder}
+        name = args.name or f"starts_{args.length}"
+        keep = kept_configs(name, {**SETTINGS, **settings}, args.add)
+        partial = common.RESULTS / f"{name}.partial.json"
+
+        def save(config: dict) -> None:  # a finished configuration outlives an interrupted run
+            keep[config["label"]] = {**config, "measured_by": _command()}
+            common.write_atomic(partial, {"settings": {**SETTINGS, **settings}, "configs": keep})
+
         result = measured(settings, train_run=args.train_run, kinds=args.kinds, encoders=encoders,
-                          encoder_dir=args.encoder_dir, m_from=args.m_from)
+                          encoder_dir=args.encoder_dir, m_from=args.m_from, only=args.only,
+                          workers=args.workers, keep=dict(keep), on_result=save)
     result = {"command": _command(), "machine": common.machine(), **result}
     for t in result.get("trained", {}).values():  # names, not machine paths, in the result file
         t["path"] = pathlib.Path(t["path"]).name
     result["printed_table"] = report(result)
     print("\n".join(result["printed_table"]))
     if not args.smoke:
-        print(f"written: {common.write_result(args.name or f'starts_{args.length}', result)}",
-              file=sys.stderr)
+        print(f"written: {common.write_result(name, result)}", file=sys.stderr)
+        partial.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -212,17 +212,22 @@ def model_identity(loaded) -> dict:
 # ---------------------------------------------------------------- training
 
 
-def train_encoder(store, loaded, kind: str = "ridge", seed: int = 0, options=None, log=None) -> Encoder:
+def train_encoder(store, loaded, kind: str = "ridge", seed: int = 0, options=None, log=None,
+                  extra_texts=(), extra_spec: str = "") -> Encoder:
     """Learn text -> (e, m) from the converged solutions of a run (fitted on `loaded`).
 
-    `end-to-end` is trained by end_to_end.py, through the frozen decoder on the run's texts;
-    `options` (end_to_end.Options) and `log` (one line per epoch) apply to it only."""
+    `end-to-end` is trained by end_to_end.py, through the frozen decoder on the run's texts
+    and any `extra_texts` (no solutions needed); `options` (end_to_end.Options), `log` (one
+    line per epoch) and the extra texts apply to it only."""
     if kind not in KINDS:
         raise ProtoscopeError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "end-to-end":
         from .end_to_end import Options, train_end_to_end
 
-        return train_end_to_end(store, loaded, seed=seed, options=options or Options(), log=log)
+        return train_end_to_end(store, loaded, seed=seed, options=options or Options(), log=log,
+                                extra_texts=extra_texts, extra_spec=extra_spec)
+    if extra_texts:
+        raise ProtoscopeError(f"--texts trains the end-to-end kind only; {kind} learns from solutions")
     rows, e, m = training_solutions(store, loaded)
     by_id = {t.text_id: t for t in store.texts()}
     x = text_features(loaded, [by_id[t].prefix(int(n)) for t, n in zip(rows["text_id"], rows["length"])])

@@ -104,8 +104,13 @@ def split_texts(texts, holdout: float, seed: int) -> tuple[list[str], list[str]]
 
 
 def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
-                     log: Callable[[str], None] | None = None):
-    """An `end-to-end` Encoder trained on `store`'s texts through the frozen `loaded` model."""
+                     log: Callable[[str], None] | None = None, extra_texts=(), extra_spec: str = ""):
+    """An `end-to-end` Encoder trained on `store`'s texts through the frozen `loaded` model.
+
+    `extra_texts` (Text records, named by `extra_spec`) train it too, at each of the run's
+    lengths they are long enough for: the reconstruction loss needs no solution, so the training
+    set can grow far past what the run fitted. A text the run holds (same id or same string)
+    is not added twice; extra texts join the held-out split like the run's own."""
     from .decoder import Decoder
     from .encoder import (PERTURBATION, Encoder, own_arrangement, regression, text_features,
                           training_meta, training_solutions)
@@ -121,6 +126,9 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
     rows = rows[own_arrangement(store, rows)]
     items = sorted({(t, int(n)) for t, n in zip(rows["text_id"], rows["length"])})
     by_id = {t.text_id: t for t in store.texts()}
+    added = _extra_items(extra_texts, by_id, sorted({n for _, n in items}))
+    by_id.update({t.text_id: t for t in added["texts"]})
+    items = sorted(set(items) | set(added["items"]))
     train_ids, held_ids = split_texts([by_id[t] for t in sorted({t for t, _ in items})],
                                       options.holdout, seed)
     targets = [by_id[t].prefix(n) for t, n in items]
@@ -197,6 +205,10 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
                     + (f" + {options.regression:g} x nearest-solution cosine distance"
                        if options.regression else ""),
             "split": "seeded, by text and by context", "train_texts": len(train_ids),
+            "extra_texts": {"spec": extra_spec, "texts": len(added["texts"]),
+                            "sources": sorted({t.source for t in added["texts"]}),
+                            "skipped_already_in_run": added["duplicates"],
+                            "skipped_too_short": added["short"]},
             "held_out_texts": held_ids,
             "epochs_run": history[-1]["epoch"], "kept_epoch": best[1],
             "mlp_start": first, "kept": final,
@@ -205,6 +217,24 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
             "seconds": round(time.perf_counter() - started, 1)},
     })
     return Encoder("end-to-end", {k: v.contiguous() for k, v in kept.items()}, meta)
+
+
+def _extra_items(texts, by_id: dict, lengths: list[int]) -> dict:
+    """The (text_id, length) items extra texts add, those texts, and how many were left out."""
+    strings = {t.text for t in by_id.values()}
+    out = {"texts": [], "items": [], "duplicates": 0, "short": 0}
+    for t in texts:
+        if t.text_id in by_id or t.text in strings:
+            out["duplicates"] += 1
+            continue
+        fits = [n for n in lengths if len(t.token_ids) >= n]
+        if not fits:
+            out["short"] += 1
+            continue
+        out["texts"].append(t)
+        out["items"] += [(t.text_id, n) for n in fits]
+        strings.add(t.text)
+    return out
 
 
 def _held(held: dict) -> dict:

@@ -154,8 +154,8 @@ def test_the_starts_bench_smoke_mode_runs(capsys):
 
     starts.main(["--smoke"])
     out = capsys.readouterr().out
-    for name in ("paper", "default", "frozen_m", "encoder_nearest", "encoder_ridge", "encoder_mlp",
-                 "encoder_end-to-end"):
+    for name in ("paper", "default", "curriculum", "frozen_m", "encoder_nearest", "encoder_ridge",
+                 "encoder_mlp", "encoder_end-to-end"):
         assert f"\n{name} " in out, out
     assert "universal m's 3 training texts: disjoint True" in out  # the smoke run trains one
     assert "disjoint True" in out and "ratio paper/best" in out
@@ -175,3 +175,41 @@ def test_the_shipped_encoder_is_the_default_models_and_intact():
         assert encoder.kind in KINDS and encoder.meta["model"]["name"] == DEFAULT_MODEL
         assert encoder.meta["model"]["d_model"] == 576
         assert "/" not in str(encoder.meta["trained_on"]["run"])
+
+
+def test_the_starts_bench_keeps_what_it_finished_and_adds_rows(tmp_path, monkeypatch, capsys):
+    """A configuration an interrupted invocation finished, or (with --add) one already in the
+    result file of the same settings, is not fitted again; a result file of other settings
+    is one line and exit 2."""
+    from protoscope.bench import common, starts
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    settings = {**starts.SETTINGS, "length": 32}
+    (tmp_path / "s.json").write_text(json.dumps(
+        {"command": "earlier", "settings": settings, "configs": {"paper": {"label": "paper"}}}))
+    (tmp_path / "s.partial.json").write_text(json.dumps(
+        {"settings": settings, "configs": {"default": {"label": "default", "measured_by": "cut"}}}))
+    kept = starts.kept_configs("s", settings, add=True)
+    assert kept == {"paper": {"label": "paper", "measured_by": "earlier"},
+                    "default": {"label": "default", "measured_by": "cut"}}
+    assert set(starts.kept_configs("s", settings, add=False)) == {"default"}  # the partial only
+    assert starts.kept_configs("s", {**settings, "cap": 5}, add=False) == {}  # other settings: none
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        starts.kept_configs("s", {**settings, "cap": 5}, add=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "was measured with" in err[0], err
+
+
+def test_the_starts_bench_fits_only_what_is_not_kept(monkeypatch):
+    from protoscope.bench import starts
+
+    calls = []
+    monkeypatch.setattr(starts, "job", lambda **kw: calls.append(kw["label"]) or {"label": kw["label"]})
+    seen = []
+    out = starts.compare(starts.SMOKE, {"mlp": "x"}, loaded=object(), only=["paper", "curriculum",
+                         "encoder_mlp"], keep={"paper": {"label": "paper", "kept": True}},
+                         on_result=lambda r: seen.append(r["label"]))
+    assert calls == ["curriculum", "encoder_mlp"] and seen == calls
+    assert set(out["configs"]) == {"paper", "curriculum", "encoder_mlp"}
+    assert out["configs"]["paper"]["kept"] and "frozen_m" not in out["skipped"]

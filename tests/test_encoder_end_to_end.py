@@ -208,3 +208,46 @@ def test_bad_end_to_end_options_are_one_line(cli_run, option, says, tmp_path, ca
                  "--kind", "end-to-end", *option])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and says in err[0], err
+
+
+def test_extra_texts_train_it_without_solutions(trained):
+    """Texts with no solution join the training (the loss needs none); a text the run holds is
+    not added twice, one too short for the run's length is left out, and both are counted."""
+    store, loaded, _, _ = trained
+    from protoscope.geometry.texts import tokenize
+
+    new = ["the boat sailed out of the harbour at dawn", "green hills rolled away to the far blue sky",
+           "a letter came for him on a cold grey morning"]
+    extra = [Text(f"x{i}", "file", None, t, tokenize(loaded, t)) for i, t in enumerate(new)]
+    extra.append(Text("again", "file", None, TEXTS[2][2], tokenize(loaded, TEXTS[2][2])))  # in the run
+    extra.append(Text("short", "file", None, "hi", tokenize(loaded, "hi")))
+    base = train_encoder(store, loaded, "end-to-end", seed=SEED, options=OPTIONS)
+    more = train_encoder(store, loaded, "end-to-end", seed=SEED, options=OPTIONS,
+                         extra_texts=extra, extra_spec="three more")
+    run, base_run = more.meta["end_to_end"], base.meta["end_to_end"]
+    assert run["extra_texts"] == {"spec": "three more", "texts": 3, "sources": ["file"],
+                                  "skipped_already_in_run": 1, "skipped_too_short": 1}
+    held = set(run["held_out_texts"])
+    assert run["train_texts"] + len(held) == len(TEXTS) + 3
+    assert base_run["train_texts"] + len(base_run["held_out_texts"]) == len(TEXTS)
+    assert not torch.equal(more.tensors["w0"], base.tensors["w0"])  # they changed what it learned
+
+
+def test_extra_texts_are_refused_for_kinds_that_learn_from_solutions(cli_run, tmp_path, capsys):
+    root, _, _ = cli_run
+    capsys.readouterr()
+    code = main(["encoder", "train", str(root / "run"), "--out", str(tmp_path / "enc"),
+                 "--kind", "mlp", "--texts", "random:4"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--texts trains the end-to-end kind only" in err[0], err
+
+
+def test_the_command_line_takes_extra_texts(cli_run, tmp_path, capsys):
+    root, _, _ = cli_run
+    capsys.readouterr()
+    assert main(["encoder", "train", str(root / "run"), "--out", str(tmp_path / "enc"),
+                 "--kind", "end-to-end", "--epochs", "2", "--holdout", "0", "--quiet",
+                 "--texts", "random:5", "--text-seed", "4"]) == 0
+    meta = json.loads((tmp_path / "enc.json").read_text())["end_to_end"]
+    assert meta["extra_texts"]["spec"] == "random:5" and meta["extra_texts"]["texts"] == 5
+    assert meta["train_texts"] == 3 + 5
