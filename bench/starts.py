@@ -194,28 +194,32 @@ def frozen_m_available() -> str | None:
 def check_universal_m(m_from: str, loaded, s: dict) -> tuple[dict | None, str | None]:
     """Is a frozen m fit to run on the held-out texts? (the disjointness record, why not)
 
-    Its training texts (those a `protoscope encoder universal-m` file records, or a run's)
-    must be disjoint from the held-out texts by text, prefix and word run, as the encoders'
-    training run must be; a file that records none cannot be checked and is not run. A
-    universal m of another model is not run either."""
+    The fitting loop's own checks come first (frozen.py: a readable m of the model's width,
+    trained on these weights when the file says). Then its training texts (those a `protoscope
+    encoder universal-m` file records, or a run's) must be disjoint from the held-out texts by
+    text, prefix and word run, as the encoders' training run must be; a file that records none
+    cannot be checked and is not run."""
+    from protoscope.geometry.arrangements import parse_arrangement
+    from protoscope.geometry.errors import ProtoscopeError
+    from protoscope.geometry.frozen import check_frozen_m, load_frozen_m
     from protoscope.geometry.store import RunStore
-    from protoscope.geometry.universal import FORMAT, read_universal_m, recorded_texts
+    from protoscope.geometry.universal import read_universal_m, recorded_texts
 
     path = pathlib.Path(m_from)
-    if path.is_dir():
-        train = RunStore.open(path).texts()
-    else:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            if (f.metadata() or {}).get("format") != FORMAT:
+    try:
+        check_frozen_m(load_frozen_m(m_from), m_from, loaded.info.d_model, loaded.info.name,
+                       parse_arrangement("bos e m*"), loaded.info.weights_sha256)
+        if path.is_dir():
+            train = RunStore.open(path).texts()
+        else:
+            try:
+                train = recorded_texts(read_universal_m(path)[1])
+            except ProtoscopeError:
                 return None, (f"{path.name} records no training texts, so its disjointness from "
                               f"the held-out texts cannot be checked (train it with `protoscope "
                               f"encoder universal-m`)")
-        _, meta = read_universal_m(path)
-        if meta["model"]["weights_sha256"] != loaded.info.weights_sha256:
-            return None, f"{path.name} was trained on {meta['model']['name']}, not {loaded.info.name}"
-        train = recorded_texts(meta)
+    except ProtoscopeError as err:
+        return None, str(err)
     record = disjoint(held_out_texts(loaded, s["texts"]), train, s["length"], path.name)
     if not record["ok"]:
         return record, (f"its training texts are not disjoint from the held-out texts (shared "

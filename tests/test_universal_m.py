@@ -162,6 +162,13 @@ def test_the_starts_bench_runs_a_universal_m_only_when_its_texts_are_disjoint(fi
     save_file({"m": torch.zeros(fit_llama.info.d_model)}, str(plain))
     record, why = check_universal_m(str(plain), fit_llama, s)
     assert record is None and "records no training texts" in why
+    # the fitting loop's own refusal (frozen.py) is the bench's reason: an m of other weights
+    from protoscope.geometry.models import tiny_model
+
+    other = tiny_model("llama", seed=1, initializer_range=0.3)
+    assert other.info.d_model == fit_llama.info.d_model
+    record, why = check_universal_m(str(tmp_path / "apart.safetensors"), other, s)
+    assert record is None and "other weights" in why, why
 
 
 def test_the_command_interrupted_resumes_from_its_checkpoint(ns, tmp_path, capfd, monkeypatch):  # noqa: F811
