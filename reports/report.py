@@ -142,17 +142,22 @@ def protocol_header(manifest: dict) -> Html:
     protocol = manifest.get("protocol")
     if not isinstance(protocol, dict):
         return Html("")
-    settings = protocol.get("settings") or {}
-    shown = ", ".join(f"{k} {v}" for k, v in settings.items()) if isinstance(settings, dict) \
-        else str(settings)
-    items = {"protocol": protocol.get("name", "unknown"), "settings": shown}
+    items = {"protocol": protocol.get("name", "unknown"),
+             "settings": _settings_text(protocol.get("settings") or {})}
     if protocol.get("paper"):
-        items["the paper's"] = protocol["paper"]
+        items["the paper's"] = _settings_text(protocol["paper"])
     differs = protocol.get("differs") or []
     listed = "".join(f"<li>{esc(d)}</li>" for d in differs)
     where = (f'<p><b>Where this run differs from the paper:</b></p><ul class="differs">{listed}'
              f"</ul>" if differs else "<p>This run follows the paper's protocol.</p>")
     return Html(f'<div class="protocol">{meta_list(items)}{where}</div>')
+
+
+def _settings_text(settings) -> str:
+    """`name value, ...` of a settings dict (the paper's unstated ones as "not stated")."""
+    if not isinstance(settings, dict):
+        return str(settings)
+    return ", ".join(f"{k} {'not stated' if v is None else v}" for k, v in settings.items())
 
 
 def _section(anchor: str, title: str, blocks: list, empty: str) -> Section:

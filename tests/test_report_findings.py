@@ -96,3 +96,15 @@ def test_probe_findings_say_the_paper_gives_no_value_not_a_small_n(synthetic):
     assert probes and all("<td>inconclusive: no paper value</td>" in row for row in probes)
     assert any("<td>inconclusive at this n</td>" in row for row in
                re.findall(r"<tr>.*?</tr>", findings, re.S))  # 4 texts: no interval elsewhere
+
+
+def test_the_protocol_header_prints_both_settings_alike():
+    """The run's settings and the paper's read the same way (name value), never as a raw dict;
+    a setting the paper leaves unstated says so."""
+    from protoscope.reports.report import protocol_header
+
+    html = str(protocol_header({"protocol": {
+        "name": "connectivity", "settings": {"pairs": 1, "length": 16},
+        "paper": {"pairs": 45, "length": None}, "differs": ["pairs: 1 here, 45 in the paper."]}}))
+    assert "pairs 1, length 16" in html and "pairs 45, length not stated" in html, html
+    assert "{" not in html and "None" not in html
