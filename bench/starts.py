@@ -151,7 +151,7 @@ def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None
                                                          "share_exact", "seconds")}
     zero = zero_step_accuracy(decoder, e0, m0, problems)
     kwargs = {"frozen_m": frozen} if frozen is not None else {}
-    fitter = Fitter(decoder, rec, **kwargs)
+    fitter = Fitter(decoder, rec, on_groups=_progress(label, len(problems)), **kwargs)
     with common.Clock() as fit_clock:
         found = {(x.problem.text_id, x.problem.seed): x for g in fitter.fit(problems) for x in g.solutions}
     rows = [{**common.outcome(found[(p.text_id, p.seed)], budget), "zero_step_accuracy": float(z)}
@@ -161,6 +161,24 @@ def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None
             "encoder_seconds": round(start_clock.wall, 2),
             "seconds": round(fit_clock.wall + start_clock.wall, 1),
             "cpu_seconds": round(fit_clock.cpu + start_clock.cpu, 1), **extra, **common.summary(rows)}
+
+
+def _progress(label: str, total: int, every: float = 120.0):
+    """A line on stderr every `every` seconds: how far a configuration's fit has come."""
+    last = [time.perf_counter()]
+
+    def report(groups) -> None:
+        now = time.perf_counter()
+        if now - last[0] < every:
+            return
+        last[0] = now
+        steps = max((g.steps for g in groups), default=0)
+        exact_now = sum(g.exact for g in groups)
+        left = sum(g.members for g in groups)
+        print(f"starts {label}: {left} of {total} problems in flight (up to step {steps}, "
+              f"{exact_now} exact now)", file=sys.stderr, flush=True)
+
+    return report
 
 
 def train(run: str, kinds, out_dir, loaded=None) -> dict:
