@@ -411,6 +411,24 @@ def kept_configs(name: str, settings: dict, add: bool) -> dict:
     return keep
 
 
+def with_earlier(result: dict, path: pathlib.Path) -> dict:
+    """`result` with what the earlier file says of the rows it keeps: the encoders it trained,
+    its disjointness records, its skipped configurations and its command (as `earlier`)."""
+    if not path.exists():
+        return result
+    earlier = json.loads(path.read_text())
+    out = dict(result)
+    out["trained"] = {**earlier.get("trained", {}), **result.get("trained", {})}
+    for key in ("disjoint", "disjoint_m"):
+        if key in earlier and key not in result:
+            out[key] = earlier[key]
+    out["skipped"] = {k: v for k, v in {**earlier.get("skipped", {}), **result["skipped"]}.items()
+                      if k not in result["configs"]}
+    out["earlier"] = [*earlier.get("earlier", []), {"command": earlier.get("command"),
+                                                   "seconds": earlier.get("seconds")}]
+    return {k: out[k] for k in out if out[k] or k in result}
+
+
 def _command() -> str:
     """The command line with path options shortened to their last part."""
     args, out = sys.argv[1:], []
@@ -459,6 +477,8 @@ def main(argv=None) -> None:
         result = measured(settings, train_run=args.train_run, kinds=args.kinds, encoders=encoders,
                           encoder_dir=args.encoder_dir, m_from=args.m_from, only=args.only,
                           workers=args.workers, keep=dict(keep), on_result=save)
+        if args.add:
+            result = with_earlier(result, common.RESULTS / f"{name}.json")
     result = {"command": _command(), "machine": common.machine(), **result}
     for t in result.get("trained", {}).values():  # names, not machine paths, in the result file
         t["path"] = pathlib.Path(t["path"]).name

@@ -213,3 +213,19 @@ def test_the_starts_bench_fits_only_what_is_not_kept(monkeypatch):
     assert calls == ["curriculum", "encoder_mlp"] and seen == calls
     assert set(out["configs"]) == {"paper", "curriculum", "encoder_mlp"}
     assert out["configs"]["paper"]["kept"] and "frozen_m" not in out["skipped"]
+
+
+def test_added_rows_keep_what_the_earlier_file_said(tmp_path):
+    from protoscope.bench import starts
+
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"command": "first", "seconds": 5, "trained": {"mlp": {"seconds": 1}},
+                                "disjoint": {"ok": True}, "skipped": {"frozen_m": "no m given"},
+                                "configs": {"encoder_mlp": {}}}))
+    now = {"settings": {}, "trained": {"ridge": {"seconds": 2}}, "skipped": {},
+           "configs": {"encoder_mlp": {}, "frozen_m": {}}}
+    out = starts.with_earlier(now, path)
+    assert out["trained"] == {"mlp": {"seconds": 1}, "ridge": {"seconds": 2}}
+    assert out["disjoint"] == {"ok": True} and out["skipped"] == {}  # frozen_m ran now
+    assert out["earlier"] == [{"command": "first", "seconds": 5}]
+    assert starts.with_earlier(now, tmp_path / "none.json") is now
