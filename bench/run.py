@@ -60,6 +60,8 @@ FULL = {**QUICK, "name": "full", "length": 32,
             "capacity_warm": {"n_texts": 2, "seeds": 1, "max_length": 45, "budget": 600},
             # A small budget: capacities are lower bounds, below what 5000 steps would find.
             "capacity_sources": {"n_texts": 2, "seeds": 1, "max_length": 64, "budget": 500},
+            # The starts comparison's 32-token half (bench-quick carries the 16-token one).
+            "starts": {"settings": {"length": 32}},
         }}
 # Every code path in seconds, for checking the scripts themselves (numbers mean nothing).
 SMOKE = {**QUICK, "name": "smoke", "texts": 1, "seeds": 2, "length": 4,

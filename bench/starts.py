@@ -153,14 +153,36 @@ def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None
     kwargs = {"frozen_m": frozen} if frozen is not None else {}
     fitter = Fitter(decoder, rec, on_groups=_progress(label, len(problems)), **kwargs)
     with common.Clock() as fit_clock:
-        found = {(x.problem.text_id, x.problem.seed): x for g in fitter.fit(problems) for x in g.solutions}
+        groups = fitter.fit(problems)
+    found = {(x.problem.text_id, x.problem.seed): x for g in groups for x in g.solutions}
     rows = [{**common.outcome(found[(p.text_id, p.seed)], budget), "zero_step_accuracy": float(z)}
             for p, z in zip(problems, zero)]
+    extra["seed_spread"] = seed_spread(groups)
     return {"label": label, "recipe": rec.to_dict(), "budget": budget, "rows": rows,
             "zero_step_accuracy": float(np.mean(zero)),
             "encoder_seconds": round(start_clock.wall, 2),
             "seconds": round(fit_clock.wall + start_clock.wall, 1),
             "cpu_seconds": round(fit_clock.cpu + start_clock.cpu, 1), **extra, **common.summary(rows)}
+
+
+def seed_spread(groups) -> dict:
+    """How far apart a text's solutions from different seeds end: the median cosine distance
+    between the converged solutions of one text (e, and m), over all such pairs. A start that
+    puts every seed near one point (an encoder's seed s > 0 is its prediction moved 5%) finds
+    solutions closer together than random starts do, which changes what the non-uniqueness
+    and connectivity analyses see."""
+    by_text: dict = {}
+    for g in groups:
+        for x in g.solutions:
+            if x.converged:
+                by_text.setdefault(x.problem.text_id, []).append((g.e[x.e_row], g.m[x.m_row]))
+    out = {}
+    for i, name in enumerate(("e", "m")):
+        d = [1 - float(torch.nn.functional.cosine_similarity(a[i], b[i], dim=0))
+             for vs in by_text.values() for k, a in enumerate(vs) for b in vs[k + 1:]]
+        out[f"median_cosine_distance_{name}"] = float(np.median(d)) if d else None
+    out["pairs"] = sum(len(vs) * (len(vs) - 1) // 2 for vs in by_text.values())
+    return out
 
 
 def _progress(label: str, total: int, every: float = 120.0):
@@ -296,8 +318,13 @@ def table_rows(configs: dict) -> list[dict]:
     return [{"start": k, "zero_step_acc": r["zero_step_accuracy"], "median_steps": r["median_steps"],
              "success": r["success_rate"], "mean_acc": r["mean_accuracy"], "seconds": r["seconds"],
              "encoder_s": r["encoder_seconds"],
+             "seed_cos_e": _rounded((r.get("seed_spread") or {}).get("median_cosine_distance_e")),
              "steps": " ".join(str(x["steps"]) if x["converged"] else "-" for x in r["rows"])}
             for k, r in configs.items()]
+
+
+def _rounded(x):
+    return "" if x is None else round(x, 3)
 
 
 def report(result: dict) -> list[str]:
@@ -307,7 +334,9 @@ def report(result: dict) -> list[str]:
              f"{result['settings']['cap']}; - = not exact within the budget)",
              common.table(table_rows(result["configs"]),
                           ["start", "zero_step_acc", "median_steps", "success", "mean_acc",
-                           "seconds", "encoder_s", "steps"])]
+                           "seconds", "encoder_s", "seed_cos_e", "steps"]),
+             "(seed_cos_e: median cosine distance between the e of one text's solutions from "
+             "different seeds)"]
     for k, why in result["skipped"].items():
         lines.append(f"{k}: not run: {why}")
     for k, t in result.get("trained", {}).items():

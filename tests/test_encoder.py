@@ -229,3 +229,24 @@ def test_added_rows_keep_what_the_earlier_file_said(tmp_path):
     assert out["disjoint"] == {"ok": True} and out["skipped"] == {}  # frozen_m ran now
     assert out["earlier"] == [{"command": "first", "seconds": 5}]
     assert starts.with_earlier(now, tmp_path / "none.json") is now
+
+
+def test_seed_spread_is_the_median_distance_between_one_texts_solutions():
+    """Only converged solutions of the same text pair up; e and m each."""
+    from types import SimpleNamespace as NS
+
+    from protoscope.bench.starts import seed_spread
+    from protoscope.geometry.fitting import FittedGroup
+
+    e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
+    m = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+
+    def sol(text, row, converged=True):
+        return NS(problem=NS(text_id=text), e_row=row, m_row=row, converged=converged)
+
+    groups = [FittedGroup("a", [sol("t", 0), sol("t", 1)], e, m),
+              FittedGroup("b", [sol("u", 2), sol("u", 3, converged=False)], e, m)]
+    out = seed_spread(groups)
+    assert out["pairs"] == 1 and out["median_cosine_distance_e"] == pytest.approx(1.0)
+    assert out["median_cosine_distance_m"] == pytest.approx(0.0)
+    assert seed_spread([])["median_cosine_distance_e"] is None
