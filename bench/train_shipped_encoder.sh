@@ -17,3 +17,9 @@ protoscope fit --texts generated:4:4+windows:24+random:24 --text-seed 11 --gener
 python -m protoscope.bench.starts --train-run "$RUN" --kinds nearest mlp end-to-end \
   --encoder-dir "$RUN-encoders" --cap 600
 # then: cp "$RUN-encoders/end-to-end.json" geometry/encoders/smollm2-135m-end-to-end.json (and .safetensors)
+# The 32-token half (bench/results/starts_32.json) measures the shipped encoder as it is:
+#   python -m protoscope.bench.starts --length 32 --cap 1000 \
+#     --encoder geometry/encoders/smollm2-135m-end-to-end \
+#     --only paper default curriculum encoder_smollm2-135m-end-to-end --workers 2
+# and the frozen universal m row of starts_16.json was added beside the others with
+#   python -m protoscope.bench.starts --length 16 --cap 600 --add --m-from DEMO_RUN --only frozen_m
