@@ -51,8 +51,9 @@ QUICK = {
 # which rarely converges, capped: its median is then a lower bound), the timed part and memory
 # at that length, and the three additions. Sized to finish in about 1.5 hours on an
 # idle 2-core machine, plus the 32-token starts comparison (paper, default, curriculum and the
-# shipped encoder: about 75 minutes of both cores on its own); the recipe search, the arrangement table and the LM-head layout have
-# their own commands (bench/README.md) and can be added here under "extras".
+# shipped encoder: about 85 minutes of both cores on its own); the recipe search, the
+# arrangement table and the LM-head layout have their own commands (bench/README.md) and can
+# be added here under "extras".
 FULL = {**QUICK, "name": "full", "length": 32,
         "caps": {"paper_e_m": 1000},
         "memory_points": ((1, 32), (8, 32), (32, 32), (8, 64), (8, 128), (8, 256)),
