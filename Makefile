@@ -48,9 +48,9 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not integration and not browser"
 
 # Benchmarks (bench/README.md): convergence and speed, written to bench/results/<name>.json.
-# bench-quick: 11 minutes on an otherwise idle 2-core machine for its own parts, plus the starts
-# comparison (paper, default, shipped encoder on 16 held-out problems; not yet timed inside
-# bench-quick, estimated 10-20 minutes); bench about 1.5 hours plus about 85 minutes for the
+# bench-quick: about 31 minutes of an idle 2-core machine (61 CPU-minutes on 2026-12-02), 38
+# CPU-minutes of it the starts comparison (paper, default, curriculum, shipped encoder on 16
+# held-out problems at 16 tokens); bench about 1.5 hours plus about 85 minutes for the
 # 32-token starts comparison (32-token problems with the recipes' own budgets; it keeps each
 # finished part, so a stopped run started again measures only what is left).
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--threads 1" on a machine shared with other jobs.
