@@ -151,7 +151,10 @@ def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None
                                                          "share_exact", "seconds")}
     zero = zero_step_accuracy(decoder, e0, m0, problems)
     kwargs = {"frozen_m": frozen} if frozen is not None else {}
-    fitter = Fitter(decoder, rec, on_groups=_progress(label, len(problems)), **kwargs)
+    from protoscope.progress import Progress
+
+    progress = Progress(quiet=True, desc=f"starts {label}", every=120.0)  # a line every 2 min
+    fitter = Fitter(decoder, rec, on_groups=progress.on_groups, **kwargs)
     with common.Clock() as fit_clock:
         groups = fitter.fit(problems)
     found = {(x.problem.text_id, x.problem.seed): x for g in groups for x in g.solutions}
@@ -171,6 +174,8 @@ def seed_spread(groups) -> dict:
     puts every seed near one point (an encoder's seed s > 0 is its prediction moved 5%) finds
     solutions closer together than random starts do, which changes what the non-uniqueness
     and connectivity analyses see."""
+    from protoscope.analysis.vectors import cosine_distances
+
     by_text: dict = {}
     for g in groups:
         for x in g.solutions:
@@ -178,29 +183,13 @@ def seed_spread(groups) -> dict:
                 by_text.setdefault(x.problem.text_id, []).append((g.e[x.e_row], g.m[x.m_row]))
     out = {}
     for i, name in enumerate(("e", "m")):
-        d = [1 - float(torch.nn.functional.cosine_similarity(a[i], b[i], dim=0))
-             for vs in by_text.values() for k, a in enumerate(vs) for b in vs[k + 1:]]
+        d = []
+        for vs in by_text.values():
+            dist = cosine_distances(torch.stack([v[i] for v in vs]).double().numpy())
+            d += dist[np.triu_indices(len(vs), 1)].tolist()
         out[f"median_cosine_distance_{name}"] = float(np.median(d)) if d else None
     out["pairs"] = sum(len(vs) * (len(vs) - 1) // 2 for vs in by_text.values())
     return out
-
-
-def _progress(label: str, total: int, every: float = 120.0):
-    """A line on stderr every `every` seconds: how far a configuration's fit has come."""
-    last = [time.perf_counter()]
-
-    def report(groups) -> None:
-        now = time.perf_counter()
-        if now - last[0] < every:
-            return
-        last[0] = now
-        steps = max((g.steps for g in groups), default=0)
-        exact_now = sum(g.exact for g in groups)
-        left = sum(g.members for g in groups)
-        print(f"starts {label}: {left} of {total} problems in flight (up to step {steps}, "
-              f"{exact_now} exact now)", file=sys.stderr, flush=True)
-
-    return report
 
 
 def train(run: str, kinds, out_dir, loaded=None) -> dict:
@@ -289,14 +278,9 @@ def compare(s: dict, encoders: dict[str, str], m_from: str | None = None, loaded
         jobs = [j for j in jobs if j[1]["label"] in only]
     keep = dict(keep or {})
     jobs = [j for j in jobs if j[1]["label"] not in keep]
-    if loaded is not None:
-        results = []
-        for fn, kw in jobs:
-            results.append(fn(**kw, loaded=loaded))
-            if on_result:
-                on_result(results[-1])
-    else:
-        results = common.run_jobs(jobs, workers or len(jobs), on_result=on_result)
+    if loaded is not None:  # in this process, one after another
+        jobs, workers = [(fn, {**kw, "loaded": loaded}) for fn, kw in jobs], 1
+    results = common.run_jobs(jobs, workers or len(jobs), on_result=on_result)
     return {"configs": {**keep, **{r["label"]: r for r in results}}, "skipped": skipped}
 
 
@@ -428,7 +412,7 @@ def kept_configs(name: str, settings: dict, add: bool) -> dict:
             continue
         saved = json.loads(path.read_text())
         if saved["settings"] != settings:
-            if path.suffix == ".json" and not path.name.endswith(".partial.json"):
+            if path.name == f"{name}.json":
                 print(f"protoscope: --add: {path.name} was measured with {saved['settings']}, "
                       f"not {settings}", file=sys.stderr)
                 sys.exit(2)
