@@ -202,10 +202,13 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
                   steps: int = 150, samples_per_step: int = 8, lr: float = 0.02, seed: int = 0,
                   *, moved: str = "e+m", fixed: torch.Tensor | None = None,
                   grid: int = 61, check_every: int = 0,
-                  min_accuracy: float = RECONSTRUCTED, kind: str = "bezier") -> list[Path]:
+                  min_accuracy: float = RECONSTRUCTED, kind: str = "bezier",
+                  on_step=None) -> list[Path]:
     """Train P curves at once: a, b [P, D], targets [P, N], fixed [P, d] or None.
 
     `kind` is the curve family: "bezier" (quadratic, the paper's) or "chain" (one bend).
+    `on_step(step, active, held)`, when given, is called after every optimiser step with the
+    number of curves still training and of curves that hold so far (progress; no effect).
 
     Each step samples `samples_per_step` t ~ U(0, 1) per curve and decodes all P x S points in
     ONE decoder call (the Garipov recipe, with several t per step to cut the gradient noise).
@@ -264,6 +267,8 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
             done = idx_cpu[now_held]
             held[done], active[done] = True, False
             stopped[done.to(device)] = control.detach()[done.to(device)]
+        if on_step is not None:
+            on_step(step, int(active.sum()), int(held.sum()))
     control = torch.where(active.to(device)[:, None] | ~held.to(device)[:, None],
                           control.detach(), stopped)
     end_loss, end_acc = _grid_eval(decoder, a, control, b, targets, moved, fixed, grid, blend)
