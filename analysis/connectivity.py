@@ -19,6 +19,10 @@ When the two solutions share m (a run fitted with `share="m"`), the path moves e
 the paper's main experiments; otherwise it moves [e; m]. Also returned: `positions`, which
 positions every solution reconstructs (the compare page draws it).
 
+Progress (analysis/progress.py): stage "<kind> curves" counts the same-text pairs whose curve
+is trained, with the current curve step, curves still training and curves held so far beside
+it; stage "paths walked" counts every path decoded on its grid.
+
 Tables (docs/tables.md): connectivity, connectivity_pairs, connectivity_tokens, positions.
 """
 
@@ -36,6 +40,8 @@ from protoscope.geometry.paths import (CURVES, LinearPath, Path, decode_path, ev
                                        train_beziers)
 from protoscope.geometry.store import Tensors
 from protoscope.geometry.tables import RECONSTRUCTED, columns
+
+from .progress import reporter
 
 VERSION = 1  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
 
@@ -66,8 +72,9 @@ class Pair:
         return self.a["text_id"] == self.b["text_id"]
 
 
-def analyze(store, loaded, *, max_pairs: int | None = None, cross_text_pairs: int = 3,
-            grid: int = 61, bezier_steps: int = 150, samples_per_step: int = 8,
+def analyze(store, loaded, progress=None, *, max_pairs: int | None = None,
+            cross_text_pairs: int = 3, grid: int = 61, bezier_steps: int = 150,
+            samples_per_step: int = 8,
             lr: float = 0.02, seed: int = 0, min_accuracy: float = RECONSTRUCTED,
             train_batch: int = 64, check_every: int = 25,
             hold_accuracy: float = RECONSTRUCTED,
@@ -79,7 +86,8 @@ def analyze(store, loaded, *, max_pairs: int | None = None, cross_text_pairs: in
 
     `min_accuracy` picks the endpoints (solutions that reconstruct their text);
     `hold_accuracy` is what every grid point of a `held` path reaches; `check_every` 0
-    trains every curve for the whole budget (no early stop).
+    trains every curve for the whole budget (no early stop). `progress` hears how far it
+    is (analysis/progress.py); it is not an option and changes no number.
     """
     if grid < 2 or bezier_steps < 0 or samples_per_step < 1 or cross_text_pairs < 0 \
             or check_every < 0:
@@ -96,20 +104,24 @@ def analyze(store, loaded, *, max_pairs: int | None = None, cross_text_pairs: in
     targets = {t.text_id: torch.tensor(t.token_ids) for t in store.texts()}
     budget = Budget(bezier_steps, samples_per_step, lr, grid, seed, check_every,
                     -1 if max_pairs is None else max_pairs, cross_text_pairs)
-    walker = _Walker(loaded, vectors, targets, budget, hold_accuracy)
+    report = reporter(progress)
+    walker = _Walker(loaded, vectors, targets, budget, hold_accuracy, report)
     endpoints = rows[(rows["method"] == "one-step") & (rows["accuracy"] >= min_accuracy)]
     pairs = same_text_pairs(endpoints, max_pairs, seed)
     pairs += cross_text_sample(endpoints, cross_text_pairs, seed, first_id=len(pairs))
     trained = {kind: walker.train(pairs, train_batch, kind) if bezier_steps > 0 else {}
                for kind in dict.fromkeys(curves)}
     tables = {"connectivity": [], "connectivity_pairs": [], "connectivity_tokens": []}
+    walks = []  # (pair, path name, path): every path to decode, counted before the first
     for pair in pairs:
-        paths = [("linear", walker.linear(pair))]
-        paths += [(kind, made[pair.pair_id]) for kind, made in trained.items()
+        walks.append((pair, "linear", walker.linear(pair)))
+        walks += [(pair, kind, made[pair.pair_id]) for kind, made in trained.items()
                   if pair.pair_id in made]
-        for name, path in paths:
-            for key, frame in walker.walk(pair, name, path).items():
-                tables[key].append(frame)
+    report("paths walked", 0, len(walks))
+    for walked, (pair, name, path) in enumerate(walks, 1):
+        for key, frame in walker.walk(pair, name, path).items():
+            tables[key].append(frame)
+        report("paths walked", walked, len(walks))
     out = {k: _concat(v, _EMPTY[k]) for k, v in tables.items()}
     out["positions"] = positions(loaded, rows, vectors, targets)
     out["curves"] = Tensors(
@@ -185,9 +197,9 @@ class _Walker:
     """Builds, trains and evaluates the paths of pairs; one decoder per arrangement."""
 
     def __init__(self, loaded, vectors: dict, targets: dict, budget: Budget,
-                 hold_accuracy: float):
+                 hold_accuracy: float, report=None):
         self.loaded, self.vectors, self.targets, self.budget = loaded, vectors, targets, budget
-        self.hold_accuracy = hold_accuracy
+        self.hold_accuracy, self.report = hold_accuracy, reporter(report)
         self.t = even_grid(budget.grid_points)
         self.t_values = np.linspace(0.0, 1.0, budget.grid_points)  # float64 t for the tables
         self.decoders: dict[str, Decoder] = {}
@@ -216,16 +228,31 @@ class _Walker:
             if p.same_text:
                 groups.setdefault((p.moved, p.a["arrangement"], int(p.a["length"])), []).append(p)
         per_call = max(1, train_batch // self.budget.samples_per_step)
-        curves = {}
+        curves: dict[int, Path] = {}
+        total, stage = sum(map(len, groups.values())), f"{kind} curves"
+        self.report(stage, 0, total, held=0)
         for (moved, arrangement, _), members in groups.items():
             for start in range(0, len(members), per_call):
                 chunk = members[start:start + per_call]
+                on_step = self._on_step(stage, curves, total)
                 curves.update(zip((p.pair_id for p in chunk),
-                                  self._train_chunk(chunk, moved, arrangement, kind)))
+                                  self._train_chunk(chunk, moved, arrangement, kind, on_step)))
+                self.report(stage, len(curves), total,
+                            held=sum(bool(c.held) for c in curves.values()))
         return curves
 
+    def _on_step(self, stage: str, curves: dict, total: int):
+        """train_beziers' per-step callback for the next chunk: the pairs trained before it,
+        its step, its curves still training, and every curve held so far."""
+        done, held = len(curves), sum(bool(c.held) for c in curves.values())
+
+        def on_step(step: int, active: int, chunk_held: int) -> None:
+            self.report(stage, done, total, step=f"{step}/{self.budget.bezier_steps}",
+                        training=active, held=held + chunk_held)
+        return on_step
+
     def _train_chunk(self, chunk: list[Pair], moved: str, arrangement: str,
-                     kind: str) -> list[Path]:
+                     kind: str, on_step=None) -> list[Path]:
         a, b, fixed = zip(*(self.ends(p) for p in chunk))
         targets = torch.stack([self.target(p, p.a["text_id"]) for p in chunk])
         budget = self.budget
@@ -234,7 +261,7 @@ class _Walker:
                              moved=moved, grid=budget.grid_points,
                              fixed=None if moved == "e+m" else torch.stack(fixed),
                              check_every=budget.check_every, min_accuracy=self.hold_accuracy,
-                             kind=kind)
+                             kind=kind, on_step=on_step)
 
     def target(self, pair: Pair, text_id: str) -> torch.Tensor:
         """The first `length` token ids of a text: what the pair's solutions were fitted to."""
