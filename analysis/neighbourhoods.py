@@ -12,6 +12,10 @@ asks whether nearest neighbours share a text (k-NN purity, silhouette) with 2-D 
 `vectors="e"` moves e only; `"e+m"` moves the pair [e; m] (m only where it is the solution's
 own), with radii relative to the norm of what moves. Every evaluation goes through the shared
 Decoder, many perturbed copies per call.
+
+Progress (analysis/progress.py): stage "solutions" counts the solutions whose rays and ascent
+are done, with the pass in flight beside it (`rays` or `ascent`: solutions of the cohort
+through it), then stage "maps" (PCA/UMAP, per own vector).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from protoscope.geometry.decoder import Decoder
 from protoscope.geometry.errors import ProtoscopeError
 from protoscope.geometry.tables import CONCATENATED, RECONSTRUCTED, columns, own_vectors
 
+from .progress import reporter
 from .vectors import cohorts, cosine_distances, load_solutions, stack
 
 log = logging.getLogger(__name__)
@@ -39,30 +44,49 @@ SWEEP_COLUMNS = columns("neighbourhoods")
 RADII_COLUMNS = columns("neighbourhood_radii")
 
 
-def analyze(store, loaded, *, radii=DEFAULT_RADII, directions: int = 4,
+def analyze(store, loaded, progress=None, *, radii=DEFAULT_RADII, directions: int = 4,
             adversarial_steps: int = 5, vectors: str = "e", seed: int = 0,
             batch_size: int | None = None, k_max: int = 5, umap: bool = True,
             umap_min_points: int = 15) -> dict[str, pd.DataFrame]:
-    """Tables neighbourhoods, neighbourhood_radii, neighbourhood_purity and maps of a run."""
+    """Tables neighbourhoods, neighbourhood_radii, neighbourhood_purity and maps of a run.
+
+    `progress` hears how far it is (analysis/progress.py); it is not an option."""
     radii = _check(radii, directions, adversarial_steps, vectors, k_max)
+    report = reporter(progress)
     rows, e, m = load_solutions(store)
     texts = {t.text_id: t for t in store.texts()}
     sweeps, radius_tables = [], []
-    for idx in cohorts(rows):
+    groups = cohorts(rows)
+    total, done = sum(len(idx) for idx in groups), 0
+    report("solutions", 0, total)
+    for idx in groups:
         cohort = rows.iloc[idx].reset_index(drop=True)
         decoder = Decoder(loaded, str(cohort["arrangement"].iloc[0]))
         space = _Space(cohort, e[idx], m[idx], texts, vectors, loaded.device)
         sweep = perturbation_sweep(decoder, space, radii, directions, adversarial_steps, seed,
-                                   batch_size)
+                                   batch_size, _on_solutions(report, done, len(idx), total))
         sweeps.append(sweep)
         radius_tables.append(radii_table(sweep, space))
+        done += len(idx)
+        report("solutions", done, total)
     sweep = pd.concat(sweeps, ignore_index=True) if sweeps else _empty(SWEEP_COLUMNS)
     radius_table = pd.concat(radius_tables, ignore_index=True) if radius_tables else _empty(RADII_COLUMNS)
     sources = {t.text_id: t.source for t in texts.values()}
+    purity = purity_table(rows, e, m, k_max)
+    report("maps", 0, 1)
+    maps = map_table(rows, e, m, sources, umap=umap, seed=seed, umap_min_points=umap_min_points)
+    report("maps", 1, 1)
     return {"neighbourhoods": sweep, "neighbourhood_radii": radius_table,
-            "neighbourhood_purity": purity_table(rows, e, m, k_max),
-            "maps": map_table(rows, e, m, sources, umap=umap, seed=seed,
-                              umap_min_points=umap_min_points)}
+            "neighbourhood_purity": purity, "maps": maps}
+
+
+def _on_solutions(report, before: int, n: int, total: int):
+    """perturbation_sweep's callback for one cohort of `n` solutions after `before` others: a
+    solution counts as done once its ascent is; the pass in flight is shown beside."""
+    def on_solutions(phase: str, through: int) -> None:
+        report("solutions", before + (through if phase == "ascent" else 0), total,
+               **{phase: f"{through}/{n}"})
+    return on_solutions
 
 
 def _check(radii, directions, adversarial_steps, vectors, k_max) -> list[float]:
@@ -104,8 +128,12 @@ class _Space:
 
 
 def perturbation_sweep(decoder: Decoder, space: _Space, radii, directions: int,
-                       adversarial_steps: int, seed: int, batch_size: int | None) -> pd.DataFrame:
-    """Accuracy at each radius along random rays and along the adversarial direction."""
+                       adversarial_steps: int, seed: int, batch_size: int | None,
+                       on_solutions=None) -> pd.DataFrame:
+    """Accuracy at each radius along random rays and along the adversarial direction.
+
+    `on_solutions(phase, through)`, when given, hears after every batch how many of the
+    cohort's solutions are through the phase ("rays", then "ascent")."""
     n, positive = len(space.ids), [r for r in radii if r > 0]
     batch = batch_size or _auto_batch(space)
     base_acc, base_loss = evaluate(decoder, space.V, space.targets, space.d, batch)
@@ -117,9 +145,12 @@ def perturbation_sweep(decoder: Decoder, space: _Space, radii, directions: int,
     scale = torch.tensor(positive, device=space.V.device)[None, :, None, None] * space.norms[:, None, None, None]
     moved = space.V[:, None, None, :] + scale * u[:, None, :, :]  # [n, R, T, D]
     flat_targets = space.targets.repeat_interleave(len(positive) * directions, 0)
-    acc, loss = evaluate(decoder, moved.reshape(-1, moved.shape[-1]), flat_targets, space.d, batch)
+    rays = _through(on_solutions, "rays", len(positive) * directions)
+    balls = _through(on_solutions, "ascent", len(positive))
+    acc, loss = evaluate(decoder, moved.reshape(-1, moved.shape[-1]), flat_targets, space.d,
+                         batch, rays)
     adv_acc, adv_loss = adversarial(decoder, space, positive, u[:, 0], adversarial_steps,
-                                    max(1, batch // 2))
+                                    max(1, batch // 2), balls)
     frames = [
         _rows(space, np.repeat(0.0, n * directions), "random", np.tile(np.arange(directions), n),
               np.repeat(base_acc, directions), np.repeat(base_loss, directions), directions),
@@ -132,6 +163,13 @@ def perturbation_sweep(decoder: Decoder, space: _Space, radii, directions: int,
     ]
     return pd.concat(frames, ignore_index=True).sort_values(
         ["solution_id", "direction", "radius", "trial"], ignore_index=True)
+
+
+def _through(on_solutions, phase: str, per_solution: int):
+    """Rows done -> solutions through `phase` (a solution's rows are consecutive)."""
+    if on_solutions is None or per_solution == 0:
+        return None
+    return lambda rows: on_solutions(phase, rows // per_solution)
 
 
 def _rows(space, radius, direction, trial, acc, loss, per_solution) -> pd.DataFrame:
@@ -149,27 +187,31 @@ def _auto_batch(space: _Space) -> int:
 
 
 def evaluate(decoder: Decoder, V: torch.Tensor, targets: torch.Tensor, d: int,
-             batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy and summed loss (nats) of each row of V = [e; m], `batch` rows per call."""
+             batch: int, on_rows=None) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and summed loss (nats) of each row of V = [e; m], `batch` rows per call
+    (`on_rows(rows done)` after each call, when given)."""
     accs, losses = [], []
     for start in range(0, len(V), batch):
         chunk = V[start : start + batch]
         out = decoder(chunk[:, :d], chunk[:, d:], targets[start : start + batch])
         accs.append(out.accuracy.cpu())
         losses.append(out.total_loss.cpu())
+        if on_rows is not None:
+            on_rows(start + len(chunk))
     if not accs:
         return np.zeros(0), np.zeros(0)
     return torch.cat(accs).double().numpy(), torch.cat(losses).double().numpy()
 
 
 def adversarial(decoder: Decoder, space: _Space, radii: list[float], start: torch.Tensor,
-                steps: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+                steps: int, batch: int, on_rows=None) -> tuple[np.ndarray, np.ndarray]:
     """Worst accuracy (and its loss) met by projected gradient ascent in each ball, [n * R].
 
     The ascent starts on the sphere along random ray 0 (so it is never better than that ray)
     and takes `steps` normalised gradient steps of 2.5 / steps of the radius (Madry et al.),
     each projected back into the ball; every iterate is a point of the ball, so the lowest
-    accuracy met is an upper bound on the ball's worst case.
+    accuracy met is an upper bound on the ball's worst case. `on_rows(rows done)` after each
+    batch, when given.
     """
     R, dev = len(radii), space.V.device
     V = space.V.repeat_interleave(R, 0)
@@ -185,6 +227,8 @@ def adversarial(decoder: Decoder, space: _Space, radii: list[float], start: torc
                             steps, space.d)
         accs.append(acc)
         losses.append(loss)
+        if on_rows is not None:
+            on_rows(min(s + batch, len(V)))
     if not accs:
         return np.zeros(0), np.zeros(0)
     return torch.cat(accs).double().numpy(), torch.cat(losses).double().numpy()
