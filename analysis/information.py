@@ -12,6 +12,8 @@ Bondarenko et al.: attention to e); what a linear probe reads off the vectors is
   greedy autoregressive generation of as many tokens (from [mem] solutions when the run has
   them, else from each text's own first token, labelled as a stand-in).
 Every forward pass goes through the shared decoder's views (one-step, prompt, attention).
+Progress (analysis/progress.py): stages "prompting" and "attention" count solutions, stage
+"throughput" the batch sizes timed (never reported from inside a timed call).
 """
 
 from __future__ import annotations
@@ -27,17 +29,20 @@ from protoscope.geometry.decoder import Decoder
 from protoscope.geometry.scoring import ensure_scored
 from protoscope.geometry.tables import capacity_of, columns
 
+from .progress import reporter
+
 VERSION = 1  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
 
 
-def analyze(store, loaded, *, batch: int = 64,
+def analyze(store, loaded, progress=None, *, batch: int = 64,
             throughput_batches: tuple[int, ...] = (1, 64),
             repeats: int = 3) -> dict[str, pd.DataFrame]:
     """The information, prompting, attention and throughput tables of a run.
 
     `batch` bounds how many solutions go through the model at once; throughput is timed at
     each size in `throughput_batches` (1: latency, where generation pays N sequential steps;
-    larger: a batch that amortises them), `repeats` times after a warm-up.
+    larger: a batch that amortises them), `repeats` times after a warm-up. `progress` hears
+    how far it is (analysis/progress.py); it is not an option.
     """
     if batch < 1 or repeats < 1 or min(throughput_batches, default=0) < 1:
         raise ValueError("need batch >= 1, repeats >= 1 and throughput batch sizes >= 1")
@@ -48,9 +53,9 @@ def analyze(store, loaded, *, batch: int = 64,
     mem = _Solutions(rows[~one_step].reset_index(drop=True), e[~one_step], m[~one_step], texts)
     return {
         "information": information(loaded, rows, texts, store.analysis("capacity")),
-        "prompting": prompting(loaded, solutions, batch),
-        "attention": attention(loaded, solutions, batch),
-        "throughput": throughput(loaded, solutions, mem, throughput_batches, repeats),
+        "prompting": prompting(loaded, solutions, batch, progress),
+        "attention": attention(loaded, solutions, batch, progress),
+        "throughput": throughput(loaded, solutions, mem, throughput_batches, repeats, progress),
     }
 
 
@@ -102,7 +107,7 @@ def _capacities(fitted: pd.DataFrame, capacity: pd.DataFrame | None) -> dict[str
 
 
 # -- proto-tokens as an ordinary prompt -------------------------------------------------------
-def prompting(loaded, solutions: _Solutions, batch: int) -> pd.DataFrame:
+def prompting(loaded, solutions: _Solutions, batch: int, progress=None) -> pd.DataFrame:
     """Greedy continuation of the prompt [bos] e m and how much of the text it reproduces.
 
     The prompt's last position is also a position of the one-step input, so by causality its
@@ -112,14 +117,17 @@ def prompting(loaded, solutions: _Solutions, batch: int) -> pd.DataFrame:
     adds beyond the one position it shares with the one-step decoding. The continuation is
     exactly n tokens (end-of-sequence is never chosen: the decoder's prompt view).
     """
-    out = []
+    out, report, done = [], reporter(progress), 0
+    report("prompting", 0, len(solutions))
     for chunk, e, m, targets, arrangement in solutions.batches(batch):
+        done += len(chunk)
         decoder = Decoder(loaded, arrangement)
         bos = decoder.arrangement.bos
         _, first = decoder.arrangement.layout(targets.shape[1])
         offset = max(0, (2 + int(bos)) - 1 - first)  # target index the prompt's last output meets
         n = targets.shape[1] - offset
         if n < 1:
+            report("prompting", done, len(solutions))
             continue
         generated = decoder.greedy(decoder.prompt(e, m), n).cpu()
         same = (generated == targets[:, offset:]).float()
@@ -130,20 +138,23 @@ def prompting(loaded, solutions: _Solutions, batch: int) -> pd.DataFrame:
                         "first_token_match": bool(same[k, 0]),
                         "overlap_beyond_first": float(same[k, 1:].mean()) if n > 1 else math.nan,
                         "aligned_from": offset, "prompt": "bos e m" if bos else "e m"})
+        report("prompting", done, len(solutions))
     return pd.DataFrame(out, columns=columns("prompting"))
 
 
 # -- attention ------------------------------------------------------------------------------
-def attention(loaded, solutions: _Solutions, batch: int) -> pd.DataFrame:
+def attention(loaded, solutions: _Solutions, batch: int, progress=None) -> pd.DataFrame:
     """Mean attention share per layer that supervised query positions give to each slot."""
     sums: dict[tuple[int, str], float] = {}
-    count = 0
+    count, report = 0, reporter(progress)
+    report("attention", 0, len(solutions))
     for _, e, m, targets, arrangement in solutions.batches(batch):
         masses = Decoder(loaded, arrangement).attention(e, m, targets).mass()
         for name, mass in masses.items():  # [layers, B]
             for layer, per_solution in enumerate(mass):
                 sums[layer, name] = sums.get((layer, name), 0.0) + float(per_solution.sum())
         count += len(e)
+        report("attention", count, len(solutions))
     out = [{"layer": layer, "slot": name, "attention_mass": total / count}
            for (layer, name), total in sorted(sums.items())]
     return pd.DataFrame(out, columns=columns("attention"))
@@ -164,12 +175,14 @@ def _timed(run, repeats: int) -> tuple[float, object]:
 
 
 def throughput(loaded, solutions: _Solutions, mem: _Solutions, batches: tuple[int, ...],
-               repeats: int) -> pd.DataFrame:
+               repeats: int, progress=None) -> pd.DataFrame:
     """Tokens reconstructed per second: one decoder pass vs greedy autoregressive decoding,
     on the first solutions of each length at each batch size."""
-    out = []
-    for size in batches:
+    out, report = [], reporter(progress)
+    report("throughput", 0, len(batches))
+    for done, size in enumerate(batches, 1):
         out += _throughput_at(loaded, solutions, mem, size, repeats)
+        report("throughput", done, len(batches), batch=size)
     return pd.DataFrame(out, columns=columns("throughput"))
 
 

@@ -25,6 +25,8 @@ probe whose interval reaches down to the baseline gets the verdict "no evidence"
 number says nothing. A regression target that does not vary among the probed texts is not
 probed (R^2 is undefined). Only the largest cohort (one arrangement and length) is probed, and
 only its solutions that reconstruct their text (accuracy >= RECONSTRUCTED, 0.99).
+Progress (analysis/progress.py): stage "probes" counts the probes (target x vector) scored,
+the one in flight beside it.
 
 Table (docs/tables.md): probes.
 """
@@ -49,6 +51,7 @@ from protoscope.geometry.scoring import ensure_scored
 from protoscope.geometry.tables import VECTORS, columns, own_vectors, reconstructed
 
 from .bootstrap import cluster_interval
+from .progress import reporter
 from .vectors import cohorts, load_solutions, stack
 
 log = logging.getLogger(__name__)
@@ -188,10 +191,12 @@ def _permute(y: np.ndarray, groups: np.ndarray, rng) -> np.ndarray:
 
 
 # -- the run's probes -------------------------------------------------------------------------
-def analyze(store, loaded=None, *, positions: tuple[int, ...] = (1, 2, 4, 8, 16),
+def analyze(store, loaded=None, progress=None, *, positions: tuple[int, ...] = (1, 2, 4, 8, 16),
             folds: int = 5, permutations: int = 10, resamples: int = 1000, min_class: int = 3,
             bag_min: int = 5, semantic: bool = True, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """The probes table of a run: every target x every vector the solutions own."""
+    """The probes table of a run: every target x every vector the solutions own.
+
+    `progress` hears how far it is (analysis/progress.py); it is not an option."""
     if folds < 2 or permutations < 1 or resamples < 1 or min_class < 2 or bag_min < 1:
         raise ProtoscopeError("probes need folds >= 2, permutations >= 1, resamples >= 1, "
                               "min_class >= 2 and bag_min >= 1")
@@ -202,11 +207,12 @@ def analyze(store, loaded=None, *, positions: tuple[int, ...] = (1, 2, 4, 8, 16)
                                     else store.texts())}
     keep = _largest_cohort(rows)
     if not len(keep):
+        reporter(progress)("probes", 0, 0)
         return {"probes": pd.DataFrame(columns=COLUMNS)}
     rows, e, m = rows.iloc[keep].reset_index(drop=True), e[keep], m[keep]
     length = int(rows["length"].iloc[0])
     targets = _targets(rows, texts, length, positions, min_class, bag_min, semantic, loaded)
-    masks, out = own_vectors(rows), []
+    masks, out, todo = own_vectors(rows), [], []
     groups = rows["text_id"].astype(str).to_numpy()
     for name, (kind, labels, usable) in targets.items():
         for vector in VECTORS:
@@ -215,10 +221,15 @@ def analyze(store, loaded=None, *, positions: tuple[int, ...] = (1, 2, 4, 8, 16)
                 continue
             if kind == "regress" and not np.ptp(labels[use], axis=0).any():
                 continue  # a constant target: R^2 undefined, nothing to read
-            x = stack(vector, e, m)[use]
-            result = score_probe(x, labels[use], groups[use], kind, folds=folds,
-                                 permutations=permutations, resamples=resamples, seed=seed)
-            out.append({"target": name, "vector": vector, **result})
+            todo.append((name, vector, kind, labels, use))
+    report = reporter(progress)
+    for done, (name, vector, kind, labels, use) in enumerate(todo):
+        report("probes", done, len(todo), probing=f"{name} on {vector}")
+        x = stack(vector, e, m)[use]
+        result = score_probe(x, labels[use], groups[use], kind, folds=folds,
+                             permutations=permutations, resamples=resamples, seed=seed)
+        out.append({"target": name, "vector": vector, **result})
+    report("probes", len(todo), len(todo))
     return {"probes": pd.DataFrame(out, columns=COLUMNS)}
 
 

@@ -12,6 +12,8 @@ decoded), since that is all the vectors encode; TF-IDF is fitted on those prefix
 An AUC's interval (`auc_interval`: the findings table and the uniqueness study) resamples
 texts, not pairs: pairs share solutions and texts (analysis/bootstrap.py).
 The paper's seed protocol for a same-context experiment is `geometry.runs.protocol_seeds`.
+Progress (analysis/progress.py): stage "cohorts" counts the cohorts whose pairs are measured,
+with the pairs of solutions measured so far beside it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from protoscope.geometry.errors import ProtoscopeError
 from protoscope.geometry.tables import VECTORS, columns, own_vectors
 
 from .bootstrap import RESAMPLES, cluster_interval, pair_units
+from .progress import reporter
 from .vectors import cohorts, cosine_distances, l2_distances, load_solutions, stack
 
 log = logging.getLogger(__name__)
@@ -45,18 +48,19 @@ SUMMARY_COLUMNS = columns("uniqueness_summary")
 BIN_COLUMNS = columns("uniqueness_bins")
 
 
-def analyze(store, loaded=None, *, semantic: bool = True, n_bins: int = 5,
+def analyze(store, loaded=None, progress=None, *, semantic: bool = True, n_bins: int = 5,
             semantic_model: str | None = None) -> dict[str, pd.DataFrame]:
     """The uniqueness tables of a run: every pair, the AUC summary, the text-distance bins.
 
     `loaded` (the run's model) is only used to decode the fitted prefixes; without it the full
-    texts are compared. `semantic=False` skips MiniLM (NaN semantic distances).
+    texts are compared. `semantic=False` skips MiniLM (NaN semantic distances). `progress`
+    hears how far it is (analysis/progress.py); it is not an option.
     """
     if n_bins < 1:
         raise ProtoscopeError(f"n_bins must be at least 1, got {n_bins}")
     rows, e, m = load_solutions(store)
     texts = {t.text_id: t for t in store.texts()}
-    pairs = pair_table(rows, e, m, texts, loaded, semantic, semantic_model)
+    pairs = pair_table(rows, e, m, texts, loaded, semantic, semantic_model, progress)
     return {"uniqueness": pairs, "uniqueness_summary": summarize(pairs),
             "uniqueness_bins": bin_medians(pairs, n_bins)}
 
@@ -71,11 +75,17 @@ def pair_kind(text_a: str, text_b: str, context_a: str | None, context_b: str | 
 
 
 def pair_table(rows: pd.DataFrame, e, m, texts: dict, loaded=None, semantic: bool = True,
-               semantic_model: str | None = None) -> pd.DataFrame:
+               semantic_model: str | None = None, progress=None) -> pd.DataFrame:
     """One row per pair of one-step solutions of a cohort and per vector they both own."""
-    frames = [_cohort_pairs(rows.iloc[idx].reset_index(drop=True), e[idx], m[idx], texts,
-                            loaded, semantic, semantic_model)
-              for idx in cohorts(rows, method="one-step") if len(idx) >= 2]
+    report = reporter(progress)
+    groups = [idx for idx in cohorts(rows, method="one-step") if len(idx) >= 2]
+    frames, pairs = [], 0
+    report("cohorts", 0, len(groups), pairs=0)
+    for done, idx in enumerate(groups, 1):
+        frames.append(_cohort_pairs(rows.iloc[idx].reset_index(drop=True), e[idx], m[idx],
+                                    texts, loaded, semantic, semantic_model))
+        pairs += len(idx) * (len(idx) - 1) // 2
+        report("cohorts", done, len(groups), pairs=pairs)
     frames = [f for f in frames if len(f)]
     if not frames:
         return _empty(PAIR_COLUMNS)
