@@ -7,6 +7,11 @@ bar is drawn only when fitting begins, so the text bars never share the screen w
 one. `quiet=True` draws no bar, but every `every` seconds prints one line with each group in
 flight (steps, worst member's accuracy, members exact), so a long share group is never silent;
 those lines go to `echo` when given (a sweep prefixes them with its job's id), else to stderr.
+
+The analyses report through `on_analysis(stage, done, total, **detail)` (analysis/run.py hands
+it to each analysis): one bar per stage ("connectivity: bezier curves", "connectivity: paths
+walked", ...), its detail (current curve step, curves held) beside it; under `quiet`, the same
+timed line as the groups in flight, through the same `echo`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class Progress:
         self.last_line = time.perf_counter()
         self._bar = None
         self.texts, self.text_stage = None, None
+        self.stage, self.stage_name, self.stage_drawn = None, None, 0.0
         self.steps, self.started = 0, time.perf_counter()
 
     def _new_bar(self, **kwargs):
@@ -91,6 +97,35 @@ class Progress:
             more = f"; ... {len(groups) - 8} more" if len(groups) > 8 else ""
             self.echo(f"protoscope: {self.desc}: {len(groups)} groups in flight: {shown}{more}")
 
+    def on_analysis(self, stage: str, done: int, total: int, **detail) -> None:
+        """`done` of `total` of an analysis stage, with a few numbers beside (`detail`)."""
+        shown = ", ".join(f"{k} {v}" for k, v in detail.items())
+        if self.quiet:
+            now = time.perf_counter()
+            if now - self.last_line >= self.every:
+                self.last_line = now
+                self.echo(f"protoscope: {self.desc}: {stage} {done}/{total}"
+                          + (f" ({shown})" if shown else ""))
+            return
+        if self.stage_name != stage:
+            self._close_stage()
+            self.stage = self._new_bar(total=total, desc=stage, unit="")
+            self.stage_name = stage
+        bar, now = self.stage, time.perf_counter()
+        bar.total = total
+        if shown:
+            bar.set_postfix_str(shown, refresh=False)
+        if done != bar.n:
+            bar.update(done - bar.n)
+        elif now - self.stage_drawn >= 0.2:  # a curve step moves only the detail: redraw it
+            bar.refresh()
+            self.stage_drawn = now
+
+    def _close_stage(self) -> None:
+        if self.stage is not None:
+            self.stage.close()
+            self.stage, self.stage_name = None, None
+
     def callbacks(self) -> dict:
         """The keyword arguments `fit_run` takes for progress."""
         return {"on_texts": self.on_texts, "on_problems": self.start,
@@ -98,6 +133,7 @@ class Progress:
 
     def close(self) -> None:
         self._close_texts()
+        self._close_stage()
         if self._bar is not None:
             self._bar.close()
 

@@ -10,6 +10,12 @@ A stamp without a version (a manifest older than versions) is out of date. The f
 table is rebuilt from the tables at the end of every call (it runs no model). A run whose fit
 was interrupted before its texts were scored gets their H_LM here, once, whichever analyses
 run (geometry/scoring.py).
+
+Progress: each analysis reports how far it is through one callable (analysis/progress.py),
+handed to its analyze() as the positional-or-keyword `progress` argument, never as a
+keyword-only option, so it is no part of the stamp; its stage names start with the analysis's
+name. By default it is the fit's `Progress.on_analysis`: bars on stderr, or under `quiet` a
+line every minute.
 """
 
 from __future__ import annotations
@@ -17,14 +23,17 @@ from __future__ import annotations
 import importlib
 import sys
 import time
+from collections.abc import Callable
 
 from ..geometry.errors import ProtoscopeError, StoreError
 from ..geometry.models import load_model
 from ..geometry.runs import now
 from ..geometry.scoring import ensure_scored, unscored
 from ..geometry.store import RunStore
+from ..progress import Progress
 from . import findings
 from .options import resolve, stamp_value
+from .progress import named
 
 ANALYSES = ("uniqueness", "connectivity", "neighbourhoods", "information", "probes")
 
@@ -36,8 +45,12 @@ def solutions_stamp(store: RunStore) -> dict:
 
 
 def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = False,
-                 quiet: bool = False, loaded=None, options: dict | None = None) -> dict:
-    """Run the selected analyses; returns seconds per analysis (None: already up to date)."""
+                 quiet: bool = False, loaded=None, options: dict | None = None,
+                 progress: Callable[..., None] | None = None) -> dict:
+    """Run the selected analyses; returns seconds per analysis (None: already up to date).
+
+    `progress(stage, done, total, **detail)` hears each analysis's progress (default: a
+    `Progress` of its own, bars or, under `quiet`, a line a minute on stderr)."""
     names = list(only or ANALYSES)
     unknown = [n for n in names if n not in ANALYSES]
     if unknown:
@@ -65,19 +78,28 @@ def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = 
             raise StoreError(f"{store.path / 'manifest.json'} names no model in its config")
         loaded = load_model(model, device=device, dtype=manifest.get("dtype", "float32"))
     _score(store, loaded, quiet)
-    for name in todo:
-        started = time.perf_counter()
-        if not quiet:
-            print(f"analysis: {name} ...", file=sys.stderr, flush=True)
-        try:
-            tables = modules[name].analyze(store, loaded, **resolved[name])
-        except ValueError as err:  # a bad option value: one line, not a traceback
-            raise ProtoscopeError(f"{name}: {err}") from None
-        for table, frame in tables.items():
-            store.write_analysis(table, frame)
-        timings[name] = time.perf_counter() - started
-        store.update_manifest(analyses={**store.manifest.get("analyses", {}), name: stamps[name]},
-                              updated=now())
+    bars = Progress(quiet=quiet, desc="analyze") if progress is None else None
+    progress = bars.on_analysis if bars else progress
+    try:
+        for name in todo:
+            started = time.perf_counter()
+            if not quiet:
+                print(f"analysis: {name} ...", file=sys.stderr, flush=True)
+            try:
+                tables = modules[name].analyze(store, loaded, progress=named(progress, name),
+                                               **resolved[name])
+            except ValueError as err:  # a bad option value: one line, not a traceback
+                raise ProtoscopeError(f"{name}: {err}") from None
+            for table, frame in tables.items():
+                store.write_analysis(table, frame)
+            timings[name] = time.perf_counter() - started
+            store.update_manifest(analyses={**store.manifest.get("analyses", {}),
+                                            name: stamps[name]}, updated=now())
+            if bars:  # end this analysis's last bar before the next one's first line
+                bars.close()
+    finally:
+        if bars:
+            bars.close()
     findings.write(store)
     return timings
 
