@@ -202,9 +202,10 @@ def run_job(job: dict, out, device: str | None = None, progress_seconds: float |
     """Fit (or resume) one job's run store under `out`, then its analyses; returns its summary.
 
     With `progress_seconds`, every that many seconds one line per job with its groups in
-    flight (steps, worst member's accuracy, members exact), and for a capacity grid one line
-    per length climbed, each naming the job: to `echo`, else to this process's stderr (a Ray
-    worker's, which Ray forwards to the driver)."""
+    flight (steps, worst member's accuracy, members exact), then with its analyses' progress
+    (curves trained, paths walked, ...), and for a capacity grid one line per length climbed,
+    each naming the job: to `echo`, else to this process's stderr (a Ray worker's, which Ray
+    forwards to the driver)."""
     from .geometry.runs import fit_run, use_threads
     from .geometry.store import RunStore
     from .progress import Progress
@@ -227,11 +228,13 @@ def run_job(job: dict, out, device: str | None = None, progress_seconds: float |
                 on_group=on_group, on_groups=on_groups,
                 checkpoint_every=tuple(job.get("checkpoint_every") or (50, 60.0)))
     if job.get("analyses"):
+        from .analysis.progress import silent
         from .analysis.run import run_analyses
 
         store = RunStore.open(path)
         with store.lock():
-            run_analyses(store, only=job["analyses"], device=device, quiet=True, loaded=loaded)
+            run_analyses(store, only=job["analyses"], device=device, quiet=True, loaded=loaded,
+                         progress=progress.on_analysis if progress else silent)
     total = _stored(path)
     return {"id": job["id"], "status": "done", "solutions": total, "new": total - before,
             "seconds": round(time.perf_counter() - started, 2),
