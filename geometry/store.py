@@ -4,30 +4,36 @@
     RUN/texts.jsonl            one Text per line (ids, token ids, per-token NLL once scored)
     RUN/solutions.safetensors  "e" [n_e, d], "m" [n_m, d]; a shared vector is stored once
     RUN/solutions.parquet      one row per solution, indexing its vectors
+    RUN/parts/                 while a writer appends: part files and their index (parts.py),
+                               folded into the two files above when the writer lets go
     RUN/analysis/NAME.parquet  one tidy table per analysis
     RUN/analysis/NAME.safetensors  tensors an analysis keeps (e.g. trained curves)
 
 Every write goes to a temporary file that is then renamed over the old one, so a reader, or a
-run killed at any moment, sees either the old or the new file. Vectors are written before the
-rows that index them: a kill between the two leaves unreferenced vectors, never a row without
-vectors, and a resumed run refits only what has no row. Nothing is ever unpickled.
+run killed at any moment, sees either the old or the new file. An append writes only its own
+part files (vectors before rows), then commits them in the parts index: it costs what it
+appends, not what the run holds, and a kill before the commit leaves files that are never
+read, so a resumed run refits only what has no row. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pathlib
 from collections.abc import Callable, Iterator
 
 import pandas as pd
+import pyarrow as pa
 import torch
 from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import StoreError
+from .parts import Parts, concat
 from .tables import conform
 from .texts import Text
 
@@ -73,8 +79,22 @@ def make_folder(path: pathlib.Path) -> None:
         raise StoreError(f"cannot create run folder {path}: {err.strerror or err}") from None
 
 
+_SESSIONS: set[str] = set()  # the runs whose lock this process holds
+
+
+def _key(path: pathlib.Path) -> str:
+    return str(path.resolve())
+
+
 def empty_solutions() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> pa.Schema:
+    """The parquet schema of solutions.parquet, pandas dtypes included (the parts read back
+    as the frame a pandas-written file does)."""
+    return pa.Schema.from_pandas(empty_solutions(), preserve_index=False)
 
 
 class RunStore:
@@ -83,6 +103,7 @@ class RunStore:
     def __init__(self, path: str | os.PathLike):
         self.path = pathlib.Path(path)
         self._manifest: dict | None = None
+        self.parts = Parts(self.path, ROWS, VECTORS, atomic_write, _read)
 
     # -- creating and opening ---------------------------------------------------------------
     @classmethod
@@ -91,6 +112,7 @@ class RunStore:
         make_folder(store.path)
         if (store.path / MANIFEST).exists():
             raise StoreError(f"{store.path} already holds a run; use --overwrite to replace it")
+        store.parts.remove_all()  # no manifest: parts of a run that was cleared
         store.write_texts(texts)
         write_json(store.path / MANIFEST, {"format": FORMAT, "status": "running", **manifest})
         return store
@@ -105,9 +127,9 @@ class RunStore:
         if manifest.get("format") != FORMAT:
             raise StoreError(f"{store.path / MANIFEST} is not a {FORMAT} manifest")
         store.texts()
-        rows, vectors = store.solutions(), store.vectors()
-        for name in ("e", "m"):
-            index, n = rows[f"{name}_index"], len(vectors[name])
+        rows, counts = store.solutions(), store.vector_counts()
+        for name, n in zip(("e", "m"), counts):
+            index = rows[f"{name}_index"]
             if len(index) and (index.max() >= n or index.min() < 0):
                 raise StoreError(f"{store.path / ROWS} indexes {name} rows beyond {store.path / VECTORS}")
         return store
@@ -131,7 +153,26 @@ class RunStore:
 
     @contextlib.contextmanager
     def lock(self, wait: float = 0) -> Iterator[None]:
-        """Hold the run's lock; a second process gets a clear StoreError instead of a race."""
+        """Hold the run's lock; a second process gets a clear StoreError instead of a race.
+
+        Leftovers of a writer killed mid-write are removed on taking it; parts (appends made
+        while it is held, or left by a writer that was stopped) are compacted into the base
+        files when the block ends without an error (an interrupted block leaves them as parts,
+        which read the same)."""
+        lock = self._acquire(wait)
+        key = _key(self.path)
+        _SESSIONS.add(key)
+        try:
+            for stale in self.path.glob(".*.tmp-*"):  # left by a writer killed mid-write
+                stale.unlink(missing_ok=True)
+            self.parts.clean()
+            yield
+            self._compact()
+        finally:
+            _SESSIONS.discard(key)
+            lock.release()
+
+    def _acquire(self, wait: float) -> FileLock:
         make_folder(self.path)
         lock = FileLock(str(self.path / ".lock"))
         try:
@@ -140,12 +181,34 @@ class RunStore:
             raise StoreError(f"{self.path} is in use by another protoscope process") from None
         except OSError as err:  # e.g. a read-only folder
             raise StoreError(f"cannot lock {self.path / '.lock'}: {err.strerror or err}") from None
-        for stale in self.path.glob(".*.tmp-*"):  # left by a writer killed mid-write
-            stale.unlink(missing_ok=True)
+        return lock
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Writes happen under the run's lock: the caller's, or one taken for this write."""
+        if _key(self.path) in _SESSIONS:
+            yield
+            return
+        lock = self._acquire(0)
         try:
             yield
         finally:
             lock.release()
+
+    def compact(self) -> bool:
+        """Fold the parts into solutions.parquet / .safetensors (`protoscope compact RUN`);
+        False when there was nothing to fold."""
+        if _key(self.path) in _SESSIONS:
+            return self._compact()
+        with self.lock():
+            return self._compact()
+
+    def _compact(self) -> bool:
+        index = self.parts.index()
+        if index is None:
+            return False
+        self.parts.compact(index)
+        return True
 
     # -- reading ----------------------------------------------------------------------------
     def texts(self) -> list[Text]:
@@ -159,20 +222,69 @@ class RunStore:
         return pd.DataFrame.from_records(records)
 
     def solutions(self) -> pd.DataFrame:
-        path = self.path / ROWS
-        if not path.exists():
-            return empty_solutions()
-        frame = _read(path, pd.read_parquet)
+        def read(index: dict | None) -> pd.DataFrame:
+            if index is None:
+                if not (self.path / ROWS).exists():
+                    return empty_solutions()
+                return _read(self.path / ROWS, pd.read_parquet)
+            frames = [self.parts.base_frame(index["base"])] if index["base"] else []
+            frames += [self.parts.rows(p) for p in index["parts"]]
+            return concat(frames).to_pandas() if frames else empty_solutions()
+
+        frame = self._consistent(read)
         missing = set(COLUMNS) - set(frame.columns)
         if missing:
-            raise StoreError(f"{path} is damaged: missing columns {sorted(missing)}")
+            raise StoreError(f"{self.path / ROWS} is damaged: missing columns {sorted(missing)}")
         return frame
 
     def vectors(self) -> dict[str, torch.Tensor]:
+        def read(index: dict | None) -> dict[str, torch.Tensor]:
+            if index is None:
+                return self._legacy_vectors()
+            parts = [self.parts.base_tensors(index["base"])] if index["base"] else []
+            parts += [self.parts.vectors(p) for p in index["parts"]]
+            if not parts:
+                return self._no_vectors()
+            return {k: torch.cat([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
+                    for k in ("e", "m")}
+
+        return self._consistent(read)
+
+    def vector_counts(self) -> tuple[int, int]:
+        """Rows of e and m stored, from the files' headers (no vector is loaded)."""
+        def read(index: dict | None) -> tuple[int, int]:
+            if index is None:
+                return self.parts.base_shapes()
+            n_e = n_m = 0
+            if index["base"]:
+                self.parts.base_tensors_checked(index["base"])
+                n_e, n_m = index["base"]["n_e"], index["base"]["n_m"]
+            for part in index["parts"]:
+                self.parts.vector_shapes(part)
+                n_e, n_m = n_e + part["n_e"], n_m + part["n_m"]
+            return n_e, n_m
+
+        return self._consistent(read)
+
+    def _consistent(self, read):
+        """`read(index)` at one committed index: a writer may merge parts away while this
+        reads, so a missing or changed file is retried at the new index."""
+        for attempt in range(5):
+            index = self.parts.index()
+            try:
+                return read(index)
+            except StoreError:
+                if attempt == 4 or self.parts.index() == index:
+                    raise
+
+    def _no_vectors(self) -> dict[str, torch.Tensor]:
+        d = int(self.manifest.get("model", {}).get("d_model", 0))
+        return {"e": torch.zeros(0, d), "m": torch.zeros(0, d)}
+
+    def _legacy_vectors(self) -> dict[str, torch.Tensor]:
         path = self.path / VECTORS
         if not path.exists():
-            d = int(self.manifest.get("model", {}).get("d_model", 0))
-            return {"e": torch.zeros(0, d), "m": torch.zeros(0, d)}
+            return self._no_vectors()
         tensors = _read(path, load_file)
         if set(tensors) != {"e", "m"}:
             raise StoreError(f"{path} is damaged: expected tensors 'e' and 'm', found {sorted(tensors)}")
@@ -199,22 +311,21 @@ class RunStore:
         atomic_write(self.path / TEXTS, lambda tmp: tmp.write_text(lines))
 
     def append(self, rows: list[dict], e: torch.Tensor, m: torch.Tensor) -> list[int]:
-        """Append solutions whose `e_row` / `m_row` index the given new vectors; returns ids."""
-        vectors, old = self.vectors(), self.solutions()
-        n_e, n_m = len(vectors["e"]), len(vectors["m"])
-        new = {"e": torch.cat([vectors["e"], e.float().cpu()]).contiguous(),
-               "m": torch.cat([vectors["m"], m.float().cpu()]).contiguous()}
-        atomic_write(self.path / VECTORS, lambda tmp: save_file(new, str(tmp)))
-        start = int(old["solution_id"].max()) + 1 if len(old) else 0
-        records = []
-        for i, row in enumerate(rows):
-            row = dict(row)
-            row["e_index"], row["m_index"] = n_e + row.pop("e_row"), n_m + row.pop("m_row")
-            records.append({"solution_id": start + i, **row})
-        frame = pd.DataFrame.from_records(records)
-        frame = frame.reindex(columns=list(COLUMNS)).astype(COLUMNS)
-        table = pd.concat([old, frame], ignore_index=True) if len(old) else frame
-        atomic_write(self.path / ROWS, lambda tmp: table.to_parquet(tmp, index=False))
+        """Append solutions whose `e_row` / `m_row` index the given new vectors; returns ids.
+
+        Writes one part of k rows and commits it in the parts index (parts.py): O(k), whatever
+        the run already holds."""
+        if not rows:
+            return []
+        with self._writing():
+            index = self.parts.index() or self.parts.start_index()
+            start, n_e, n_m = index["next_solution_id"], index["n_e"], index["n_m"]
+            records = []
+            for i, row in enumerate(rows):
+                row = dict(row)
+                row["e_index"], row["m_index"] = n_e + row.pop("e_row"), n_m + row.pop("m_row")
+                records.append({"solution_id": start + i, **row})
+            self.parts.append(pa.Table.from_pylist(records, schema=_schema()), e, m, index)
         return list(range(start, start + len(records)))
 
     def analysis_tensors(self, name: str) -> Tensors | None:

@@ -379,8 +379,8 @@ def test_fit_killed_mid_run_resumes_and_keeps_every_stored_solution(ns, tmp_path
     out = tmp_path / "run"
     argv = fit_args(ns, texts=texts, seeds=3, max_steps=400, batch_size=2, out=out)
     expected = {(f"file-{i:03d}", seed, 4) for i in range(4) for seed in range(3)}
-    # solutions.parquet is written once per finished solution
-    kill_when(argv, lambda: (out / "solutions.parquet").exists(), "a solution stored", 0.02)
+    # each finished solution is an append: a part committed in parts/index.json
+    kill_when(argv, lambda: (out / "parts" / "index.json").exists(), "a solution stored", 0.02)
     store = RunStore.open(out)
     assert store.manifest["status"] == "running"
     before, e_before, m_before = keyed(store)
