@@ -16,6 +16,7 @@ shared decoder WHAT the model emits there, for a whole grid of t in one batched 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -180,22 +181,24 @@ def decode_path(decoder: Decoder, path: Path, t: torch.Tensor, targets: torch.Te
 
 # -- training a curve ---------------------------------------------------------------------------
 # a point keeps the text when its accuracy reaches RECONSTRUCTED (the paper's rule)
+T_SAMPLING = ("uniform", "worst")
 
 
 def train_bezier(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: torch.Tensor,
                  steps: int = 150, samples_per_step: int = 8, lr: float = 0.02, seed: int = 0,
                  *, moved: str = "e+m", fixed: torch.Tensor | None = None,
                  grid: int = 61, check_every: int = 0,
-                 min_accuracy: float = RECONSTRUCTED) -> BezierPath:
+                 min_accuracy: float = RECONSTRUCTED, **recipe) -> BezierPath:
     """A quadratic curve from a to b whose control point minimises the reconstruction loss.
 
     a, b: path coordinates [D] (see `join`); targets: [N] token ids; `fixed`: the vector held
-    still when `moved` is "e" or "m". Returns a new path; the caller's tensors are untouched.
+    still when `moved` is "e" or "m"; `recipe`: train_beziers' other keywords. Returns a new
+    path; the caller's tensors are untouched.
     """
     fixed = None if fixed is None else fixed[None]
     return train_beziers(decoder, a[None], b[None], torch.as_tensor(targets)[None], steps,
                          samples_per_step, lr, seed, moved=moved, fixed=fixed, grid=grid,
-                         check_every=check_every, min_accuracy=min_accuracy)[0]
+                         check_every=check_every, min_accuracy=min_accuracy, **recipe)[0]
 
 
 def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: torch.Tensor,
@@ -203,31 +206,51 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
                   *, moved: str = "e+m", fixed: torch.Tensor | None = None,
                   grid: int = 61, check_every: int = 0,
                   min_accuracy: float = RECONSTRUCTED, kind: str = "bezier",
-                  on_step=None) -> list[Path]:
+                  midpoint_steps: int = 0, t_sampling: str = "uniform",
+                  check_grid: int | None = None,
+                  on_step: Callable[[int, int, int], None] | None = None) -> list[Path]:
     """Train P curves at once: a, b [P, D], targets [P, N], fixed [P, d] or None.
 
     `kind` is the curve family: "bezier" (quadratic, the paper's) or "chain" (one bend).
-    `on_step(step, active, held)`, when given, is called after every optimiser step with the
-    number of curves still training and of curves that hold so far (progress; no effect).
 
-    Each step samples `samples_per_step` t ~ U(0, 1) per curve and decodes all P x S points in
-    ONE decoder call (the Garipov recipe, with several t per step to cut the gradient noise).
-    Adam acts elementwise, so summing the curves' losses keeps their updates independent.
+    Each step samples `samples_per_step` t ~ U(0, 1) per curve and decodes all the batch's
+    points in ONE decoder call (the Garipov recipe, with several t per step to cut the gradient
+    noise). Adam acts elementwise, so summing the curves' losses keeps their updates
+    independent. Two options change where the points are drawn:
+    - `midpoint_steps` k > 0, a midpoint start: a curve first trains on its point at t = 0.5
+      alone (one point a step) until that point reconstructs the text or k steps are spent.
+      The point at 0.5 is (a + b)/4 + c/2, so this IS fitting a solution from the midpoint
+      (a + b)/2 by Adam on the moved vector at lr / 2, and the control that ends it is
+      c = 2x - (a + b)/2: the curve then passes through that solution x. Those steps count.
+    - `t_sampling` "worst": one of each step's t is drawn within half a check-grid spacing of
+      the curve's worst point at its last check, the others uniformly.
 
     With `check_every` k > 0 a curve is trained until it answers: before the first step and
-    every k steps its whole `grid` is decoded, and a curve whose worst grid point reaches
-    `min_accuracy` stops there (each curve on its own; the rest of the batch trains on). A
-    curve that never holds uses the whole budget `steps`. Every returned curve carries
-    `held` (its worst grid point keeps the text), `steps_used` (optimiser steps it took) and
-    `trained_steps` (steps behind the returned control point). A curve that did not hold and
-    whose mean grid loss ended above its straight start's is returned straight
-    (`trained_steps` 0): stochastic t can overshoot, and a worse curve answers nothing.
+    every k steps it is decoded on `check_grid` points (a subset of the `grid`: every
+    (grid - 1)/(check_grid - 1)-th point; default the whole grid), and a curve whose worst
+    point there reconstructs is decoded on the whole `grid`; one whose worst point there
+    reaches `min_accuracy` stops (each curve on its own; the rest of the batch trains on). A
+    curve that never holds uses the whole budget `steps`. Every returned curve carries `held`
+    (its worst grid point keeps the text), `steps_used` (optimiser steps it took, its midpoint
+    steps included), `midpoint_steps` (those of them spent on the midpoint alone), `evaluations`
+    (decoder evaluations its training steps made) and `trained_steps` (steps behind the
+    returned control point). A curve that did not hold and whose mean grid loss ended above
+    its straight start's is returned straight (`trained_steps` 0): stochastic t can
+    overshoot, and a worse curve answers nothing. `on_step(step, training, held)` is called
+    after every step with the number of curves still training and held so far.
     """
     _check_moved(moved)
     blend = _blend(kind)
-    if steps < 0 or samples_per_step < 1 or check_every < 0:
-        raise ValueError(f"need steps >= 0, samples_per_step >= 1 and check_every >= 0, got "
-                         f"{steps}, {samples_per_step} and {check_every}")
+    check_grid = grid if check_grid is None else check_grid
+    if steps < 0 or samples_per_step < 1 or check_every < 0 or midpoint_steps < 0:
+        raise ValueError(f"need steps >= 0, samples_per_step >= 1, check_every >= 0 and "
+                         f"midpoint_steps >= 0, got {steps}, {samples_per_step}, {check_every} "
+                         f"and {midpoint_steps}")
+    if t_sampling not in T_SAMPLING:
+        raise ValueError(f"t_sampling must be one of {', '.join(T_SAMPLING)}, not {t_sampling!r}")
+    if check_grid < 2 or (grid - 1) % (check_grid - 1):
+        raise ValueError(f"check_grid must be at least 2 and a subset of the {grid}-point grid "
+                         f"((grid - 1) divisible by (check_grid - 1)), got {check_grid}")
     device = decoder.loaded.device
     a, b = a.detach().float().to(device), b.detach().float().to(device)
     targets = torch.as_tensor(targets, device=device)
@@ -235,43 +258,62 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
     n_curves = len(a)
     straight = (a + b) / 2
     control = straight.clone().requires_grad_(True)
-    start_loss, start_acc = _grid_eval(decoder, a, straight, b, targets, moved, fixed, grid,
-                                       blend)
+    checker = _Checker(decoder, a, b, targets, moved, fixed, grid, check_grid, blend,
+                       min_accuracy)
+    start_loss, start_acc, _ = _grid_eval(decoder, a, straight, b, targets, moved, fixed, grid,
+                                          blend)
     held = (start_acc >= min_accuracy).cpu()
     used = torch.zeros(n_curves, dtype=torch.long)
+    on_mid = torch.full((n_curves,), midpoint_steps > 0) & ~held
+    mid_used = torch.zeros(n_curves, dtype=torch.long)
+    points_used = torch.zeros(n_curves, dtype=torch.long)
+    worst_t = torch.full((n_curves,), 0.5)
     # Adam keeps moving a row on its momentum after its gradient stops, so a curve that
     # holds is snapshotted when it stops and the snapshot is what it returns.
     stopped = straight.clone()
     active = ~held if check_every else torch.ones(n_curves, dtype=torch.bool)
     optimiser = torch.optim.Adam([control], lr=lr)
     generator = torch.Generator().manual_seed(seed)
+    spacing = 0.5 / (check_grid - 1)
     for step in range(1, steps + 1):
         if not bool(active.any()):
             break
         # Every curve draws its t each step, so a curve's t stream does not depend on which
         # others are still training.
-        t = torch.rand(n_curves, samples_per_step, generator=generator).to(device)
-        idx = active.nonzero().flatten().to(device)
-        part = None if fixed is None else fixed[idx]
-        loss = _sample_loss(decoder, a[idx], control[idx], b[idx], targets[idx], t[idx],
-                            moved, part, blend)
+        t = torch.rand(n_curves, samples_per_step, generator=generator)
+        if t_sampling == "worst":
+            t[:, 0] = (worst_t + (2 * t[:, 0] - 1) * spacing).clamp(0, 1)
+        owner, t_points = _step_points(active, on_mid, t)
+        loss, acc = _point_loss(decoder, a, control, b, targets, moved, fixed, blend,
+                                owner.to(device), t_points.to(device))
         optimiser.zero_grad()
         loss.sum().backward()
         optimiser.step()
         used[active] += 1
+        points_used += torch.bincount(owner, minlength=n_curves)
+        mid_now = active & on_mid
+        mid_used[mid_now] += 1
+        if bool(mid_now.any()):  # the midpoint's accuracy was read before this step's update
+            first = torch.zeros(n_curves, dtype=torch.bool)
+            first_acc = torch.zeros(n_curves)
+            first_acc[owner] = acc.cpu()
+            first[mid_now] = (first_acc[mid_now] >= min_accuracy) | (mid_used[mid_now]
+                                                                      >= midpoint_steps)
+            on_mid &= ~first
         if check_every and (step % check_every == 0 or step == steps):
-            idx_cpu = active.nonzero().flatten()
-            _, acc = _grid_eval(decoder, a[idx], control.detach()[idx], b[idx], targets[idx],
-                                moved, part, grid, blend)
-            now_held = acc.cpu() >= min_accuracy
-            done = idx_cpu[now_held]
-            held[done], active[done] = True, False
-            stopped[done.to(device)] = control.detach()[done.to(device)]
+            idx = (active & ~on_mid).nonzero().flatten()
+            if len(idx):
+                now_held, worst = checker(control.detach(), idx)
+                worst_t[idx] = worst
+                done = idx[now_held]
+                held[done], active[done] = True, False
+                stopped[done.to(device)] = control.detach()[done.to(device)]
         if on_step is not None:
             on_step(step, int(active.sum()), int(held.sum()))
     control = torch.where(active.to(device)[:, None] | ~held.to(device)[:, None],
                           control.detach(), stopped)
-    end_loss, end_acc = _grid_eval(decoder, a, control, b, targets, moved, fixed, grid, blend)
+    end_loss, end_acc, _ = _grid_eval(decoder, a, control, b, targets, moved, fixed, grid,
+                                      blend)
     # Judged on the control point returned, so `held` always describes the curve as stored.
     held = end_acc.cpu() >= min_accuracy
     kept = (held.to(device) | (end_loss <= start_loss)).cpu()
@@ -280,10 +322,65 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
     for i in range(n_curves):
         curve = CURVES[kind](a[i], control[i], b[i])
         curve.steps_used = int(used[i])
+        curve.midpoint_steps = int(mid_used[i])
+        curve.evaluations = int(points_used[i])
         curve.trained_steps = int(used[i]) if bool(kept[i]) else 0
         curve.held = bool(held[i]) if bool(kept[i]) else bool(start_acc[i] >= min_accuracy)
         curves.append(curve)
     return curves
+
+
+def _step_points(active: torch.Tensor, on_mid: torch.Tensor,
+                 t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which curve each of a step's points belongs to, and its t: one point at 0.5 for a curve
+    on its midpoint, its `samples_per_step` drawn t for a curve training as a whole."""
+    curve_rows = (active & ~on_mid).nonzero().flatten()
+    mid_rows = (active & on_mid).nonzero().flatten()
+    samples = t.shape[1]
+    owner = torch.cat([curve_rows.repeat_interleave(samples), mid_rows])
+    t_points = torch.cat([t[curve_rows].reshape(-1), torch.full((len(mid_rows),), 0.5)])
+    return owner, t_points
+
+
+def _point_loss(decoder, a, control, b, targets, moved, fixed, blend, owner: torch.Tensor,
+                t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each curve's mean summed loss over its points this step [P] (differentiable in
+    `control`; 0 for a curve with none) and every point's accuracy [K]."""
+    w = blend(t)
+    points = w[:, :1] * a[owner] + w[:, 1:2] * control[owner] + w[:, 2:] * b[owner]
+    e, m = split(points, moved, None if fixed is None else fixed[owner])
+    out = decoder(e, m, targets[owner], grad=True)
+    counts = torch.bincount(owner, minlength=len(a)).clamp(min=1).to(out.total_loss.dtype)
+    per_curve = torch.zeros(len(a), dtype=out.total_loss.dtype, device=a.device)
+    per_curve = per_curve.index_add(0, owner, out.total_loss) / counts
+    return per_curve, out.accuracy.detach()
+
+
+class _Checker:
+    """Does a curve hold? Decoded on the coarse check grid, then on the whole grid where the
+    coarse one holds (the coarse points are grid points, so a coarse failure is a failure)."""
+
+    def __init__(self, decoder, a, b, targets, moved, fixed, grid, check_grid, blend,
+                 min_accuracy):
+        self.args = (decoder, a, b, targets, moved, fixed)
+        self.grid, self.check_grid, self.blend = grid, check_grid, blend
+        self.min_accuracy = min_accuracy
+
+    def __call__(self, control: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Held (bool [len(idx)]) and the worst coarse t of the curves `idx`."""
+        decoder, a, b, targets, moved, fixed = self.args
+        on = idx.to(a.device)
+        part = None if fixed is None else fixed[on]
+        _, acc, worst = _grid_eval(decoder, a[on], control[on], b[on], targets[on], moved, part,
+                                   self.check_grid, self.blend)
+        held = (acc >= self.min_accuracy).cpu()
+        if self.check_grid != self.grid and bool(held.any()):
+            fine = held.nonzero().flatten().to(a.device)
+            sub = None if part is None else part[fine]
+            _, fine_acc, _ = _grid_eval(decoder, a[on][fine], control[on][fine], b[on][fine],
+                                        targets[on][fine], moved, sub, self.grid, self.blend)
+            held[held.clone()] = (fine_acc >= self.min_accuracy).cpu()
+        return held, worst.cpu()
 
 
 def _curve_points(a, control, b, t: torch.Tensor, blend=None) -> torch.Tensor:
@@ -293,25 +390,12 @@ def _curve_points(a, control, b, t: torch.Tensor, blend=None) -> torch.Tensor:
     return w[..., :1] * a[:, None] + w[..., 1:2] * control[:, None] + w[..., 2:] * b[:, None]
 
 
-def _decode_many(decoder, points, targets, moved, fixed, grad: bool) -> torch.Tensor:
-    """Summed loss [P, S] of points [P, S, D], each curve against its own target row."""
-    n_curves, n_samples, width = points.shape
-    flat_fixed = None if fixed is None else fixed.repeat_interleave(n_samples, 0)
-    e, m = split(points.reshape(-1, width), moved, flat_fixed)
-    out = decoder(e, m, targets.repeat_interleave(n_samples, 0), grad=grad)
-    return out.total_loss.reshape(n_curves, n_samples)
-
-
-def _sample_loss(decoder, a, control, b, targets, t, moved, fixed, blend=None) -> torch.Tensor:
-    points = _curve_points(a, control, b, t, blend)
-    return _decode_many(decoder, points, targets, moved, fixed, grad=True).mean(1)
-
-
 def _grid_eval(decoder, a, control, b, targets, moved, fixed, grid: int, blend=None,
-               per_call: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean summed loss [P] and worst accuracy [P] over the evaluation grid of P curves."""
+               per_call: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean summed loss [P], worst accuracy [P] and the t of the worst point [P] (lowest
+    accuracy, ties to the highest loss) over an even grid along P curves."""
     t = even_grid(grid).to(a.device)
-    losses, worst = [], []
+    losses, worst, worst_t = [], [], []
     for i in range(0, len(a), per_call):
         j = slice(i, i + per_call)
         points = _curve_points(a[j], control[j], b[j], t.expand(len(a[j]), -1), blend)
@@ -319,6 +403,10 @@ def _grid_eval(decoder, a, control, b, targets, moved, fixed, grid: int, blend=N
         part = None if fixed is None else fixed[j].repeat_interleave(n_samples, 0)
         e, m = split(points.reshape(-1, width), moved, part)
         out = decoder(e, m, targets[j].repeat_interleave(n_samples, 0))
-        losses.append(out.total_loss.reshape(n_curves, n_samples).mean(1))
-        worst.append(out.accuracy.reshape(n_curves, n_samples).min(1).values)
-    return torch.cat(losses), torch.cat(worst)
+        loss = out.total_loss.reshape(n_curves, n_samples)
+        acc = out.accuracy.reshape(n_curves, n_samples)
+        losses.append(loss.mean(1))
+        worst.append(acc.min(1).values)
+        # lowest accuracy first, then highest loss: accuracy dominates by construction
+        worst_t.append(t[(acc * 1e6 - loss / (loss.abs().max() + 1)).argmin(1)])
+    return torch.cat(losses), torch.cat(worst), torch.cat(worst_t)

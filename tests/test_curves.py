@@ -170,3 +170,83 @@ def test_both_curve_families_are_tabled_and_stored(analysed, tmp_path):
     beziers = connectivity.load_curves(copy)
     assert sorted(chains) == sorted(beziers) == sorted(pairs.loc[pairs["path"] == "chain",
                                                                  "pair_id"])
+
+
+class _RecordingE:
+    """The decoder, recording every batch of e it is asked to decode with a gradient."""
+
+    def __init__(self, decoder):
+        self.decoder, self.loaded, self.e = decoder, decoder.loaded, []
+
+    def __call__(self, e, m, targets, **options):
+        if options.get("grad"):
+            self.e.append(e.detach().clone())
+        return self.decoder(e, m, targets, **options)
+
+
+def test_a_midpoint_start_is_a_fit_from_the_midpoint(solved):
+    """The midpoint phase trains one point a step, at t = 0.5, with Adam on the control: the
+    point there moves exactly as Adam at lr / 2 fitting the vector from (a + b) / 2 would."""
+    _, decoder, by_text, targets = solved
+    a, b = by_text["t1"][0], by_text["t1"][1]
+    target, lr, steps = targets["t1"], 0.1, 4
+    recording = _RecordingE(decoder)
+    (curve,) = train_beziers(recording, a[None], b[None], target[None], steps=steps,
+                             samples_per_step=3, lr=lr, grid=GRID, check_every=0,
+                             midpoint_steps=steps)
+    assert curve.midpoint_steps == steps and curve.evaluations == steps  # one point a step
+    assert all(len(batch) == 1 for batch in recording.e)
+    # The same fit written directly: x from the midpoint, Adam at half the control's rate.
+    x = ((a + b) / 2).clone().requires_grad_(True)
+    adam = torch.optim.Adam([x], lr=lr / 2, eps=1e-8 / 2)  # eps scales with the gradient
+    for _ in range(steps):
+        e, m = split(x[None], "e+m")
+        loss = decoder(e, m, target[None], grad=True).total_loss.sum()
+        adam.zero_grad()
+        loss.backward()
+        adam.step()
+    point = curve.points(torch.tensor([0.5]))[0]
+    assert torch.allclose(point, x.detach(), atol=1e-5)
+    assert torch.allclose(curve.control, 2 * x.detach() - (a + b) / 2, atol=1e-4)
+
+
+def test_the_midpoint_phase_ends_when_the_midpoint_holds(solved):
+    _, decoder, by_text, targets = solved
+    a, b = by_text["t0"][0], by_text["t0"][2]
+    target, bar = targets["t0"], 0.8
+    (curve,) = train_beziers(decoder, a[None], b[None], target[None], steps=60,
+                             samples_per_step=2, lr=0.3, grid=GRID, check_every=0,
+                             midpoint_steps=50, min_accuracy=bar)
+    # It left the phase early, and every step after it decoded the S sampled points.
+    assert 0 < curve.midpoint_steps < 50
+    assert curve.evaluations == curve.midpoint_steps + 2 * (60 - curve.midpoint_steps)
+
+
+def test_worst_t_sampling_draws_one_t_beside_the_worst_point(solved):
+    _, decoder, by_text, targets = solved
+    a, b = by_text["t0"][0], by_text["t0"][1]
+    recording = _RecordingE(decoder)
+    train_beziers(recording, a[None], b[None], targets["t0"][None], steps=6,
+                  samples_per_step=3, lr=0.05, grid=GRID, check_every=2, t_sampling="worst")
+    d = recording.e[0].shape[1]  # the path moves [e; m]; the decoder sees e, its first half
+    ea, eb = a[:d], b[:d]
+    first = ((recording.e[0] - ea) @ (eb - ea) / (eb - ea).dot(eb - ea)).tolist()
+    # The first step's curve is the straight segment, so a point's t is its position on it;
+    # before any check the worst point is taken to be 0.5.
+    assert abs(first[0] - 0.5) <= 0.5 / (GRID - 1) + 1e-4
+    with pytest.raises(ValueError, match="t_sampling"):
+        train_beziers(decoder, a[None], b[None], targets["t0"][None], steps=1,
+                      t_sampling="middle")
+
+
+def test_the_coarse_check_grid_is_a_subset_and_a_held_curve_holds_on_the_whole_grid(solved):
+    _, decoder, by_text, targets = solved
+    a, b = by_text["t0"][0], by_text["t0"][2]
+    target, bar = targets["t0"], 0.8
+    (curve,) = train_beziers(decoder, a[None], b[None], target[None], steps=300,
+                             samples_per_step=4, lr=0.3, grid=GRID, check_every=10,
+                             check_grid=6, min_accuracy=bar)
+    assert curve.held
+    assert _worst_accuracy(decoder, curve, target) >= bar
+    with pytest.raises(ValueError, match="subset"):
+        train_beziers(decoder, a[None], b[None], target[None], steps=1, grid=GRID, check_grid=5)
