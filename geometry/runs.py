@@ -32,6 +32,7 @@ from .models import DEFAULT_MODEL, LoadedModel, load_model
 from .recipes import Recipe
 from .store import RunStore
 from .scoring import ensure_scored
+from .starts import start_of
 from .texts import Text, load_texts, parse_text_spec, read_text_file
 
 DEFAULT_ARRANGEMENT = "bos e m*"
@@ -271,11 +272,13 @@ def fit_into(store: RunStore, loaded: LoadedModel, problems: Sequence[Problem], 
     decoder = Decoder(loaded, arrangement)
     new_ids: list[int] = []
     stored = done_keys(store, arrangement)
+    # an encoder start is named by the encoder fit_run resolved (the manifest's `start`)
+    encoder = ((store.manifest.get("start") or {}).get("encoder") or config.start) if config.start else ""
 
     def save(group: FittedGroup) -> None:
         keys = {(s.problem.text_id, s.problem.seed, s.problem.length) for s in group.solutions}
         if not keys <= stored:  # a group replayed from a checkpoint may have been stored already
-            rows = [solution_row(s, config, arrangement, method) for s in group.solutions]
+            rows = [solution_row(s, config, arrangement, method, encoder) for s in group.solutions]
             new_ids.extend(store.append(rows, group.e, group.m))
         if progress:
             progress(group)
@@ -382,7 +385,9 @@ def record_threads(store: RunStore, stage: str) -> None:
     store.update_manifest(threads=threads)
 
 
-def solution_row(s, config: RunConfig, arrangement: str, method: str) -> dict:
+def solution_row(s, config: RunConfig, arrangement: str, method: str, encoder: str = "") -> dict:
+    """The solutions.parquet row of a fitted solution; `start` says where its search began
+    (starts.py: the recipe's init, `warm`, or `encoder:NAME` when `encoder` names one)."""
     p = s.problem
     return {
         "text_id": p.text_id, "seed": p.seed, "length": p.length, "arrangement": arrangement,
@@ -391,4 +396,5 @@ def solution_row(s, config: RunConfig, arrangement: str, method: str) -> dict:
         "loss": s.loss, "steps": s.steps, "restarts": s.restarts, "seconds": s.seconds,
         "converged": s.converged, "status": s.status, "failure": s.failure,
         "init_from": p.init_from, "recipe": config.recipe.name, "method": method,
+        "start": start_of(p.init_from, config.recipe.init, encoder),
     }

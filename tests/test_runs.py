@@ -134,3 +134,49 @@ def test_a_text_too_short_is_refused_before_scoring(config, fit_llama, tmp_path,
     too_long = RunConfig(model="tiny", texts=config.texts, seeds=1, lengths=(3, 40))
     with pytest.raises(ProtoscopeError, match="a prefix of 40"):
         fit_run(tmp_path / "run", too_long, loaded=fit_llama)
+
+
+def appended_rows(monkeypatch) -> list[dict]:
+    """The rows fit_run hands the store (RunStore.append), as they were built."""
+    rows: list[dict] = []
+    append = RunStore.append
+
+    def spy(self, new, e, m):
+        rows.extend(dict(r) for r in new)
+        return append(self, new, e, m)
+
+    monkeypatch.setattr(RunStore, "append", spy)
+    return rows
+
+
+def test_each_solution_records_where_its_search_began(config, fit_llama, tmp_path, monkeypatch):
+    from protoscope.geometry.starts import solution_starts
+
+    built = appended_rows(monkeypatch)
+    fitted = fit_run(tmp_path / "run", config, loaded=fit_llama)
+    assert [r["start"] for r in built] == ["embedding"] * 6  # the default recipe's init
+    # the store keeps the column once geometry/store.py's COLUMNS names it; a run without it
+    # (older, or written before then) reads the same from its manifest
+    rows = RunStore.open(tmp_path / "run").solutions()
+    assert list(solution_starts(rows, fitted.store.manifest)) == ["embedding"] * 6
+    assert list(solution_starts(rows.drop(columns="start", errors="ignore"),
+                                fitted.store.manifest)) == ["embedding"] * 6
+
+
+def test_the_start_values():
+    import pandas as pd
+
+    from protoscope.geometry.starts import encoder_start, learned, solution_starts, start_of
+
+    assert start_of(-1, "normal") == "normal" and start_of(3, "embedding") == "warm"
+    assert start_of(-1, "embedding", "/runs/geometry/encoders/enc") == "encoder:enc"
+    assert encoder_start("encoder") == "encoder:shipped"
+    assert encoder_start("encoder:/tmp/x/enc.json") == "encoder:enc"
+    rows = pd.DataFrame({"init_from": [-1, 7]})
+    assert list(solution_starts(rows, {})) == ["unknown", "warm"]  # no config: cannot tell
+    manifest = {"config": {"start": "encoder:/tmp/enc", "recipe": {"init": "normal"}}}
+    assert list(solution_starts(rows, manifest)) == ["encoder:enc"] * 2
+    # rows that carry the column keep it; an empty value is read from the manifest
+    given = rows.assign(start=["normal", None])
+    assert list(solution_starts(given, manifest)) == ["normal", "encoder:enc"]
+    assert list(learned(pd.Series(["encoder:enc", "embedding", None]))) == [True, False, False]
