@@ -1,8 +1,8 @@
 """How do the stages' costs grow with the size of a run?
 
 `store`: append throughput of the run store at sizes N (synthetic vectors of the default
-model's width, no model): the store is first filled to N solutions in one bulk append, then
-`appends` single-solution appends are timed (a fit appends each finished group, one solution
+model's width, no model): the store is first filled to N solutions in one bulk append (and
+written back to disk: `os.sync`), then `appends` single-solution appends are timed (a fit appends each finished group, one solution
 per group without sharing), and the rate is solutions/s at that size. A store whose append
 rewrites everything slows down as N grows; an append-only one stays flat.
 
@@ -61,6 +61,7 @@ def store_throughput(size: int, appends: int, folder: Path) -> dict:
             store.append(_bulk([_row(i) for i in range(size)]),
                          torch.randn(size, D_MODEL, generator=g), torch.randn(size, D_MODEL, generator=g))
         fill = time.perf_counter() - started
+        os.sync()  # the fill's hundreds of MB would otherwise be written back during the timing
         times = []
         for i in range(appends):
             e, m = torch.randn(1, D_MODEL, generator=g), torch.randn(1, D_MODEL, generator=g)

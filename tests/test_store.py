@@ -137,7 +137,7 @@ def test_parts_merge_in_tiers_and_compact_into_the_base(store):
     for i in range(300):
         _append(store, i)
     index = store.parts.index()
-    assert len(index["parts"]) <= 2 * parts_module.FANOUT  # 300 = 1 x 256 + 2 x 16 + 12
+    assert len(index["parts"]) == 1 + 2 + 12  # 300 = 1 x 256 + 2 x 16 + 12 (tiers of 16)
     assert _check_prefix(store.path) == 300
     assert store.compact()
     assert not (store.path / "parts").exists()
