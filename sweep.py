@@ -12,6 +12,7 @@ Ray task retried after its worker died, fits only what is not stored yet.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import sys
 import time
 import tomllib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 
@@ -337,21 +338,46 @@ def run_sweep(spec: dict, out, backend: str = "local", address: str | None = Non
     tracker = _Tracker(state, out, echo or (lambda line: print(line, file=sys.stderr, flush=True)))
     tracker.say(f"sweep: {len(state['jobs'])} jobs, {len(state['jobs']) - len(todo)} already done, "
                 f"backend {backend}")
-    if backend == "local":
-        for job in todo:
-            tracker.started(job["id"])
-            try:
-                tracker.finished(run_job(job, out, device, progress_seconds, tracker.say))
-            except ProtoscopeError as err:
-                tracker.failed(job["id"], str(err))
-    else:
-        from .sweep_ray import run_on_ray
+    try:
+        with _sigterm_interrupts():
+            if backend == "local":
+                for job in todo:
+                    tracker.started(job["id"])
+                    try:
+                        tracker.finished(run_job(job, out, device, progress_seconds, tracker.say))
+                    except ProtoscopeError as err:
+                        tracker.failed(job["id"], str(err))
+            else:
+                from .sweep_ray import run_on_ray
 
-        run_on_ray(todo, out, tracker, address=address, workers=workers, device=device,
-                   progress_seconds=progress_seconds)
+                run_on_ray(todo, out, tracker, address=address, workers=workers, device=device,
+                           progress_seconds=progress_seconds)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (a scheduler's stop): the jobs in flight
+        tracker.stopped()      # are marked stopped, not left `running`; their stores resume
+        write_results(out, state)  # what they stored counts (the capacity table marks it partial)
+        raise
     write_results(out, state)
     tracker.say(tracker.line("finished"))
     return state
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt here, as Ctrl-C does: without it the driver ended on
+    the spot and sweep.json kept its jobs in flight as `running`. (Signals reach the main
+    thread only; elsewhere this changes nothing.)"""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Tracker:
@@ -385,6 +411,20 @@ class _Tracker:
         self.by_id[job_id].update(status="failed", error=first, finished=_now())
         self._save()
         self.say(self.line(f"{job_id} FAILED: {first}"))
+
+    def stopped(self) -> None:
+        """The sweep was interrupted: each job in flight is `stopped` (its run store keeps
+        every solution stored, and the next sweep resumes it)."""
+        for job_id in sorted(self.running):
+            job = self.by_id[job_id]
+            job.update(status="stopped", finished=_now(), error="stopped before it finished")
+            try:
+                job["solutions"] = _stored(self.out / job["run"])
+            except ProtoscopeError:
+                pass
+        self.running.clear()
+        self._save()
+        self.say(self.line("stopped"))
 
     def line(self, what: str) -> str:
         counts = {s: sum(j["status"] == s for j in self.state["jobs"]) for s in ("done", "failed")}

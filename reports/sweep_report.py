@@ -26,16 +26,26 @@ def is_sweep(folder: Path | str) -> bool:
     return (Path(folder) / "sweep.json").is_file()
 
 
-def capacity_table(results: pd.DataFrame) -> pd.DataFrame:
+def capacity_table(results: pd.DataFrame, statuses: dict[str, str] | None = None) -> pd.DataFrame:
     """Mean capacity (tokens) per model x source x share, over the texts; `texts` counts them.
     One-step solutions only: a grid run with `capacity_method = "both"` also stores the [mem]
-    baseline's, which is another method's capacity."""
+    baseline's, which is another method's capacity. `partial` is True where a job behind the
+    row has not finished (`statuses`: job id -> its sweep.json status): a grid stopped mid-climb
+    has not tried every length, so its capacity is a lower bound."""
     results = _one_step(results)
     if results.empty:
-        return pd.DataFrame(columns=["model", "source", "share", "capacity", "texts"])
-    per_text = capacity_of(results, ["model", "source", "share", "text_id"])
-    return (per_text.groupby(["model", "source", "share"], sort=False)["capacity"]
-            .agg(capacity="mean", texts="size").reset_index())
+        return pd.DataFrame(columns=["model", "source", "share", "capacity", "texts", "partial"])
+    keys = ["model", "source", "share"]
+    per_text = capacity_of(results, [*keys, "text_id"])
+    table = (per_text.groupby(keys, sort=False)["capacity"]
+             .agg(capacity="mean", texts="size").reset_index())
+    unfinished = set()
+    if statuses is not None and "job" in results.columns:
+        jobs = results.drop_duplicates([*keys, "job"])
+        unfinished = {tuple(k) for k, job in zip(jobs[keys].itertuples(index=False, name=None), jobs["job"])
+                      if statuses.get(str(job)) != "done"}
+    table["partial"] = [tuple(k) in unfinished for k in table[keys].itertuples(index=False, name=None)]
+    return table
 
 
 def capacity_vs_hlm_table(results: pd.DataFrame) -> pd.DataFrame | None:
@@ -101,18 +111,24 @@ def build_sweep_report(folder: Path | str, job_reports: bool = True) -> Path:
     links = []
     for job in state.get("jobs", []):
         links.append(_job_report(folder, job) if job_reports else None)
-    table = capacity_table(results)
+    table = capacity_table(results, {str(j.get("id")): j.get("status") for j in state.get("jobs", [])})
     wide = (table.pivot_table(index="model", columns=["source", "share"], values="capacity",
                               sort=False) if not table.empty else None)
     if wide is not None:
         wide.columns = [f"{source} (share {share})" for source, share in wide.columns]
         wide = wide.reset_index()
+    partial = table[table["partial"]] if not table.empty else table
+    partial_note = (paragraph(f"Partial ({len(partial)} of {len(table)} rows, marked in the "
+                              f"table below): a job behind them has not finished, so their "
+                              f"capacity is a lower bound until the sweep runs again.")
+                    if len(partial) else Html(""))
     sections = [
         Section("capacity", "Capacity: models x text sources, m shared and not", [
             paragraph("Longest prefix length (tokens) reconstructed exactly, best of the seeds, "
                       "averaged over the texts of each source; only the lengths the sweep tried "
                       "count."),
             html_table(wide, empty="No solutions yet."),
+            partial_note,
             html_table(table, empty="No solutions yet."),
         ]),
         _hlm_section(results),
@@ -152,8 +168,8 @@ def _job_report(folder: Path, job: dict) -> str | None:
     from .report import build_report
 
     run = folder / job["run"]
-    if not (run / "solutions.parquet").exists():
-        return None
+    if not ((run / "solutions.parquet").exists() or (run / "parts" / "index.json").exists()):
+        return None  # no solution stored yet (a job in flight stores parts, store.py)
     try:
         build_report(run)
     except ProtoscopeError:

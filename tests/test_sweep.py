@@ -271,3 +271,55 @@ def test_a_negative_progress_interval_is_one_line_and_exit_2(tmp_path, capsys, m
     assert cli.main(["sweep", file, "--out", str(tmp_path / "out"), "--progress-seconds", "-1"]) == 2
     assert "--progress-seconds must be >= 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_capacity_table_marks_rows_of_unfinished_jobs_partial():
+    from protoscope.reports.sweep_report import capacity_table
+
+    results = pd.DataFrame({"model": "m", "source": ["builtin", "builtin", "random"],
+                            "share": "none", "text_id": ["a", "b", "c"], "length": 2,
+                            "accuracy": 1.0, "method": "one-step", "job": ["j1", "j2", "j3"]})
+    table = capacity_table(results, {"j1": "done", "j2": "stopped", "j3": "done"})
+    assert table.set_index("source")["partial"].to_dict() == {"builtin": True, "random": False}
+    assert not capacity_table(results)["partial"].any()  # no statuses: nothing known unfinished
+
+
+def test_a_sweep_stopped_by_sigterm_marks_its_job_stopped_and_its_capacity_partial(tmp_path, model_folder):
+    """A scheduler stops the driver (SIGTERM) mid-grid: the job in flight is `stopped` in
+    sweep.json (not left `running`), its stored solutions are in results.parquet, the sweep's
+    capacity row is partial, and the same sweep again finishes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from protoscope.reports.sweep_report import build_sweep_report
+
+    body = ('models = ["{models}"]\ntexts = "builtin:3"\ncapacity = [2, 3, 4, 5, 6, 7, 8]\n'
+            'seeds = 2\n[recipe]\nmax_steps = 400\n')
+    file = sweep_file(tmp_path, [model_folder], body.replace('"{models}"', "{models}"))
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "protoscope.cli", "sweep", file, "--out", str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(out.glob("jobs/*/parts/index.json")):  # a solution stored, mid-grid
+            assert proc.poll() is None, f"the sweep ended first:\n{proc.stderr.read()}"
+            assert time.monotonic() < deadline, "no solution stored within 180 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == cli.EXIT_INTERRUPTED, proc.stderr.read()
+    (job,) = json.loads((out / "sweep.json").read_text())["jobs"]
+    assert job["status"] == "stopped" and job["solutions"] >= 1
+    results = pd.read_parquet(out / "results.parquet")
+    assert len(results) == job["solutions"]
+    page = build_sweep_report(out, job_reports=False).read_text()
+    assert "Partial (1 of 1 rows" in page and ">stopped<" in page
+    state = run_sweep(read_sweep_file(file), out, backend="local", echo=lambda line: None)
+    assert state["jobs"][0]["status"] == "done"
