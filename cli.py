@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run")
     rep.add_argument("--static", default=None, help="also export every figure: png | svg | pdf")
 
+    cpt = sub.add_parser("compact", help="fold a run's appended parts into solutions.parquet / "
+                                         ".safetensors (a fit does this when it ends)")
+    cpt.add_argument("run")
+
     cmp_ = sub.add_parser("compare", help="write RUN/compare-TEXT.html for one text")
     cmp_.add_argument("run")
     cmp_.add_argument("--text", required=True, help="text id")

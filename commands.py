@@ -291,6 +291,17 @@ def report(args) -> int:
     return 0
 
 
+def compact(args) -> int:
+    from .geometry.store import RunStore
+
+    store = RunStore.open(args.run)
+    folded = store.compact()
+    rows = len(store.solutions())
+    print(f"compact: {store.path}: {rows} solutions in solutions.parquet / .safetensors"
+          + ("" if folded else " (already compact)"))
+    return 0
+
+
 def compare(args) -> int:
     from .reports.compare import build_compare
 

@@ -262,3 +262,15 @@ def test_sigkill_at_any_write_of_an_append_merge_or_compaction_loses_only_that_w
         assert not (path / "parts").exists()
         assert not [p for p in path.rglob("*") if ".tmp-" in p.name]
     assert killed >= 20, killed  # appends, merges and the compaction each had kill points
+
+
+def test_protoscope_compact_folds_a_runs_parts(store, capsys):
+    from protoscope.cli import main
+
+    _append(store, 0, 2)
+    _append(store, 2)
+    assert main(["compact", str(store.path)]) == 0
+    assert f"compact: {store.path}: 3 solutions" in capsys.readouterr().out
+    assert not (store.path / "parts").exists() and _check_prefix(store.path) == 3
+    assert main(["compact", str(store.path)]) == 0
+    assert "(already compact)" in capsys.readouterr().out
