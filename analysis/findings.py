@@ -2,7 +2,7 @@
 
 One row per question the run's tables can answer (a question whose table is absent, or holds
 no observation for it, is left out): its estimate, a 95% interval, n, the paper's value where
-the paper gives one, the paper's claim in words, and a verdict.
+the paper gives one, the paper's claim in words, a verdict, and what kind of evidence it is.
 
 Intervals: percentile bootstrap (analysis/bootstrap.py: `scipy.stats.bootstrap`, 2000
 resamples, seeded) over the finding's unit. Pairs of solutions share texts, so pair statistics
@@ -15,18 +15,34 @@ this n. The AUC rows are analysis/uniqueness.py's `auc_interval`, the uniqueness
 The compare page's findings of ONE text (`text_findings`) resample that text's pairs (or its
 solutions) instead: the pairs of one text are the only units it has.
 
+Evidence (the `evidence` column): what a row can show depends on how it was measured.
+- "observed": a measurement of fixed objects, which can agree or disagree: the AUCs, the
+  straight path (the segment between two solutions is one fixed object, so its breaking is
+  observed), the neighbourhood radii, the length ratio of the curves that were found, probes.
+- "bounded search": a claim that something EXISTS, resting on a search with a budget: "curve
+  keeps the text" (a curve that keeps the text exists) and capacity (the longest prefix a
+  fit reconstructs: a lower bound, for the paper as for this run). A search can confirm
+  such a claim, but a search that stops at its budget without finding it is no evidence that
+  nothing exists, so a bounded-search row NEVER disagrees.
+
 Verdict rule: agrees or disagrees with the PAPER, so only where the paper says something.
 Each finding the paper takes a side on has a boundary b and the side of it the paper's finding
 lies on:
 - "agrees" when the whole interval lies on the paper's side of b,
-- "disagrees" when the whole interval lies on the other side,
-- "inconclusive" otherwise: the interval straddles b, or there is no interval at this n.
-A finding whose paper value is a number rather than a side (capacity of a model the paper
-measured) agrees when the interval contains that number and disagrees when it does not.
+- "disagrees" when the whole interval lies on the other side (observed rows only),
+- "inconclusive" otherwise: the interval straddles b, or there is no interval at this n, or
+  (bounded search) the search did not show what the paper found.
 The boundaries: AUCs against 0.5 (chance); shares of paths that keep the text against 0.5 (a
 typical path holds or breaks); the curve length ratio against 1.2 (the paper's longest curve);
 the neighbourhood radius over the distance to the nearest other text's solution against 1
 (the ball that keeps a text is smaller than the gap to other texts).
+Bounded searches: the curve row agrees when its interval lies wholly above 0.5 (curves held on
+most pairs) and is otherwise inconclusive; when some curves did not hold, its detail opens
+with the budget, "not found within B steps on k of n pairs" (B the table's `bezier_steps`, k
+the pairs whose curve did not hold, n the pairs), which the terminal and the report show beside
+the verdict. Capacity, whose paper value is a number, agrees when the interval contains it or
+lies above it; below it, inconclusive, the detail opening "a lower bound: the search reached X
+within its budget" (`lower_bound_verdict`).
 A finding the paper gives no value for and takes no side on is "inconclusive" whatever the run
 found: there is nothing to agree or disagree with. Its claim opens with NO_PAPER_VALUE
 (`paper_silent` picks these rows out) and its detail says what the run found. These are
@@ -36,7 +52,8 @@ shuffled labels): the probes table's verdict (analysis/probes.py), "evidence", "
 baseline" when the whole interval lies under it (a probe that reads nothing can score below
 chance out of fold; that is not a disagreement with the paper).
 
-Table: findings (finding, estimate, low, high, n, paper, verdict, unit, claim, detail).
+Table: findings (finding, estimate, low, high, n, paper, verdict, unit, claim, detail,
+evidence).
 """
 
 from __future__ import annotations
@@ -54,6 +71,11 @@ from .uniqueness import auc_interval
 COLUMNS = columns("findings")
 VERDICTS = ("agrees", "disagrees", "inconclusive")
 NO_PAPER_VALUE = "the paper gives no value"  # the claim of a finding the paper is silent on
+OBSERVED, BOUNDED = "observed", "bounded search"  # the `evidence` column's values
+EVIDENCE = (OBSERVED, BOUNDED)
+# How the detail of an inconclusive row opens when the reason is not the interval alone:
+NOT_FOUND = "not found within"  # a curve search that ended at its budget on some pairs
+LOWER_BOUND = "a lower bound: the search reached"  # a capacity below the paper's
 
 # The paper's capacities, m not shared (PAPER.md), by a lowercase part of the model's name.
 PAPER_CAPACITY = {"pythia-160m": 128, "pythia-410m": 167, "pythia-1.4b": 128,
@@ -97,23 +119,23 @@ def findings(analysis: Callable[[str], pd.DataFrame | None], solutions: pd.DataF
     if uniq is not None and len(uniq):
         vector = _uniqueness_vector(uniq, solutions)
         pairs = uniq[uniq["vector"] == vector]
-        rows.append(_auc_row(pairs, ("same_text",), ("same_context", "different_context"),
-                             "same-text solutions closer than different-text", vector, seed,
-                             "same-text pairs are almost always closer", by))
-        rows.append(_auc_row(pairs, ("same_context",), ("different_context",),
-                             "same-context solutions closer than different-context", vector,
-                             seed, "closer, a small effect with heavy overlap", by))
+        rows.append(_auc_row(
+            pairs, ("same_text",), ("same_context", "different_context"),
+            "same-text solutions closer than different-text", vector, seed,
+            "same-text pairs are almost always closer", by))
+        rows.append(_auc_row(
+            pairs, ("same_context",), ("different_context",),
+            "same-context solutions closer than different-context", vector, seed,
+            "closer, a small effect with heavy overlap", by))
     conn = analysis("connectivity_pairs")
     if conn is not None and len(conn) and "held" in conn.columns:
         own = conn[conn["same_text"].astype(bool) & (conn["target"] == "a")]
-        rows.append(_held_row(own[own["path"] == "linear"], "straight path keeps the text",
-                              0.0, "below", "accuracy collapses in the middle of the segment",
-                              seed, by=by))
+        rows.append(_held_row(
+            own[own["path"] == "linear"], "straight path keeps the text", 0.0, "below",
+            "accuracy collapses in the middle of the segment", seed, by=by))
         curves = own[own["path"] == "bezier"]
         budget = _budget_words(curves)
-        rows.append(_held_row(curves, "curve keeps the text (share held)", 1.0, "above",
-                              "a trained quadratic Bezier curve keeps accuracy ~1 all along",
-                              seed, budget, by))
+        rows.append(_curve_row(curves, seed, budget, by))
         held = curves[curves["held"].astype(bool)]
         rows.append(_side_row(
             "curve length ratio (held curves)", held["length_ratio"].to_numpy(float),
@@ -151,23 +173,58 @@ def paper_silent(table: pd.DataFrame) -> pd.Series:
     return claim.fillna("").astype(str).str.startswith(NO_PAPER_VALUE)
 
 
+def inconclusive_reason(table: pd.DataFrame) -> pd.Series:
+    """Why an inconclusive row is one, where the interval alone is not the reason: the search's
+    budget ("not found within 200 steps on 5 of 5 pairs", "a lower bound: the search reached
+    64 within its budget"); "" elsewhere."""
+    detail = table["detail"] if "detail" in table.columns else pd.Series("", index=table.index)
+    detail = detail.fillna("").astype(str)
+    first = detail.str.split("; ").str[0]
+    reason = pd.Series("", index=table.index, dtype=object)
+    reason[detail.str.startswith(NOT_FOUND) | detail.str.startswith(LOWER_BOUND)] = first
+    return reason.where(table["verdict"].astype(str) == "inconclusive", "")
+
+
 def as_text(table: pd.DataFrame) -> str:
     """The findings table as a terminal shows it (demo, studies, `analyze`): one line per
-    finding; where the paper is silent, the verdict carries this run's own answer (e.g.
-    "inconclusive (no evidence)"), which otherwise only the report's detail column shows."""
+    finding; the verdict carries what otherwise only the report's detail column shows: a
+    bounded search's budget where it found nothing (e.g. "inconclusive (not found within 200
+    steps on 5 of 5 pairs)"), and, where the paper is silent, this run's own
+    answer (e.g. "inconclusive (no evidence)")."""
     shown = table[["finding", "estimate", "low", "high", "n", "paper", "verdict"]].copy()
     silent = paper_silent(table)
+    reason = inconclusive_reason(table)
     if "detail" in table.columns:
         own = table["detail"].fillna("").astype(str).str.split(":").str[0]
-        shown.loc[silent & own.ne(""), "verdict"] = (shown["verdict"] + " (" + own + ")")[silent]
+        mark = silent & own.ne("") & reason.eq("")
+        shown.loc[mark, "verdict"] = (shown["verdict"] + " (" + own + ")")[mark]
+    has = reason.ne("")
+    shown.loc[has, "verdict"] = (shown["verdict"] + " (" + reason + ")")[has]
     with pd.option_context("display.width", 200, "display.max_colwidth", 80):
         return shown.to_string(index=False, float_format=lambda v: f"{v:.3g}")
 
 
 def value_verdict(low: float, high: float, paper: float) -> str:
+    """An observed number against the paper's: agrees when the interval contains it."""
     if not (np.isfinite(low) and np.isfinite(high) and np.isfinite(paper)):
         return "inconclusive"
     return "agrees" if low <= paper <= high else "disagrees"
+
+
+def lower_bound_verdict(low: float, high: float, paper: float) -> str:
+    """A lower bound (capacity) against the paper's lower bound: agrees when the interval
+    contains the paper's value or lies above it; below it, inconclusive, never disagrees (a
+    longer search may reach further)."""
+    if not (np.isfinite(low) and np.isfinite(high) and np.isfinite(paper)):
+        return "inconclusive"
+    return "agrees" if high >= paper else "inconclusive"
+
+
+def bounded_verdict(low: float, high: float, boundary: float, side: str) -> str:
+    """An existence claim from a bounded search: `verdict`, with "disagrees" read as
+    inconclusive (a search that found nothing within its budget shows nothing is missing)."""
+    found = verdict(low, high, boundary, side)
+    return "inconclusive" if found == "disagrees" else found
 
 
 # -- statistics of weights (analysis/bootstrap.py resamples them) --------------------------
@@ -190,9 +247,10 @@ def _weighted_median(values: np.ndarray) -> Callable[[np.ndarray], float]:
 
 
 # -- the rows -------------------------------------------------------------------------------
-def _row(finding, estimate, low, high, n, paper, verdict_, unit, claim, detail) -> dict:
+def _row(finding, estimate, low, high, n, paper, verdict_, unit, claim, detail,
+         evidence=OBSERVED) -> dict:
     return dict(zip(COLUMNS, (finding, float(estimate), float(low), float(high), int(n),
-                              float(paper), verdict_, unit, claim, detail)))
+                              float(paper), verdict_, unit, claim, detail, evidence)))
 
 
 def _side_row(finding, values, units_a, units_b, paper, boundary, side, claim, unit, seed,
@@ -228,6 +286,27 @@ def _auc_row(pairs: pd.DataFrame, near: tuple, far: tuple, finding: str, vector:
               f"{n_near} vs {n_far} pairs")
     return _row(finding, estimate, low, high, n, np.nan, verdict(low, high, 0.5, "above"),
                 by, claim, detail)
+
+
+def _curve_row(curves: pd.DataFrame, seed: int, budget: str, by: str) -> dict | None:
+    """Curves that keep the text: an existence claim, confirmed when most pairs' curves held,
+    otherwise not shown within the budget (never refuted: bounded_verdict)."""
+    row = _held_row(curves, "curve keeps the text (share held)", 1.0, "above",
+                    "a trained quadratic Bezier curve keeps accuracy ~1 all along",
+                    seed, budget, by)
+    if row is None:
+        return None
+    row["evidence"] = BOUNDED
+    row["verdict"] = bounded_verdict(row["low"], row["high"], 0.5, "above")
+    missed = int((~curves["held"].astype(bool)).sum())
+    if row["verdict"] == "inconclusive" and missed:
+        steps = (f"{int(curves['bezier_steps'].max())} steps"
+                 if "bezier_steps" in curves.columns and curves["bezier_steps"].notna().any()
+                 else "its budget")
+        row["detail"] = (f"{NOT_FOUND} {steps} on {missed} of {len(curves)} pairs; a search "
+                         f"that ends at its budget does not show that no curve exists; "
+                         f"{row['detail']}")
+    return row
 
 
 def _held_row(paths: pd.DataFrame, finding: str, paper: float, side: str, claim: str,
@@ -285,10 +364,20 @@ def _capacity_row(cap: pd.DataFrame, manifest: dict, seed: int) -> dict | None:
     low, high, n = cluster_interval(stat, per_text["text_id"].astype(str).to_numpy(), None, seed)
     claim = (f"{paper:.0f} tokens on this model (m not shared, a lower bound)"
              if np.isfinite(paper) else f"{NO_PAPER_VALUE} for this model")
-    return _row("capacity (tokens, median over texts)", stat(np.ones(len(values))), low, high,
-                n, paper, value_verdict(low, high, paper), "texts", claim,
-                f"longest prefix reconstructed per text over lengths "
-                f"{sorted(set(cap['length'].astype(int)))}")
+    estimate = stat(np.ones(len(values)))
+    lengths = sorted(set(cap["length"].astype(int)))
+    detail = f"longest prefix reconstructed per text over lengths {lengths}"
+    verdict_ = lower_bound_verdict(low, high, paper)
+    if verdict_ == "inconclusive" and np.isfinite(high) and high < paper:
+        recipe = (manifest.get("config") or {}).get("recipe") if isinstance(
+            manifest.get("config"), dict) else None
+        steps = recipe.get("max_steps") if isinstance(recipe, dict) else None
+        budget = f"at most {int(steps)} steps a length, " if steps else ""
+        detail = (f"{LOWER_BOUND} {estimate:.3g} within its budget; {budget}lengths up to "
+                  f"{max(lengths)}; a longer search may reach the paper's {paper:.0f}; "
+                  f"{detail}")
+    return _row("capacity (tokens, median over texts)", estimate, low, high, n, paper,
+                verdict_, "texts", claim, detail, BOUNDED)
 
 
 def _probe_rows(probes: pd.DataFrame) -> list[dict]:

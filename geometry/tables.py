@@ -57,7 +57,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                   "first_token_match", "overlap_beyond_first", "aligned_from", "prompt"),
     "attention": ("layer", "slot", "attention_mass"),
     "findings": ("finding", "estimate", "low", "high", "n", "paper", "verdict", "unit", "claim",
-                 "detail"),
+                 "detail", "evidence"),
     "throughput": ("method", "length", "batch", "tokens", "seconds", "tokens_per_second",
                    "accuracy", "stand_in"),
 }

@@ -65,23 +65,24 @@ def report_sections(store) -> list[Section]:
 
 
 def run_findings(store) -> pd.DataFrame:
-    """The run's findings table; built from its tables when analyze has not written it (a
-    capacity run, an older run): it reads tables only."""
+    """The run's findings table; built from its tables (it reads tables only) when analyze has
+    not written it (a capacity run, an older run) or when the stored one predates the
+    `evidence` column (and so its verdict rule)."""
     from ..analysis.findings import findings
 
     table = store.analysis("findings")
-    if table is None:
+    if table is None or "evidence" not in table.columns:
         table = findings(store.analysis, store.solutions(), store.manifest or {})
     return table
 
 
 def findings_table(table: pd.DataFrame, empty: str) -> Html:
     """Findings as a table a reader scans first: interval beside the estimate, verdict last."""
-    from ..analysis.findings import paper_silent
+    from ..analysis.findings import inconclusive_reason, paper_silent
 
     if table is None or table.empty:
         return paragraph(empty, "no-data")
-    silent = paper_silent(table)
+    silent, reason = paper_silent(table), inconclusive_reason(table)
 
     def num(v) -> str:
         return "" if v is None or v != v else f"{float(v):.3g}"
@@ -94,8 +95,10 @@ def findings_table(table: pd.DataFrame, empty: str) -> Html:
         "n": [f"{int(n)} {u}" for n, u in zip(table["n"], table.get("unit", [""] * len(table)))],
         "paper": [num(v) for v in table["paper"]],
         "the paper says": table.get("claim", ""),
-        "verdict": [v if v != "inconclusive" else "inconclusive: no paper value" if quiet
-                    else "inconclusive at this n" for v, quiet in zip(table["verdict"], silent)],
+        "evidence": table.get("evidence", ""),
+        "verdict": [v if v != "inconclusive" else f"inconclusive: {why}" if why
+                    else "inconclusive: no paper value" if quiet else "inconclusive at this n"
+                    for v, quiet, why in zip(table["verdict"], silent, reason)],
         "how measured": table.get("detail", ""),
     })
     return html_table(shown, text_columns=("finding", "the paper says", "how measured"),
@@ -109,7 +112,14 @@ def findings_section(store) -> Section:
                         "side, disagrees when it lies on the other side, inconclusive when it "
                         "straddles or there are too few texts for an interval, and where the "
                         "paper gives no value (the probes, capacity on a model it did not "
-                        "run): there, 'how measured' says what the run found.", "no-data")]
+                        "run): there, 'how measured' says what the run found.", "no-data"),
+              paragraph("Evidence: an observed row measures fixed objects (the straight "
+                        "path, distances, radii, the curves that were found) and can agree or "
+                        "disagree; a bounded-search row claims that something exists (a curve "
+                        "that keeps the text, a capacity), which a search can confirm but, "
+                        "stopping at its budget, never refute: when it did not find it, the "
+                        "verdict is inconclusive and names the budget ('not found within B "
+                        "steps on k of n pairs'; capacity: a lower bound).", "no-data")]
     return Section("findings", "Findings", blocks)
 
 

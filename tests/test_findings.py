@@ -30,10 +30,12 @@ def _uniqueness(n_texts: int, same: float, other: float, seed: int = 0) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def _pairs(n_texts: int, linear_held: bool, curve_held: bool, ratio: float) -> pd.DataFrame:
+def _pairs(n_texts: int, linear_held: bool, curve_held, ratio: float) -> pd.DataFrame:
+    """One same-text pair per text, straight and curved; `curve_held` a bool or one per text."""
+    curve_held = [curve_held] * n_texts if isinstance(curve_held, bool) else list(curve_held)
     rows = []
     for i, path in itertools.product(range(n_texts), ("linear", "bezier")):
-        held = linear_held if path == "linear" else curve_held
+        held = linear_held if path == "linear" else curve_held[i]
         rows.append({"pair_id": i, "text_a": f"t{i}", "text_b": f"t{i}", "same_text": True,
                      "target": "a", "path": path, "held": held,
                      "length_ratio": 1.0 if path == "linear" else ratio + 0.001 * i,
@@ -54,6 +56,12 @@ def test_the_verdict_rule():
     assert fd.verdict(np.nan, np.nan, 0.5, "above") == "inconclusive"
     assert fd.value_verdict(100, 140, 128) == "agrees"
     assert fd.value_verdict(10, 20, 128) == "disagrees"
+    # A bounded search confirms or is inconclusive; it never disagrees.
+    assert fd.bounded_verdict(0.6, 0.9, 0.5, "above") == "agrees"
+    assert fd.bounded_verdict(0.0, 0.1, 0.5, "above") == "inconclusive"
+    assert fd.lower_bound_verdict(100, 140, 128) == "agrees"
+    assert fd.lower_bound_verdict(140, 180, 128) == "agrees"  # above the paper's lower bound
+    assert fd.lower_bound_verdict(10, 20, 128) == "inconclusive"
 
 
 def test_a_clear_effect_agrees_with_the_paper():
@@ -75,9 +83,41 @@ def test_the_opposite_effect_disagrees():
                     "connectivity_pairs": _pairs(12, True, False, 1.5)})
     assert table.loc["same-text solutions closer than different-text", "verdict"] == "disagrees"
     assert table.loc["straight path keeps the text", "verdict"] == "disagrees"
-    assert table.loc["curve keeps the text (share held)", "verdict"] == "disagrees"
+    # no curve held: a bounded search that found nothing, not a disagreement
+    assert table.loc["curve keeps the text (share held)", "verdict"] == "inconclusive"
     assert "curve length ratio (held curves)" not in table.index or \
         table.loc["curve length ratio (held curves)", "n"] == 0
+
+
+def test_curves_that_all_fail_are_not_found_within_the_budget_never_disagreeing():
+    table = fd.findings({"connectivity_pairs": _pairs(5, False, False, 1.1)}.get, SOLUTIONS, {})
+    curve = table.set_index("finding").loc["curve keeps the text (share held)"]
+    assert curve["high"] < 0.5  # the whole interval lies on the other side of the boundary
+    assert curve["verdict"] == "inconclusive" and curve["evidence"] == "bounded search"
+    assert curve["detail"].startswith("not found within 300 steps on 5 of 5 pairs")
+    printed = [line for line in fd.as_text(table).splitlines() if "curve keeps" in line]
+    assert printed[0].rstrip().endswith("inconclusive (not found within 300 steps on 5 of 5 pairs)")
+    assert "disagrees" not in fd.as_text(table)
+
+
+def test_curves_that_mostly_hold_agree():
+    held = [True] * 10 + [False] * 2
+    table = _table({"connectivity_pairs": _pairs(12, False, held, 1.1)})
+    curve = table.loc["curve keeps the text (share held)"]
+    assert curve["low"] > 0.5 and curve["verdict"] == "agrees"
+    assert not curve["detail"].startswith(fd.NOT_FOUND)  # confirmed: no budget caveat
+
+
+def test_each_row_says_whether_it_is_observed_or_a_bounded_search():
+    table = _table({"uniqueness": _uniqueness(12, same=0.2, other=0.8),
+                    "connectivity_pairs": _pairs(12, False, True, 1.1),
+                    "capacity": _capacity(6, 128)})
+    assert list(table.reset_index().columns)[-1] == "evidence"
+    evidence = table["evidence"].to_dict()
+    assert evidence.pop("curve keeps the text (share held)") == fd.BOUNDED
+    assert evidence.pop("capacity (tokens, median over texts)") == fd.BOUNDED
+    assert set(evidence.values()) == {fd.OBSERVED}  # AUCs, straight path, curve length
+    assert "straight path keeps the text" in evidence
 
 
 def test_a_tiny_n_is_inconclusive_even_with_a_clear_effect():
@@ -133,12 +173,31 @@ def test_only_findings_the_paper_gives_nothing_for_are_paper_silent():
     assert (table["verdict"] == "disagrees").any()
 
 
+def _capacity(n_texts: int, reached: int) -> pd.DataFrame:
+    """A capacity table whose every text reconstructs the lengths up to `reached`."""
+    return pd.DataFrame([
+        {"text_id": f"t{i}", "source": "builtin", "seed": 0, "method": "one-step",
+         "arrangement": "e m*", "length": length, "accuracy": 1.0, "c_tokens": length,
+         "reconstructed": length <= reached, "h_lm_nats": 1.0 * length, "h_lm_bits": 1.0}
+        for i in range(n_texts) for length in (64, 90, 128, 181)])
+
+
+def test_a_capacity_below_the_papers_is_a_lower_bound_not_a_disagreement():
+    pythia = {"model": {"name": "EleutherAI/pythia-160m"},
+              "config": {"recipe": {"max_steps": 300}}}
+    below = fd.findings({"capacity": _capacity(6, 64)}.get, SOLUTIONS, pythia).iloc[0]
+    assert below["high"] < below["paper"] == 128
+    assert below["verdict"] == "inconclusive" and below["evidence"] == "bounded search"
+    assert below["detail"].startswith("a lower bound: the search reached 64 within its budget; "
+                                      "at most 300 steps a length")
+    above = fd.findings({"capacity": _capacity(6, 181)}.get, SOLUTIONS, pythia).iloc[0]
+    assert above["low"] > 128 and above["verdict"] == "agrees"
+    table = fd.findings({"capacity": _capacity(6, 64)}.get, SOLUTIONS, pythia)
+    assert "inconclusive (a lower bound: the search reached 64 within its budget)" in fd.as_text(table)
+
+
 def test_capacity_compares_with_the_paper_only_on_its_models():
-    rows = [{"text_id": f"t{i}", "source": "builtin", "seed": 0, "method": "one-step",
-             "arrangement": "e m*", "length": length, "accuracy": 1.0,
-             "c_tokens": length, "reconstructed": length <= 128, "h_lm_nats": 1.0 * length,
-             "h_lm_bits": 1.0} for i in range(6) for length in (64, 90, 128, 181)]
-    cap = pd.DataFrame(rows)
+    cap = _capacity(6, 128)
     pythia = fd.findings({"capacity": cap}.get, SOLUTIONS, {"model": {"name": "EleutherAI/pythia-160m"}})
     assert pythia.iloc[0]["paper"] == 128 and pythia.iloc[0]["verdict"] == "agrees"
     other = fd.findings({"capacity": cap}.get, SOLUTIONS, {"model": {"name": "smollm2-135m"}})
@@ -238,3 +297,4 @@ def test_the_printed_table_carries_the_runs_own_answer_where_the_paper_is_silent
     lines = fd.as_text(table).splitlines()
     assert "inconclusive (no evidence)" in lines[1]
     assert lines[2].rstrip().endswith("agrees") and "(" not in lines[2].split("agrees")[-1]
+

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from protoscope.analysis import findings as fd
 from protoscope.analysis.run import run_analyses
 from protoscope.geometry.store import RunStore
 from protoscope.reports.compare import build_compare
@@ -108,3 +109,34 @@ def test_the_protocol_header_prints_both_settings_alike():
         "paper": {"pairs": 45, "length": None}, "differs": ["pairs: 1 here, 45 in the paper."]}}))
     assert "pairs 1, length 16" in html and "pairs 45, length not stated" in html, html
     assert "{" not in html and "None" not in html
+
+
+def _findings_rows(body: str) -> dict[str, str]:
+    """The findings table's rows of a page body, by finding."""
+    section = body[body.index('<section id="findings">'):body.index("</section>")]
+    rows = re.findall(r"<tr>.*?</tr>", section, re.S)
+    return {re.sub("<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)[0]): r
+            for r in rows if "<td" in r}
+
+
+def test_curves_that_all_failed_are_not_found_within_the_budget_not_disagreeing(synthetic, tmp_path):
+    run = tmp_path / "RUN"
+    shutil.copytree(synthetic, run)
+    store = RunStore.open(run)
+    pairs = store.analysis("connectivity_pairs")
+    pairs.loc[pairs["path"] == "bezier", "held"] = False
+    # one text per same-text pair: enough units for an interval, which lies wholly below 0.5
+    own = pairs["same_text"].astype(bool)
+    pairs.loc[own, "text_b"] = pairs.loc[own, "text_a"] = [f"p{i}" for i in pairs.loc[own, "pair_id"]]
+    store.write_analysis("connectivity_pairs", pairs)
+    fd.write(store)
+    body = _body(build_report(run))
+    curve = _findings_rows(body)["curve keeps the text (share held)"]
+    steps = int(pairs["bezier_steps"].max())
+    n = int(((pairs["path"] == "bezier") & pairs["same_text"] & (pairs["target"] == "a")).sum())
+    assert f"<td>inconclusive: not found within {steps} steps on {n} of {n} pairs</td>" in curve
+    assert "<td>bounded search</td>" in curve and "disagrees" not in curve
+    assert "<td>[0, 0]</td>" in curve  # an interval: it is the search, not n, that is short
+    assert "<th>evidence</th>" in body
+    assert "Evidence: an observed row measures fixed objects" in body
+
