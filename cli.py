@@ -47,6 +47,13 @@ def _threads_option(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for torch (default: torch's); kept in the manifest")
 
 
+def _learned_starts_option(p: argparse.ArgumentParser, scope: str) -> None:
+    p.add_argument("--allow-learned-starts", action="store_true",
+                   help="ordinary verdicts for uniqueness, connectivity and probe findings even "
+                        "when solutions started from a learned encoder (otherwise inconclusive: "
+                        f"such seeds start near one point); {scope}")
+
+
 def _fit_options(p: argparse.ArgumentParser, texts: bool = True) -> None:
     if texts:
         p.add_argument("--texts", default="builtin",
@@ -123,11 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--device", default="cpu")
     _threads_option(ana)
     ana.add_argument("--quiet", action="store_true")
+    _learned_starts_option(ana, "record in the manifest (report follows it)")
     analysis_options.add_arguments(ana)
 
     rep = sub.add_parser("report", help="write RUN/report.html (or a sweep directory's DIR/report.html)")
     rep.add_argument("run")
     rep.add_argument("--static", default=None, help="also export every figure: png | svg | pdf")
+    _learned_starts_option(rep, "for this page only (default: what analyze recorded)")
 
     cpt = sub.add_parser("compact", help="fold a run's appended parts into solutions.parquet / "
                                          ".safetensors (a fit does this when it ends)")

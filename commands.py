@@ -258,6 +258,8 @@ def analyze(args) -> int:
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     _threads(args)
     with _locked(args.run):
+        # the findings run_analyses rebuilds, and later reports, follow this choice
+        store.update_manifest(allow_learned_starts=bool(args.allow_learned_starts))
         timings = run_analyses(store, only=only, device=args.device, force=args.force,
                                quiet=args.quiet, options=from_args(args))
         record_threads(store, "analyze")
@@ -286,7 +288,8 @@ def report(args) -> int:
     if is_sweep(args.run):  # a sweep directory: its own page, linking every job's report
         print(f"report: {build_sweep_report(args.run)}")
         return 0
-    path = build_report(args.run, static=args.static)
+    path = build_report(args.run, static=args.static,
+                        allow_learned_starts=True if args.allow_learned_starts else None)
     print(f"report: {path}")
     return 0
 

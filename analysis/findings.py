@@ -52,6 +52,14 @@ shuffled labels): the probes table's verdict (analysis/probes.py), "evidence", "
 baseline" when the whole interval lies under it (a probe that reads nothing can score below
 chance out of fold; that is not a disagreement with the paper).
 
+Learned starts: a run in which any solution started from a learned encoder's prediction
+(geometry/starts.py: `start` `encoder:NAME`) puts a text's solutions from different seeds
+close together, so its uniqueness, connectivity (straight path, curve, curve length) and probe
+rows measure the encoder, not the solution space: they are "inconclusive", their detail
+opening with LEARNED_START and the verdict they would otherwise have, unless the user allows
+it (`allow_learned_starts=True`, `--allow-learned-starts` of analyze and report, recorded as
+manifest["allow_learned_starts"]).
+
 Table: findings (finding, estimate, low, high, n, paper, verdict, unit, claim, detail,
 evidence).
 """
@@ -64,6 +72,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..geometry.starts import learned, solution_starts
 from ..geometry.tables import CONCATENATED, RECONSTRUCTED, columns
 from .bootstrap import cluster_interval, pair_units
 from .uniqueness import auc_interval
@@ -76,6 +85,7 @@ EVIDENCE = (OBSERVED, BOUNDED)
 # How the detail of an inconclusive row opens when the reason is not the interval alone:
 NOT_FOUND = "not found within"  # a curve search that ended at its budget on some pairs
 LOWER_BOUND = "a lower bound: the search reached"  # a capacity below the paper's
+LEARNED_START = "solutions started from a learned encoder"
 
 # The paper's capacities, m not shared (PAPER.md), by a lowercase part of the model's name.
 PAPER_CAPACITY = {"pythia-160m": 128, "pythia-410m": 167, "pythia-1.4b": 128,
@@ -83,7 +93,8 @@ PAPER_CAPACITY = {"pythia-160m": 128, "pythia-410m": 167, "pythia-1.4b": 128,
 
 
 def text_findings(analysis: Callable[[str], pd.DataFrame | None], solutions: pd.DataFrame,
-                  manifest: dict, text_id: str, seed: int = 0) -> pd.DataFrame:
+                  manifest: dict, text_id: str, seed: int = 0,
+                  allow_learned_starts: bool | None = None) -> pd.DataFrame:
     """The findings about one text's solutions, resampling pairs (or its solutions)."""
     text_id = str(text_id)
 
@@ -98,50 +109,78 @@ def text_findings(analysis: Callable[[str], pd.DataFrame | None], solutions: pd.
             return frame[frame["text_id"].astype(str) == text_id]
         return None
 
-    return findings(own, solutions, manifest, seed, by="pairs")
+    return findings(own, solutions, manifest, seed, by="pairs",
+                    allow_learned_starts=allow_learned_starts)
 
 
-def write(store) -> pd.DataFrame:
-    """Build the findings of the run in `store` and write RUN/analysis/findings.parquet."""
-    table = findings(store.analysis, store.solutions(), store.manifest or {})
+def write(store, allow_learned_starts: bool | None = None) -> pd.DataFrame:
+    """Build the findings of the run in `store` and write RUN/analysis/findings.parquet
+    (`allow_learned_starts` None: as manifest["allow_learned_starts"] says)."""
+    table = findings(store.analysis, store.solutions(), store.manifest or {},
+                     allow_learned_starts=allow_learned_starts)
     store.write_analysis("findings", table)
     return table
 
 
+def allows_learned_starts(manifest: dict, allow: bool | None = None) -> bool:
+    """Whether learned-start runs get ordinary verdicts: `allow` when given, else the manifest's
+    record of the user's choice (`--allow-learned-starts`)."""
+    return bool((manifest or {}).get("allow_learned_starts", False) if allow is None else allow)
+
+
+def learned_starts(solutions: pd.DataFrame, manifest: dict) -> str:
+    """Words for the learned starts of a run ("encoder:NAME on k of n solutions"), "" if none."""
+    starts = solution_starts(solutions, manifest)
+    which = learned(starts)
+    if not which.any():
+        return ""
+    names = ", ".join(sorted(set(starts[which].astype(str))))
+    return f"{names} on {int(which.sum())} of {len(starts)} solutions"
+
+
 def findings(analysis: Callable[[str], pd.DataFrame | None], solutions: pd.DataFrame,
-             manifest: dict, seed: int = 0, by: str = "texts") -> pd.DataFrame:
+             manifest: dict, seed: int = 0, by: str = "texts",
+             allow_learned_starts: bool | None = None) -> pd.DataFrame:
     """The findings table from the run's tables (`analysis(name)` returns one or None).
 
     `by="pairs"` resamples pairs instead of texts (the findings of one text, `text_findings`).
+    `allow_learned_starts`: give a run whose solutions started from a learned encoder the
+    ordinary verdicts on uniqueness, connectivity and probes (None: the manifest's choice).
     """
+    starts = "" if allows_learned_starts(manifest, allow_learned_starts) else \
+        learned_starts(solutions, manifest)
+
+    def geometry(row: dict | None) -> dict | None:  # a row the seeds' spread decides
+        return _learned(row, starts) if starts else row
+
     rows = []
     uniq = analysis("uniqueness")
     if uniq is not None and len(uniq):
         vector = _uniqueness_vector(uniq, solutions)
         pairs = uniq[uniq["vector"] == vector]
-        rows.append(_auc_row(
+        rows.append(geometry(_auc_row(
             pairs, ("same_text",), ("same_context", "different_context"),
             "same-text solutions closer than different-text", vector, seed,
-            "same-text pairs are almost always closer", by))
-        rows.append(_auc_row(
+            "same-text pairs are almost always closer", by)))
+        rows.append(geometry(_auc_row(
             pairs, ("same_context",), ("different_context",),
             "same-context solutions closer than different-context", vector, seed,
-            "closer, a small effect with heavy overlap", by))
+            "closer, a small effect with heavy overlap", by)))
     conn = analysis("connectivity_pairs")
     if conn is not None and len(conn) and "held" in conn.columns:
         own = conn[conn["same_text"].astype(bool) & (conn["target"] == "a")]
-        rows.append(_held_row(
+        rows.append(geometry(_held_row(
             own[own["path"] == "linear"], "straight path keeps the text", 0.0, "below",
-            "accuracy collapses in the middle of the segment", seed, by=by))
+            "accuracy collapses in the middle of the segment", seed, by=by)))
         curves = own[own["path"] == "bezier"]
         budget = _budget_words(curves)
-        rows.append(_curve_row(curves, seed, budget, by))
+        rows.append(geometry(_curve_row(curves, seed, budget, by)))
         held = curves[curves["held"].astype(bool)]
-        rows.append(_side_row(
+        rows.append(geometry(_side_row(
             "curve length ratio (held curves)", held["length_ratio"].to_numpy(float),
             *pair_units(held, by), 1.2, 1.2, "below",
             "nearly straight: the longest curve was 1.2x the segment", by, seed,
-            f"mean curve length / segment length over the curves that held; {budget}"))
+            f"mean curve length / segment length over the curves that held; {budget}")))
     radii = analysis("neighbourhood_radii")
     if radii is not None and len(radii):
         rows.append(_radius_row(radii, analysis("neighbourhoods"), seed))
@@ -150,7 +189,7 @@ def findings(analysis: Callable[[str], pd.DataFrame | None], solutions: pd.DataF
         rows.append(_capacity_row(cap, manifest, seed))
     probes = analysis("probes")
     if probes is not None and len(probes):
-        rows.extend(_probe_rows(probes))
+        rows.extend(geometry(row) for row in _probe_rows(probes))
     rows = [r for r in rows if r is not None]
     table = pd.DataFrame(rows, columns=COLUMNS)
     return table.astype({"estimate": float, "low": float, "high": float, "n": int,
@@ -174,14 +213,15 @@ def paper_silent(table: pd.DataFrame) -> pd.Series:
 
 
 def inconclusive_reason(table: pd.DataFrame) -> pd.Series:
-    """Why an inconclusive row is one, where the interval alone is not the reason: the search's
-    budget ("not found within 200 steps on 5 of 5 pairs", "a lower bound: the search reached
-    64 within its budget"); "" elsewhere."""
+    """Why an inconclusive row is one, where the interval alone is not the reason: the learned
+    starts (LEARNED_START) or the search's budget ("not found within 200 steps on 5 of 5
+    pairs", "a lower bound: the search reached 64 within its budget"); "" elsewhere."""
     detail = table["detail"] if "detail" in table.columns else pd.Series("", index=table.index)
     detail = detail.fillna("").astype(str)
     first = detail.str.split("; ").str[0]
     reason = pd.Series("", index=table.index, dtype=object)
     reason[detail.str.startswith(NOT_FOUND) | detail.str.startswith(LOWER_BOUND)] = first
+    reason[detail.str.startswith(LEARNED_START)] = LEARNED_START
     return reason.where(table["verdict"].astype(str) == "inconclusive", "")
 
 
@@ -189,7 +229,7 @@ def as_text(table: pd.DataFrame) -> str:
     """The findings table as a terminal shows it (demo, studies, `analyze`): one line per
     finding; the verdict carries what otherwise only the report's detail column shows: a
     bounded search's budget where it found nothing (e.g. "inconclusive (not found within 200
-    steps on 5 of 5 pairs)"), and, where the paper is silent, this run's own
+    steps on 5 of 5 pairs)"), learned starts, and, where the paper is silent, this run's own
     answer (e.g. "inconclusive (no evidence)")."""
     shown = table[["finding", "estimate", "low", "high", "n", "paper", "verdict"]].copy()
     silent = paper_silent(table)
@@ -251,6 +291,16 @@ def _row(finding, estimate, low, high, n, paper, verdict_, unit, claim, detail,
          evidence=OBSERVED) -> dict:
     return dict(zip(COLUMNS, (finding, float(estimate), float(low), float(high), int(n),
                               float(paper), verdict_, unit, claim, detail, evidence)))
+
+
+def _learned(row: dict | None, starts: str) -> dict | None:
+    """A row on a run with learned starts: inconclusive, saying why and what it would be."""
+    if row is None:
+        return None
+    return {**row, "verdict": "inconclusive",
+            "detail": f"{LEARNED_START} ({starts}): a text's seeds start near one point, so "
+                      f"this measures the encoder, not the solution space; with "
+                      f"--allow-learned-starts: {row['verdict']}; {row['detail']}"}
 
 
 def _side_row(finding, values, units_a, units_b, paper, boundary, side, claim, unit, seed,

@@ -128,10 +128,10 @@ def compare_sections(store, text_id: str, pair_id=None) -> list[Section]:
 
 def text_findings_section(store, text_id: str) -> Section:
     from ..analysis.findings import text_findings
-    from .report import findings_table
+    from .report import findings_table, learned_starts_note
 
     table = text_findings(store.analysis, store.solutions(), store.manifest or {}, text_id)
-    return Section("findings", "Findings", [findings_table(
+    return Section("findings", "Findings", learned_starts_note(store) + [findings_table(
         table, "No table of this run answers a question about this text yet.")])
 
 

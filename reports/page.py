@@ -66,6 +66,7 @@ dl.meta dt { font-weight: 600; }
 dl.meta dd { margin: 0; }
 .plot { margin: 12px 0; }
 p.no-data { color: #666; font-style: italic; padding: 6px 10px; border-left: 3px solid #ccc; }
+p.learned-starts { padding: 6px 10px; border-left: 3px solid #c60; }  /* verdicts held back */
 .table-wrap { max-height: 420px; overflow: auto; border: 1px solid #ddd; margin: 12px 0; }
 #findings .table-wrap { max-height: none; }  /* the answers: never scrolled out of sight */
 table { border-collapse: collapse; font-size: 13px; width: 100%; }

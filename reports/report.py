@@ -41,16 +41,19 @@ def open_run(run_dir: Path | str) -> RunStore:
     return RunStore.open(run_dir)
 
 
-def build_report(run_dir: Path | str, static: str | None = None) -> Path:
+def build_report(run_dir: Path | str, static: str | None = None,
+                 allow_learned_starts: bool | None = None) -> Path:
     """Write RUN/report.html (and RUN/figures/*.FORMAT when `static` is png, svg or pdf).
 
+    `allow_learned_starts` (None: the manifest's choice, as `analyze` recorded it) gives a run
+    whose solutions started from a learned encoder ordinary verdicts (analysis/findings.py).
     Returns the path of the page. Raises ProtoscopeError (or its StoreError) when the folder
     is not a run store, `static` is not a known format, or static export finds no browser.
     """
     check_format(static)
     run_dir = Path(run_dir)
     store = open_run(run_dir)
-    sections = report_sections(store)
+    sections = report_sections(store, allow_learned_starts)
     page = render_page(f"protoscope report: {run_dir.resolve().name}", sections, run_header(store))
     path = write_page(run_dir / "report.html", page)
     if static is not None:
@@ -58,21 +61,25 @@ def build_report(run_dir: Path | str, static: str | None = None) -> Path:
     return path
 
 
-def report_sections(store) -> list[Section]:
+def report_sections(store, allow_learned_starts: bool | None = None) -> list[Section]:
     """The report's sections, in reading order (usable from a notebook without writing HTML)."""
-    return [findings_section(store), overview(store), capacity(store), uniqueness(store),
-            connectivity(store), neighbourhoods(store), information(store)]
+    return [findings_section(store, allow_learned_starts), overview(store), capacity(store),
+            uniqueness(store), connectivity(store), neighbourhoods(store), information(store)]
 
 
-def run_findings(store) -> pd.DataFrame:
+def run_findings(store, allow_learned_starts: bool | None = None) -> pd.DataFrame:
     """The run's findings table; built from its tables (it reads tables only) when analyze has
-    not written it (a capacity run, an older run) or when the stored one predates the
-    `evidence` column (and so its verdict rule)."""
-    from ..analysis.findings import findings
+    not written it (a capacity run, an older run), when the stored one predates the `evidence`
+    column (and so its verdict rule), or when `allow_learned_starts` asks otherwise than the
+    manifest's choice the stored table was built under."""
+    from ..analysis.findings import allows_learned_starts, findings
 
+    manifest = store.manifest or {}
+    allow = allows_learned_starts(manifest, allow_learned_starts)
     table = store.analysis("findings")
-    if table is None or "evidence" not in table.columns:
-        table = findings(store.analysis, store.solutions(), store.manifest or {})
+    if table is None or "evidence" not in table.columns or \
+            allow != allows_learned_starts(manifest):
+        table = findings(store.analysis, store.solutions(), manifest, allow_learned_starts=allow)
     return table
 
 
@@ -105,22 +112,43 @@ def findings_table(table: pd.DataFrame, empty: str) -> Html:
                       text_limit=200)
 
 
-def findings_section(store) -> Section:
-    blocks = [findings_table(run_findings(store),
-                             "No findings yet: run `protoscope analyze` on this run."),
-              paragraph("Verdicts: agrees when the whole 95% interval lies on the paper's "
-                        "side, disagrees when it lies on the other side, inconclusive when it "
-                        "straddles or there are too few texts for an interval, and where the "
-                        "paper gives no value (the probes, capacity on a model it did not "
-                        "run): there, 'how measured' says what the run found.", "no-data"),
-              paragraph("Evidence: an observed row measures fixed objects (the straight "
-                        "path, distances, radii, the curves that were found) and can agree or "
-                        "disagree; a bounded-search row claims that something exists (a curve "
-                        "that keeps the text, a capacity), which a search can confirm but, "
-                        "stopping at its budget, never refute: when it did not find it, the "
-                        "verdict is inconclusive and names the budget ('not found within B "
-                        "steps on k of n pairs'; capacity: a lower bound).", "no-data")]
+def findings_section(store, allow_learned_starts: bool | None = None) -> Section:
+    blocks = learned_starts_note(store, allow_learned_starts)
+    blocks += [findings_table(run_findings(store, allow_learned_starts),
+                              "No findings yet: run `protoscope analyze` on this run."),
+               paragraph("Verdicts: agrees when the whole 95% interval lies on the paper's "
+                         "side, disagrees when it lies on the other side, inconclusive when it "
+                         "straddles or there are too few texts for an interval, and where the "
+                         "paper gives no value (the probes, capacity on a model it did not "
+                         "run): there, 'how measured' says what the run found.", "no-data"),
+               paragraph("Evidence: an observed row measures fixed objects (the straight "
+                         "path, distances, radii, the curves that were found) and can agree or "
+                         "disagree; a bounded-search row claims that something exists (a curve "
+                         "that keeps the text, a capacity), which a search can confirm but, "
+                         "stopping at its budget, never refute: when it did not find it, the "
+                         "verdict is inconclusive and names the budget ('not found within B "
+                         "steps on k of n pairs'; capacity: a lower bound).", "no-data")]
     return Section("findings", "Findings", blocks)
+
+
+def learned_starts_note(store, allow_learned_starts: bool | None = None) -> list[Html]:
+    """One sentence above the findings when solutions started from a learned encoder."""
+    from ..analysis.findings import allows_learned_starts, learned_starts
+
+    manifest = store.manifest or {}
+    starts = learned_starts(store.solutions(), manifest)
+    if not starts:
+        return []
+    if allows_learned_starts(manifest, allow_learned_starts):
+        then = ("their verdicts are the ordinary ones here, because --allow-learned-starts "
+                "was given")
+    else:
+        then = ("they are inconclusive here; `protoscope analyze` or `report` with "
+                "--allow-learned-starts gives their ordinary verdicts")
+    return [paragraph(f"Solutions of this run started from a learned encoder ({starts}): a "
+                      f"text's seeds start near one point, so the uniqueness, connectivity "
+                      f"and probe findings measure the encoder, not the solution space; "
+                      f"{then}.", "learned-starts")]
 
 
 def _model_name(manifest: dict) -> str:

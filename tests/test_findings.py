@@ -298,3 +298,52 @@ def test_the_printed_table_carries_the_runs_own_answer_where_the_paper_is_silent
     assert "inconclusive (no evidence)" in lines[1]
     assert lines[2].rstrip().endswith("agrees") and "(" not in lines[2].split("agrees")[-1]
 
+
+def _geometry_tables() -> dict:
+    probes = pd.DataFrame({"target": ["source"], "metric": ["accuracy"], "score": [0.9],
+                           "baseline": [0.33], "low": [0.85], "high": [0.95], "n": [40],
+                           "verdict": ["evidence"]})
+    return {"uniqueness": _uniqueness(12, same=0.2, other=0.8),
+            "connectivity_pairs": _pairs(12, False, True, 1.1),
+            "capacity": _capacity(6, 128), "probes": probes}
+
+
+GEOMETRY = ("same-text solutions closer than different-text", "straight path keeps the text",
+            "curve keeps the text (share held)", "curve length ratio (held curves)",
+            "probe: source")
+PYTHIA = {"model": {"name": "EleutherAI/pythia-160m"}}
+
+
+def test_an_encoder_started_runs_geometry_findings_are_inconclusive_unless_allowed():
+    solutions = pd.DataFrame({"share": ["none"] * 4, "init_from": [-1] * 4,
+                              "start": ["encoder:enc"] * 3 + ["embedding"]})
+    table = fd.findings(_geometry_tables().get, solutions, PYTHIA).set_index("finding")
+    for finding in GEOMETRY:
+        assert table.loc[finding, "verdict"] == "inconclusive", finding
+        assert table.loc[finding, "detail"].startswith(
+            "solutions started from a learned encoder (encoder:enc on 3 of 4 solutions)"), finding
+    assert "with --allow-learned-starts: agrees" in table.loc["straight path keeps the text", "detail"]
+    # capacity does not rest on the seeds' spread: its verdict stands
+    assert table.loc["capacity (tokens, median over texts)", "verdict"] == "agrees"
+    assert "inconclusive (solutions started from a learned encoder)" in fd.as_text(table.reset_index())
+    allowed = fd.findings(_geometry_tables().get, solutions, PYTHIA,
+                          allow_learned_starts=True).set_index("finding")
+    for finding in GEOMETRY[:4]:
+        assert allowed.loc[finding, "verdict"] == "agrees", finding
+    assert not allowed["detail"].str.startswith(fd.LEARNED_START).any()
+    # the choice analyze recorded in the manifest is the default
+    recorded = fd.findings(_geometry_tables().get, solutions,
+                           {**PYTHIA, "allow_learned_starts": True}).set_index("finding")
+    assert recorded["verdict"].equals(allowed["verdict"])
+
+
+def test_a_run_without_a_start_column_is_read_from_its_manifest():
+    manifest = {**PYTHIA, "config": {"start": "encoder:/runs/enc", "recipe": {"init": "embedding"}},
+                "start": {"spec": "encoder:/runs/enc", "encoder": "/runs/enc"}}
+    solutions = pd.DataFrame({"share": ["none"] * 2, "init_from": [-1, -1]})
+    table = fd.findings(_geometry_tables().get, solutions, manifest).set_index("finding")
+    assert table.loc["straight path keeps the text", "detail"].startswith(
+        "solutions started from a learned encoder (encoder:enc on 2 of 2 solutions)")
+    plain = fd.findings(_geometry_tables().get, solutions,
+                        {**PYTHIA, "config": {"recipe": {"init": "embedding"}}})
+    assert not plain["detail"].str.startswith(fd.LEARNED_START).any()

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 
+import pandas as pd
 import pytest
 
 from protoscope.analysis import findings as fd
@@ -15,7 +16,7 @@ from protoscope.reports.compare import build_compare
 from protoscope.reports.report import build_report
 
 from synthetic_run import make_synthetic_run
-from tiny_run import tiny_run
+from tiny_run import cli_fitted_run, tiny_run
 
 FIGURE_DIV = '<div class="plot" data-figure='
 PROTOCOL = {"name": "connectivity", "settings": {"texts": 3, "seeds": 4, "length": 12},
@@ -140,3 +141,79 @@ def test_curves_that_all_failed_are_not_found_within_the_budget_not_disagreeing(
     assert "<th>evidence</th>" in body
     assert "Evidence: an observed row measures fixed objects" in body
 
+
+def _encoder_started(synthetic, run) -> RunStore:
+    """A copy of the synthetic run whose solutions say they started from an encoder, with the
+    findings analyze would write for it."""
+    shutil.copytree(synthetic, run)
+    rows = pd.read_parquet(run / "solutions.parquet").assign(start="encoder:enc")
+    rows.to_parquet(run / "solutions.parquet", index=False)
+    store = RunStore.open(run)
+    fd.write(store)
+    return store
+
+
+LEARNED_VERDICT = "<td>inconclusive: solutions started from a learned encoder</td>"
+
+
+def test_an_encoder_started_run_says_its_geometry_findings_measure_the_encoder(synthetic, tmp_path):
+    _encoder_started(synthetic, tmp_path / "RUN")
+    body = _body(build_report(tmp_path / "RUN"))
+    note = body.index("Solutions of this run started from a learned encoder (encoder:enc on 12 "
+                      "of 12 solutions)")
+    assert note < body.index("<th>verdict</th>")  # said above the findings table
+    rows = _findings_rows(body)
+    for finding in ("same-text solutions closer than different-text",
+                    "straight path keeps the text", "curve keeps the text (share held)"):
+        assert LEARNED_VERDICT in rows[finding], finding
+    assert LEARNED_VERDICT not in rows["capacity (tokens, median over texts)"]
+    # asked otherwise, the page gives the ordinary verdicts and says why
+    body = _body(build_report(tmp_path / "RUN", allow_learned_starts=True))
+    assert LEARNED_VERDICT not in body and "because --allow-learned-starts was given" in body
+    # the ordinary verdict of 4 texts: no interval
+    assert "<td>inconclusive at this n</td>" in _findings_rows(body)["straight path keeps the text"]
+
+
+def test_analyze_records_allow_learned_starts_and_report_follows_it(tmp_path, capsys, monkeypatch):
+    """A real encoder start on a tiny model, through the command line: fit --init encoder:ENC
+    writes each solution's start, analyze and report keep the verdicts inconclusive until
+    --allow-learned-starts, which analyze records for report."""
+    from protoscope.cli import main
+    from protoscope.geometry.starts import solution_starts
+
+    from test_runs import appended_rows
+
+    root, model, texts = cli_fitted_run(tmp_path, ["the cat sat on the mat",
+                                                   "we went to the city at night"])
+    assert main(["encoder", "train", str(root / "run"), "--out", str(root / "enc"),
+                 "--kind", "nearest"]) == 0
+    run = str(root / "enc-run")
+    built = appended_rows(monkeypatch)
+    assert main(["fit", "--model", str(model), "--texts", str(texts), "--length", "4",
+                 "--seeds", "2", "--out", run, "--max-steps", "150", "--quiet",
+                 "--init", f"encoder:{root / 'enc'}"]) == 0
+    assert [r["start"] for r in built] == ["encoder:enc"] * 4  # the rows fit wrote
+    store = RunStore.open(run)  # kept, or read from the manifest where the store drops it
+    assert list(solution_starts(store.solutions(), store.manifest)) == ["encoder:enc"] * 4
+    budget = ["--only", "connectivity", "--pairs", "1", "--grid", "5", "--bezier-steps", "2",
+              "--samples-per-step", "1", "--check-every", "1", "--cross-text-pairs", "0",
+              "--quiet"]
+    assert main(["analyze", run, *budget]) == 0
+    assert "inconclusive (solutions started from a learned encoder)" in capsys.readouterr().out
+    store = RunStore.open(run)
+    assert store.manifest["allow_learned_starts"] is False
+    straight = store.analysis("findings").set_index("finding").loc["straight path keeps the text"]
+    assert straight["verdict"] == "inconclusive" and straight["detail"].startswith(fd.LEARNED_START)
+    assert main(["report", run]) == 0
+    assert LEARNED_VERDICT in _findings_rows(_body(root / "enc-run" / "report.html"))[
+        "straight path keeps the text"]
+    assert main(["report", run, "--allow-learned-starts"]) == 0  # this page only
+    assert LEARNED_VERDICT not in _body(root / "enc-run" / "report.html")
+    assert RunStore.open(run).manifest["allow_learned_starts"] is False
+    assert main(["analyze", run, *budget, "--allow-learned-starts"]) == 0
+    store = RunStore.open(run)
+    assert store.manifest["allow_learned_starts"] is True
+    assert not store.analysis("findings")["detail"].str.startswith(fd.LEARNED_START).any()
+    assert main(["report", run]) == 0  # follows what analyze recorded
+    body = _body(root / "enc-run" / "report.html")
+    assert LEARNED_VERDICT not in body and "because --allow-learned-starts was given" in body
