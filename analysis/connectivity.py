@@ -36,14 +36,14 @@ import pandas as pd
 import torch
 
 from protoscope.geometry.decoder import Decoded, Decoder
-from protoscope.geometry.paths import (CURVES, LinearPath, Path, decode_path, even_grid, join,
-                                       train_beziers)
+from protoscope.geometry.paths import (CURVES, T_SAMPLING, LinearPath, Path, decode_path,
+                                       even_grid, join, train_beziers)
 from protoscope.geometry.store import Tensors
 from protoscope.geometry.tables import RECONSTRUCTED, columns
 
 from .progress import reporter
 
-VERSION = 1  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
+VERSION = 2  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class Budget:
     check_every: int
     max_pairs: int  # same-text pairs per text; -1: all
     cross_text_pairs: int
+    midpoint_steps: int = 0  # the midpoint start's budget (geometry/paths.py); 0: none
+    t_sampling: str = "uniform"
+    check_grid: int = 0  # points of the coarse check inside the grid; 0: the whole grid
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,8 @@ def analyze(store, loaded, progress=None, *, max_pairs: int | None = None,
             lr: float = 0.02, seed: int = 0, min_accuracy: float = RECONSTRUCTED,
             train_batch: int = 64, check_every: int = 25,
             hold_accuracy: float = RECONSTRUCTED,
-            curves: tuple[str, ...] = ("bezier",)) -> dict[str, pd.DataFrame]:
+            curves: tuple[str, ...] = ("bezier",), midpoint_steps: int = 0,
+            t_sampling: str = "uniform", check_grid: int = 0) -> dict[str, pd.DataFrame]:
     """Connectivity tables for the run in `store`, on the run's frozen model `loaded`.
 
     `curves` names the trained curve families, each with the same budget: "bezier" (the
@@ -93,6 +97,12 @@ def analyze(store, loaded, progress=None, *, max_pairs: int | None = None,
             or check_every < 0:
         raise ValueError("need grid >= 2, bezier_steps >= 0, samples_per_step >= 1, "
                          "cross_text_pairs >= 0 and check_every >= 0")
+    if midpoint_steps < 0 or t_sampling not in T_SAMPLING or check_grid < 0 or (
+            check_grid and (check_grid < 2 or (grid - 1) % (check_grid - 1))):
+        raise ValueError(f"need midpoint_steps >= 0, t_sampling one of {', '.join(T_SAMPLING)} "
+                         f"and check_grid 0 (the whole grid) or a subset of the {grid}-point "
+                         f"grid ((grid - 1) divisible by (check_grid - 1)); got {midpoint_steps}, "
+                         f"{t_sampling!r} and {check_grid}")
     if max_pairs is not None and max_pairs < 1:
         raise ValueError(f"max_pairs must be a positive number or None (all), got {max_pairs}")
     unknown = [c for c in curves if c not in CURVES]
@@ -103,7 +113,8 @@ def analyze(store, loaded, progress=None, *, max_pairs: int | None = None,
     vectors = {int(s): (e[i], m[i]) for i, s in enumerate(rows["solution_id"])}
     targets = {t.text_id: torch.tensor(t.token_ids) for t in store.texts()}
     budget = Budget(bezier_steps, samples_per_step, lr, grid, seed, check_every,
-                    -1 if max_pairs is None else max_pairs, cross_text_pairs)
+                    -1 if max_pairs is None else max_pairs, cross_text_pairs, midpoint_steps,
+                    t_sampling, check_grid)
     report = reporter(progress)
     walker = _Walker(loaded, vectors, targets, budget, hold_accuracy, report)
     endpoints = rows[(rows["method"] == "one-step") & (rows["accuracy"] >= min_accuracy)]
@@ -261,6 +272,8 @@ class _Walker:
                              moved=moved, grid=budget.grid_points,
                              fixed=None if moved == "e+m" else torch.stack(fixed),
                              check_every=budget.check_every, min_accuracy=self.hold_accuracy,
+                             midpoint_steps=budget.midpoint_steps, t_sampling=budget.t_sampling,
+                             check_grid=budget.check_grid or None,
                              kind=kind, on_step=on_step)
 
     def target(self, pair: Pair, text_id: str) -> torch.Tensor:
@@ -311,7 +324,8 @@ class _Walker:
             status = "held" if held else "breaks"
         else:
             status = "held" if held else f"not within budget {self.budget.bezier_steps}"
-        return {"held": held, "status": status, "steps_used": int(getattr(path, "steps_used", 0))}
+        return {"held": held, "status": status, "steps_used": int(getattr(path, "steps_used", 0)),
+                "midpoint_used": int(getattr(path, "midpoint_steps", 0))}
 
     def _tokens(self, base: dict, out: Decoded) -> pd.DataFrame:
         n_t, n = out.predicted.shape

@@ -50,6 +50,14 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+def _t_sampling(text: str) -> str:
+    from ..geometry.paths import T_SAMPLING
+
+    if text not in T_SAMPLING:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(T_SAMPLING)}, got {text!r}")
+    return text
+
+
 def _all_or_count(value: int) -> int | None:
     return None if value == 0 else value
 
@@ -78,6 +86,14 @@ OPTIONS = (
     Option("check-every", "connectivity", "check_every", _count,
            "check the whole grid every k curve steps, stopping a curve that holds "
            "(default 25; 0: never, train the whole budget)"),
+    Option("midpoint-steps", "connectivity", "midpoint_steps", _count,
+           "a curve first fits its point at t = 0.5 for up to this many steps, one point a "
+           "step (a fit from the midpoint); 0: none"),
+    Option("t-sampling", "connectivity", "t_sampling", _t_sampling,
+           "uniform (Garipov's) or worst: one t a step beside the curve's worst point"),
+    Option("check-grid", "connectivity", "check_grid", _count,
+           "points of the coarse check inside the grid (every (grid-1)/(k-1)-th); the whole "
+           "grid confirms a curve the coarse check holds; 0: the whole grid every check"),
     Option("curves", "connectivity", "curves", _names,
            "trained curve families: bezier (default, the paper's), chain (Garipov's polygonal "
            "chain), or bezier,chain"),
