@@ -104,6 +104,8 @@ OPTIONS = (
     Option("radii", "neighbourhoods", "radii", _radii,
            "comma-separated radii relative to the vector norm (default 0,0.01,...,1)"),
     Option("bins", "uniqueness", "n_bins", _positive, "text-distance bins (default 5)"),
+    Option("uniqueness-pairs", "uniqueness", "max_pairs", _count, "pairs per cohort before the "
+           "table holds a sample stratified by pair kind (default 100000; 0: all)", _all_or_count),
     Option("folds", "probes", "folds", _positive, "probe cross-validation folds (default 5)"),
     Option("permutations", "probes", "permutations", _positive,
            "shuffled-label refits per probe for its baseline (default 10)"),

@@ -219,3 +219,60 @@ def test_weighted_auc_is_sklearns():
     weights = rng.integers(0, 4, 40).astype(float)
     expected = roc_auc_score(positive, score, sample_weight=weights)
     assert uq.weighted_auc(score, positive)(weights) == pytest.approx(expected)
+
+
+# ------------------------------------------------------------------------------ sampled pairs
+
+
+def _contexts_run(n_contexts=6, texts_per_context=4, seeds=3, seed=0):
+    """Solutions of generated texts (contexts of several texts, several seeds each) whose e
+    sits near its context's centre and nearer still to its text's: same-text pairs closest,
+    same-context pairs next, different contexts farthest."""
+    g = torch.Generator().manual_seed(seed)
+    texts, ids, vectors = {}, [], []
+    for c in range(n_contexts):
+        centre = torch.randn(8, generator=g) * 3
+        for t in range(texts_per_context):
+            text_id = f"c{c}t{t}"
+            texts[text_id] = _text(text_id, f"c{c}", words=f"w{c} x{t} shared")
+            own = centre + torch.randn(8, generator=g)
+            for _ in range(seeds):
+                ids.append(text_id)
+                vectors.append(own + 0.7 * torch.randn(8, generator=g))
+    e = torch.stack(vectors)
+    return _rows(ids), e, e.clone(), texts
+
+
+def test_sample_pairs_is_stratified_uniform_and_weighted():
+    rows, _, _, texts = _contexts_run()
+    text_ids = rows["text_id"].to_numpy()
+    contexts = [texts[t].context_id for t in text_ids]
+    counts = uq.pair_counts(text_ids, contexts)
+    assert counts == {"same_text": 72, "same_context": 324, "different_context": 2160}
+    ia, ib, weight = uq.sample_pairs(text_ids, contexts, 600, np.random.default_rng(0))
+    assert (ia < ib).all() and len(set(zip(ia, ib))) == len(ia) == 600
+    kinds = pd.Series([uq.pair_kind(text_ids[a], text_ids[b], contexts[a], contexts[b])
+                       for a, b in zip(ia, ib)])
+    # 600 split evenly: same_text has only 72, so its rest goes to the other two
+    assert kinds.value_counts().to_dict() == {"same_context": 264, "different_context": 264,
+                                              "same_text": 72}
+    for kind, n in counts.items():
+        assert weight[(kinds == kind).to_numpy()] == pytest.approx(n / (kinds == kind).sum())
+
+
+def test_sampled_pairs_estimate_the_full_tables_aucs():
+    """A sample of 15% of the pairs: the weighted AUCs match all pairs' (the pooled comparison
+    same_text<different_text included, whose two kinds are sampled at different rates), the
+    summary says how many pairs the sample stands for, and the interval still comes."""
+    rows, e, m, texts = _contexts_run(n_contexts=10, texts_per_context=5)
+    full = uq.pair_table(rows, e, m, texts, semantic=False)
+    sampled = uq.pair_table(rows, e, m, texts, semantic=False, max_pairs=1500)
+    assert len(sampled) < 0.2 * len(full) and (full["weight"] == 1).all()
+    a = uq.summarize(full).set_index(["vector", "comparison"])
+    b = uq.summarize(sampled).set_index(["vector", "comparison"])
+    assert (b["n_a"] < a["n_a"]).any() and (b["pairs_a"] == a["n_a"]).all() and (b["pairs_b"] == a["n_b"]).all()
+    assert np.allclose(b["auc"], a["auc"], atol=0.03), (a["auc"], b["auc"])
+    near, far = uq.COMPARISONS["same_context<different_context"]
+    auc, low, high, n = uq.auc_interval(sampled[sampled["vector"] == "e"], near, far, resamples=200)
+    assert low <= auc <= high and n == 50
+    assert auc == pytest.approx(a.loc[("e", "same_context<different_context"), "auc"], abs=0.03)
