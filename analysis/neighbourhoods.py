@@ -32,7 +32,7 @@ from protoscope.geometry.errors import ProtoscopeError
 from protoscope.geometry.tables import CONCATENATED, RECONSTRUCTED, columns, own_vectors
 
 from .progress import reporter
-from .vectors import cohorts, cosine_distances, load_solutions, stack
+from .vectors import cohorts, cosine_distances, l2_distances, load_solutions, stack
 
 log = logging.getLogger(__name__)
 
@@ -274,10 +274,19 @@ def radii_table(sweep: pd.DataFrame, space: _Space) -> pd.DataFrame:
     return pd.DataFrame(out, columns=RADII_COLUMNS)
 
 
-def nearest_relative(space: _Space) -> tuple[np.ndarray, np.ndarray]:
-    """||a - b|| / ||a|| in a's moving coordinates, to the nearest same-text / other-text b."""
+EXACT_NEIGHBOURS = 2000  # points up to which nearest neighbours are found exactly (n^2)
+
+
+def nearest_relative(space: _Space, exact_max: int = EXACT_NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """||a - b|| / ||a|| in a's moving coordinates, to the nearest same-text / other-text b.
+
+    Exact (every pair) up to `exact_max` solutions; past it, when every solution moves the
+    same coordinates, same-text neighbours exactly (a text has few solutions) and other-text
+    ones from a nearest-neighbour index (pynndescent: approximate, near-exact at these k)."""
     V, mask = space.V.double().cpu(), space.mask.double().cpu()
     text = space.rows["text_id"].astype(str).to_numpy()
+    if len(V) > exact_max and bool((mask == mask[0]).all()):
+        return _nearest_indexed((V * mask[0]).numpy(), text)
     same, other = np.full(len(V), np.nan), np.full(len(V), np.nan)
     for i in range(len(V)):
         dist = (((V - V[i]) * mask[i]).norm(dim=1) / (V[i] * mask[i]).norm()).numpy()
@@ -289,11 +298,47 @@ def nearest_relative(space: _Space) -> tuple[np.ndarray, np.ndarray]:
     return same, other
 
 
-def knn_purity(x: np.ndarray, labels: np.ndarray, k_max: int = 5) -> dict[int, float]:
-    """Per k: mean share of each point's k nearest (cosine) other points with its label."""
+def _nearest_indexed(x: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    norms = np.linalg.norm(x, axis=1)
+    same, other = np.full(len(x), np.nan), np.full(len(x), np.nan)
+    groups = pd.Series(np.arange(len(x))).groupby(text).agg(list)
+    for members in groups:
+        if len(members) > 1:
+            g = np.array(members)
+            dist = l2_distances(x[g])
+            np.fill_diagonal(dist, np.inf)
+            same[g] = dist.min(axis=1) / norms[g]
+    k = min(len(x) - 1, int(groups.map(len).max()) + 5)  # past every same-text neighbour
+    order, dist = neighbour_graph(x, k, "euclidean")
+    for i in range(len(x)):
+        pick = (order[i] != i) & (text[order[i]] != text[i])
+        if pick.any():
+            other[i] = dist[i][pick].min() / norms[i]
+    return same, other
+
+
+def neighbour_graph(x: np.ndarray, k: int, metric: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's k + 1 nearest points (itself among them) from pynndescent: indices, distances."""
+    from pynndescent import NNDescent
+
+    index = NNDescent(x, n_neighbors=k + 1, metric=metric, random_state=seed, n_jobs=1)
+    return index.neighbor_graph
+
+
+def knn_purity(x: np.ndarray, labels: np.ndarray, k_max: int = 5,
+               exact_max: int = EXACT_NEIGHBOURS) -> dict[int, float]:
+    """Per k: mean share of each point's k nearest (cosine) other points with its label;
+    past `exact_max` points from a nearest-neighbour index (pynndescent) instead of every
+    pair."""
     n = len(x)
     if n < 2:
         return {}
+    if n > exact_max:
+        k = min(k_max, n - 1)
+        graph, _ = neighbour_graph(x, k, "cosine")
+        order = np.array([[j for j in row if j != i][:k] for i, row in enumerate(graph)])
+        hits = labels[order] == labels[:, None]
+        return {k: float(hits[:, :k].mean()) for k in range(1, hits.shape[1] + 1)}
     dist = cosine_distances(x)
     np.fill_diagonal(dist, np.inf)
     order = np.argsort(dist, axis=1, kind="stable")[:, : min(k_max, n - 1)]
@@ -307,6 +352,9 @@ def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
 
     if not 2 <= len(set(labels)) <= len(x) - 1:
         return float("nan")
+    if len(x) > EXACT_NEIGHBOURS:  # every pair is n^2: a seeded sample of the points
+        return float(silhouette_score(x, labels, metric="cosine", sample_size=EXACT_NEIGHBOURS,
+                                      random_state=0))
     return float(silhouette_score(x, labels, metric="cosine"))
 
 
