@@ -15,8 +15,25 @@ from ..geometry.tables import CONCATENATED, read
 from .figures import (add_band, base_figure, color, esc, lines_with_gaps, no_data,
                       quantile_band, rgb_of, snippet, usable)
 
-# Past this many texts a legend stops helping: the map keeps one colour per text but hides it.
+# Past this many texts a legend stops helping: the map keeps one colour per text but hides it,
+# drawing every text in one trace (a trace per text made a 10,000-text page slow to build and
+# to open).
 _MAX_LEGEND_TEXTS = 25
+MAP_POINTS = 5000  # points a scatter draws at most: a seeded sample past it, said in its title
+WEBGL_POINTS = 1000  # past this many points a scatter is drawn with WebGL (Scattergl)
+
+
+def sample_for_drawing(rows: pd.DataFrame, limit: int = MAP_POINTS, seed: int = 0
+                       ) -> tuple[pd.DataFrame, str]:
+    """At most `limit` rows (a seeded sample, in their order) and the words a title adds."""
+    if len(rows) <= limit:
+        return rows, ""
+    keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=limit, replace=False))
+    return rows.iloc[keep], f" (a sample of {limit:,} of {len(rows):,} solutions)"
+
+
+def _scatter(n_points: int):
+    return go.Scattergl if n_points > WEBGL_POINTS else go.Scatter
 
 
 def accuracy_vs_radius(neighbourhoods: pd.DataFrame | None) -> go.Figure:
@@ -28,11 +45,15 @@ def accuracy_vs_radius(neighbourhoods: pd.DataFrame | None) -> go.Figure:
     if "direction" not in rows.columns:
         rows = rows.assign(direction="random")
     mean = rows.groupby(["direction", "solution_id", "radius"], as_index=False)["accuracy"].mean()
-    fig = base_figure(title, "radius (relative to the vector norm)", "accuracy (mean of trials)",
+    ids = mean["solution_id"].drop_duplicates()
+    drawn, note = sample_for_drawing(ids.to_frame(), MAP_POINTS // 5)
+    fig = base_figure(title + note.replace("solutions)", "solutions' lines; the band uses all)"),
+                      "radius (relative to the vector norm)", "accuracy (mean of trials)",
                       yaxis_range=[-0.02, 1.02])
     for i, (direction, group) in enumerate(mean.groupby(mean["direction"].astype(str))):
         rgb = rgb_of(color(i))
-        xs, ys, labels = lines_with_gaps(group, "solution_id", "radius", "accuracy")
+        lines = group[group["solution_id"].isin(drawn["solution_id"])] if note else group
+        xs, ys, labels = lines_with_gaps(lines, "solution_id", "radius", "accuracy")
         fig.add_trace(go.Scatter(
             x=xs, y=ys, customdata=labels, mode="lines", legendgroup=direction,
             line=dict(color=f"rgba({rgb},0.25)", width=1),
@@ -55,16 +76,17 @@ def radius_vs_nearest(radii: pd.DataFrame | None, radius: str = "radius_99") -> 
                if rows is not None and c in rows.columns and rows[c].notna().any()]
     if rows is None or not nearest:
         return no_data(title, "No neighbourhood radii in this run.")
-    fig = base_figure(title, "relative distance to the nearest other solution",
-                      f"{radius} (relative radius)")
     top = float(np.nanmax(rows[nearest + [radius]].to_numpy(dtype=float))) * 1.05 or 1.0
+    rows, note = sample_for_drawing(rows)
+    fig = base_figure(title + note, "relative distance to the nearest other solution",
+                      f"{radius} (relative radius)")
     fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="radius = distance",
                              line=dict(color="grey", dash="dot"), hoverinfo="skip"))
     text_ids = rows["text_id"] if "text_id" in rows.columns else rows["solution_id"]
     custom = np.column_stack([rows["solution_id"].astype(str).map(esc),
                               text_ids.astype(str).map(esc)])
     for i, column in enumerate(nearest):
-        fig.add_trace(go.Scatter(
+        fig.add_trace(_scatter(len(rows))(
             x=rows[column], y=rows[radius], mode="markers", customdata=custom,
             name=esc(column.replace("_", " ")), marker=dict(color=color(i), size=7),
             hovertemplate="solution %{customdata[0]} (text %{customdata[1]})<br>"
@@ -90,15 +112,28 @@ def solution_map(maps: pd.DataFrame | None, texts: pd.DataFrame | None = None,
         return no_data(title, f"No {method.upper()} map in this run.")
     snippets = _snippets(texts)
     n_texts = rows["text_id"].nunique()
-    fig = base_figure(f"{title} (vector {vector})", f"{method.upper()} 1", f"{method.upper()} 2",
-                      showlegend=n_texts <= _MAX_LEGEND_TEXTS)
-    for i, (text_id, group) in enumerate(rows.groupby(rows["text_id"].astype(str), sort=True)):
+    order = {t: i for i, t in enumerate(sorted(rows["text_id"].astype(str).unique()))}
+    rows, note = sample_for_drawing(rows)
+    fig = base_figure(f"{title} (vector {vector}){note}", f"{method.upper()} 1",
+                      f"{method.upper()} 2", showlegend=n_texts <= _MAX_LEGEND_TEXTS)
+    if n_texts > _MAX_LEGEND_TEXTS:  # one trace, a colour per text (no legend to read them)
+        text_ids = rows["text_id"].astype(str)
+        custom = np.column_stack([rows["solution_id"].astype(str).map(esc), text_ids.map(esc),
+                                  text_ids.map(lambda t: esc(snippets.get(t, "")))])
+        fig.add_trace(_scatter(len(rows))(
+            x=rows["x"], y=rows["y"], mode="markers", name="solutions",
+            marker=dict(color=[color(order[t]) for t in text_ids], size=6), customdata=custom,
+            hovertemplate="solution %{customdata[0]}<br>text %{customdata[1]}<br>"
+                          "%{customdata[2]}<extra></extra>"))
+        return fig
+    for text_id, group in rows.groupby(rows["text_id"].astype(str), sort=True):
+        i = order[text_id]
         custom = np.column_stack([
             group["solution_id"].astype(str).map(esc),
             np.full(len(group), esc(text_id), dtype=object),
             np.full(len(group), esc(snippets.get(text_id, "")), dtype=object),
         ])
-        fig.add_trace(go.Scatter(
+        fig.add_trace(_scatter(len(rows))(
             x=group["x"], y=group["y"], mode="markers", name=esc(text_id),
             marker=dict(color=color(i), size=8), customdata=custom,
             hovertemplate="solution %{customdata[0]}<br>text %{customdata[1]}<br>"

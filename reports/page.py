@@ -121,7 +121,7 @@ def _cell(value: object, text_limit: int | None) -> str:
 
 def html_table(frame: pd.DataFrame | None, columns: list[str] | None = None, *,
                text_columns: tuple[str, ...] = (), text_limit: int = 80,
-               max_rows: int = 2000, empty: str = "No rows.") -> Html:
+               max_rows: int = 500, empty: str = "No rows.") -> Html:
     """A sortable HTML table; `text_columns` are truncated with the full text on hover."""
     if frame is None or frame.empty:
         return paragraph(empty, "no-data")

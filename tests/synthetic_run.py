@@ -154,13 +154,14 @@ def _uniqueness(rng, solutions, context) -> pd.DataFrame:
                          "text_b": tb, "pair_kind": kind, "vector": vector,
                          "cosine_distance": cos, "l2_distance": cos * 40,
                          "tfidf_distance": 0.0 if ta == tb else float(rng.uniform(0.5, 1)),
-                         "semantic_distance": 0.0 if ta == tb else float(rng.uniform(0.2, 0.9))})
+                         "semantic_distance": 0.0 if ta == tb else float(rng.uniform(0.2, 0.9)),
+                         "weight": 1.0})
     return pd.DataFrame(rows)
 
 
 def _uniqueness_summaries(pairs: pd.DataFrame) -> dict:
     summary = pd.DataFrame([{"vector": v, "comparison": c, "auc": auc, "p_value": p,
-                             "n_a": 12, "n_b": 54}
+                             "n_a": 12, "n_b": 54, "pairs_a": 12, "pairs_b": 54}
                             for v in VECTORS
                             for c, auc, p in (("same_text<different_text", 0.98, 1e-6),
                                               ("same_context<different_context", 0.61, 0.02))])
@@ -217,7 +218,8 @@ def _connectivity(rng, pairs) -> dict:
                             "steps_used": 0 if path == "linear" else 300,
                             "bezier_steps": 300, "samples_per_step": 4, "lr": 0.02,
                             "grid_points": len(T_GRID), "seed": 0, "check_every": 50,
-                            "max_pairs": -1, "cross_text_pairs": 2})
+                            "max_pairs": -1, "cross_text_pairs": 2, "midpoint_used": 0,
+                            "midpoint_steps": 0, "t_sampling": "uniform", "check_grid": 0})
             for t, x in zip(T_GRID, acc):
                 wrong = rng.random(LENGTH) > x
                 tokens += [{"pair_id": pair_id, "path": path, "target": "a", "t": float(t),

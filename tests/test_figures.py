@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import re
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
@@ -234,3 +235,24 @@ def test_hlm_vs_capacity_falls_back_to_the_capacity_search(store):
     for text_id, row in expected.iterrows():
         assert points[html.escape(text_id)] == (row["length"], pytest.approx(row["h_lm_bits"]))
     assert no_data_reason(cap.hlm_vs_capacity(None, None)) is not None
+
+
+def test_a_map_of_many_solutions_is_one_webgl_trace_of_a_sample_that_says_so():
+    """10,000 solutions of 10,000 texts: one Scattergl trace (not a trace per text) of at most
+    MAP_POINTS points, the title naming the sample; radii likewise."""
+    n = 10_000
+    rng = np.random.default_rng(0)
+    maps = pd.DataFrame({"solution_id": np.arange(n), "text_id": [f"t{i}" for i in range(n)],
+                         "source": "file", "vector": "e", "method": "pca",
+                         "x": rng.normal(size=n), "y": rng.normal(size=n)})
+    fig = hood.solution_map(maps, method="pca")
+    (trace,) = fig.data
+    assert trace.type == "scattergl" and len(trace.x) == hood.MAP_POINTS
+    assert f"a sample of {hood.MAP_POINTS:,} of {n:,} solutions" in fig.layout.title.text
+    radii = pd.DataFrame({"solution_id": np.arange(n), "text_id": maps["text_id"],
+                          "radius_99": rng.random(n), "nearest_same_text": np.nan,
+                          "nearest_other_text": rng.random(n)})
+    fig = hood.radius_vs_nearest(radii)
+    assert {t.type for t in fig.data[1:]} == {"scattergl"} and len(fig.data[1].x) == hood.MAP_POINTS
+    small = hood.solution_map(maps.head(30), method="pca")
+    assert {t.type for t in small.data} == {"scatter"} and "sample" not in small.layout.title.text
