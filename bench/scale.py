@@ -6,13 +6,19 @@ written back to disk: `os.sync`), then `appends` single-solution appends are tim
 per group without sharing), and the rate is solutions/s at that size. A store whose append
 rewrites everything slows down as N grows; an append-only one stays flat.
 
-`stages`: fit (one optimiser step per text), analyze and report on the default model at
-1,000 and 10,000 texts (seeds 1, length 4): wall time and peak memory (VmHWM of a fresh
-process per stage), and the growth exponent of each stage between sizes
-(log(t2 / t1) / log(n2 / n1): 1 is linear, 2 quadratic).
+`stages`: fit (one optimiser step per text), analyze (uniqueness by default: the pair
+analysis, the one that grew with n^2) and report on the default model at 1,000 and 10,000
+texts (seeds 1, length 4): wall time and peak memory (ru_maxrss of a fresh process per stage),
+the fit's solutions/s over its first and last 1,000 solutions (its parts index read every 2 s),
+the report's size and its load time in headless Chromium, and the growth exponent of each
+stage between sizes (log(t2 / t1) / log(n2 / n1): 1 is linear, 2 quadratic).
 
     OMP_NUM_THREADS=1 nice -n 10 python -m protoscope.bench.scale store --sizes 1000 10000 100000 --save NAME
     OMP_NUM_THREADS=1 nice -n 10 python -m protoscope.bench.scale stages --sizes 1000 10000 --save NAME
+    OMP_NUM_THREADS=1 nice -n 10 python -m protoscope.bench.scale report --sizes 1000 10000 --save NAME
+
+`report`: the report alone, on a synthetic run of N solutions (random vectors, no model;
+uniqueness and PCA maps computed): build seconds, size, load time in headless Chromium.
 """
 
 from __future__ import annotations
@@ -102,19 +108,82 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def _stage(argv: list[str], env: dict) -> dict:
-    """One stage in a fresh process: wall seconds and that process's peak resident memory."""
+def _stage(argv: list[str], env: dict, watch: Path | None = None) -> dict:
+    """One stage in a fresh process: wall seconds and that process's peak resident memory.
+
+    With `watch` (a run folder being fitted), its parts index is read every 2 s: how many
+    solutions were stored when, for the fit's solutions/s at its start and at its end."""
     script = ("import resource, sys, time; from protoscope.cli import main; t = time.perf_counter(); "
               "rc = main(sys.argv[1:]); print('STAGE', time.perf_counter() - t, "
               "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr); sys.exit(rc)")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", script, *argv], env=env, capture_output=True, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", script, *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    trace = []
+    if watch is not None:
+        index = watch / "parts" / "index.json"
+        while proc.poll() is None:
+            time.sleep(2)
+            try:
+                trace.append((round(time.perf_counter() - started, 1),
+                              json.loads(index.read_text())["next_solution_id"]))
+            except (OSError, ValueError, KeyError):
+                pass
+    stdout, stderr = proc.communicate()
     wall = time.perf_counter() - started
-    if done.returncode:
-        raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
-    line = [ln for ln in done.stderr.splitlines() if ln.startswith("STAGE ")][-1].split()
-    return {"seconds": round(float(line[1]), 1), "process_seconds": round(wall, 1),
-            "peak_mb": round(float(line[2]), 0), "stderr_tail": done.stderr[-600:]}
+    if proc.returncode:
+        raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {stderr[-2000:]}")
+    line = [ln for ln in stderr.splitlines() if ln.startswith("STAGE ")][-1].split()
+    out = {"seconds": round(float(line[1]), 1), "process_seconds": round(wall, 1),
+           "peak_mb": round(float(line[2]), 0), "stderr_tail": stderr[-600:]}
+    if trace:
+        out["stored_over_time"] = trace
+        out.update(_rates(trace))
+    return out
+
+
+def _rates(trace: list[tuple[float, int]], window: int = 1000) -> dict:
+    """Solutions/s over the first and the last `window` solutions stored (from the trace)."""
+    trace = [(t, n) for t, n in trace if n > 0]
+    if len(trace) < 2:
+        return {}
+    total = trace[-1][1]
+    window = min(window, max(1, total // 4))
+
+    def rate(points):
+        (t0, n0), (t1, n1) = points[0], points[-1]
+        return round((n1 - n0) / (t1 - t0), 1) if t1 > t0 else None
+    first = [p for p in trace if p[1] <= trace[0][1] + window] or trace[:2]
+    last = [p for p in trace if p[1] >= total - window] or trace[-2:]
+    return {"solutions_per_second_start": rate(first if len(first) > 1 else trace[:2]),
+            "solutions_per_second_end": rate(last if len(last) > 1 else trace[-2:]),
+            "rate_window": window}
+
+
+def open_in_chromium(page: Path) -> dict | None:
+    """Seconds from starting headless Chromium to the page's load event (its scripts run, every
+    figure drawn), or None without Chromium."""
+    import re
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        return None
+    probe = ('<script>window.addEventListener("load", function () { document.documentElement.'
+             'setAttribute("data-loaded-ms", String(performance.now())); });</script>')
+    copy = page.with_name("timed-" + page.name)
+    copy.write_text(page.read_text().replace("</body>", probe + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with tempfile.TemporaryDirectory() as profile:
+        started = time.perf_counter()
+        done = subprocess.run([browser, *flags, f"--user-data-dir={profile}", "--dump-dom",
+                               copy.resolve().as_uri()], capture_output=True, text=True, timeout=600)
+        wall = time.perf_counter() - started
+    copy.unlink()
+    loaded = re.search(r'data-loaded-ms="([0-9.]+)"', done.stdout)
+    return {"chromium_seconds": round(wall, 2),
+            "load_event_seconds": round(float(loaded.group(1)) / 1000, 2) if loaded else None}
 
 
 def bench_stages(sizes: list[int], folder: Path, only: str) -> dict:
@@ -127,10 +196,12 @@ def bench_stages(sizes: list[int], folder: Path, only: str) -> dict:
         run = folder / f"run-{size}"
         row = {"solutions": size}
         row["fit"] = _stage(["fit", "--texts", str(texts), "--length", "4", "--seeds", "1",
-                             "--max-steps", "1", "--out", str(run), "--quiet", "--threads", "1"], env)
+                             "--max-steps", "1", "--out", str(run), "--quiet", "--threads", "1"],
+                            env, watch=run)
         row["analyze"] = _stage(["analyze", str(run), "--only", only, "--quiet"], env)
         row["report"] = _stage(["report", str(run)], env)
         row["report_mb"] = round((run / "report.html").stat().st_size / 2**20, 2)
+        row["report_open"] = open_in_chromium(run / "report.html")
         rows.append(row)
         print(json.dumps(row), flush=True)
     growth = {}
@@ -142,21 +213,67 @@ def bench_stages(sizes: list[int], folder: Path, only: str) -> dict:
     return {"rows": rows, "growth_exponent": growth, "analyses": only}
 
 
+def synthetic_run(folder: Path, size: int, d: int = 64) -> Path:
+    """A run of `size` solutions of `size` texts with random vectors, no model: its uniqueness
+    tables (TF-IDF only) and PCA maps computed, for the report's cost alone."""
+    import numpy as np
+
+    from protoscope.analysis import neighbourhoods, uniqueness
+    from protoscope.geometry.store import RunStore
+    from protoscope.geometry.texts import Text
+
+    rng = np.random.default_rng(0)
+    texts = [Text(f"line-{i:05d}", "file", None, f"text number {i} word{i % 97} other{i % 13}",
+                  tuple(int(x) for x in rng.integers(5, 500, 4))) for i in range(size)]
+    store = RunStore.create(folder, {"model": {"name": "synthetic", "d_model": d},
+                                     "config": {"lengths": [4], "seeds": 1}}, texts)
+    rows = [{**_row(i), "text_id": t.text_id, "e_row": i, "m_row": i,
+             "accuracy": float(rng.random() > 0.5)} for i, t in enumerate(texts)]
+    with store.lock():
+        store.append(rows, torch.randn(size, d), torch.randn(size, d))
+    store.update_manifest(status="complete")
+    for name, table in uniqueness.analyze(store, None, semantic=False).items():
+        store.write_analysis(name, table)
+    r, e, m = store.solution_vectors()
+    store.write_analysis("maps", neighbourhoods.map_table(r, e, m, {t.text_id: "file" for t in texts},
+                                                          umap=False))
+    return folder
+
+
+def bench_report(sizes: list[int], folder: Path) -> dict:
+    from protoscope.reports.report import build_report
+
+    rows = []
+    for size in sizes:
+        run = synthetic_run(folder / f"synthetic-{size}", size)
+        started = time.perf_counter()
+        page = build_report(run)
+        row = {"solutions": size, "build_seconds": round(time.perf_counter() - started, 1),
+               "report_mb": round(page.stat().st_size / 2**20, 2), **(open_in_chromium(page) or {})}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"rows": rows}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["store", "stages"])
+    parser.add_argument("what", choices=["store", "stages", "report"])
     parser.add_argument("--sizes", type=int, nargs="+", default=None)
     parser.add_argument("--appends", type=int, default=200)
     parser.add_argument("--budget", type=float, default=60.0,
                         help="seconds of appends at most per size (store)")
-    parser.add_argument("--only", default="uniqueness,neighbourhoods,information",
-                        help="analyses for the stages benchmark")
+    parser.add_argument("--only", default="uniqueness",
+                        help="analyses for the stages benchmark (the others run the model on "
+                             "every solution: linear, and hours at 10,000 on one CPU thread)")
     parser.add_argument("--keep", default=None, help="folder for the stages' runs (kept)")
     parser.add_argument("--save", default=None, help="write bench/results/NAME.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.what == "store":
         result = bench_store(args.sizes or [1000, 10_000, 100_000], args.appends, args.budget)
+    elif args.what == "report":
+        with tempfile.TemporaryDirectory(prefix="protoscope-scale-") as tmp:
+            result = bench_report(args.sizes or [1000, 10_000], Path(tmp))
     else:
         if args.keep:
             Path(args.keep).mkdir(parents=True, exist_ok=True)
