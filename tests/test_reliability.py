@@ -337,6 +337,29 @@ def test_damaged_store_gets_one_line_and_is_left_alone(case, command, ns, run_co
     assert snapshot(run_copy) == before, "a failed command must not write to the store"
 
 
+def _with_a_torn_part(run: pathlib.Path) -> pathlib.Path:
+    """Give a finished run one appended part (as a fit stopped mid-run leaves it), then tear
+    that part's rows file; returns the torn file."""
+    store = RunStore.open(run)
+    rows, e, m = store.solution_vectors([0])
+    row = {k: v for k, v in rows.iloc[0].to_dict().items() if k not in ("solution_id", "e_index", "m_index")}
+    store.append([{**row, "seed": 99, "e_row": 0, "m_row": 0}], e, m)
+    (part,) = (run / "parts").glob("part-*.parquet")
+    os.truncate(part, part.stat().st_size - 5)
+    return part
+
+
+@pytest.mark.parametrize("command", ["fit", "analyze", "report"])
+def test_a_torn_part_gets_one_line_naming_it_and_the_store_is_left_alone(command, ns, run_copy, capfd):
+    part = _with_a_torn_part(run_copy)
+    before = {p: p.read_bytes() for p in sorted(run_copy.rglob("*")) if p.is_file() and p.name != ".lock"}
+    argv = fit_args(ns, out=run_copy) if command == "fit" else [command, run_copy]
+    rc, _, err = cli(argv, capfd)
+    one_line(rc, err, str(part), "is damaged", "torn")
+    after = {p: p.read_bytes() for p in sorted(run_copy.rglob("*")) if p.is_file() and p.name != ".lock"}
+    assert after == before, "a failed command must not write to the store"
+
+
 def test_run_of_another_model_is_refused(ns, run_copy, capfd):
     before = snapshot(run_copy)
     rc, _, err = cli(fit_args(ns, out=run_copy, model=ns.other_model), capfd)
