@@ -125,8 +125,7 @@ def _stage(argv: list[str], env: dict, watch: Path | None = None) -> dict:
         while proc.poll() is None:
             time.sleep(2)
             try:
-                trace.append((round(time.perf_counter() - started, 1),
-                              json.loads(index.read_text())["next_solution_id"]))
+                trace.append((round(time.perf_counter() - started, 1), _stored(watch, index)))
             except (OSError, ValueError, KeyError):
                 pass
     stdout, stderr = proc.communicate()
@@ -140,6 +139,16 @@ def _stage(argv: list[str], env: dict, watch: Path | None = None) -> dict:
         out["stored_over_time"] = trace
         out.update(_rates(trace))
     return out
+
+
+def _stored(run: Path, index: Path) -> int:
+    """Solutions stored so far: from the parts index, or (a store that rewrites one file, as
+    before parts) from solutions.parquet's footer."""
+    if index.exists():
+        return json.loads(index.read_text())["next_solution_id"]
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(run / "solutions.parquet").num_rows
 
 
 def _rates(trace: list[tuple[float, int]], window: int = 1000) -> dict:
