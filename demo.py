@@ -4,7 +4,7 @@ Fits a small mixed text set (built-in, model-generated from a shared context, ra
 with several seeds each under the paper's main protocol (one m shared by every text and seed,
 e per solution: the same-text comparison and the paths that move e only depend on it), runs
 every analysis, writes the report and one compare page, and prints the findings table. Sizes
-are chosen to finish in under 10 minutes on a 2-core CPU while the figures still say something
+are chosen to finish in under 8 minutes on a 2-core CPU while the figures still say something
 (README: the demo's measured time); the protocol and where it differs from the paper's are
 recorded in the manifest.
 """
@@ -22,13 +22,13 @@ from .geometry.recipes import resolve_recipe
 from .geometry.runs import RunConfig, fit_run, record_threads
 from .geometry.store import RunStore
 from .progress import Progress
-from .studies import PAPER, fit_settings, record_protocol
+from .studies import PAPER, _count, _default, fit_settings, record_protocol, too_few
 
-DEMO_TEXTS = "builtin:2+generated:1:2+random:1"
+DEMO_TEXTS = "builtin:3+generated:1:2+random:2"  # 7 texts: intervals need >= 5
 DEMO_LENGTH, DEMO_SEEDS, DEMO_MAX_STEPS = 8, 3, 400
 DEMO_OPTIONS = {
-    "connectivity": {"max_pairs": 1, "bezier_steps": 200, "samples_per_step": 4, "grid": 21,
-                     "cross_text_pairs": 1},
+    # the curve budget and recipe are analyze's defaults; only the sizes are the demo's
+    "connectivity": {"max_pairs": 1, "grid": 21, "cross_text_pairs": 1},
     "neighbourhoods": {"directions": 3, "adversarial_steps": 3},
 }
 
@@ -46,6 +46,7 @@ def run_demo(out: str = "runs/demo", device: str = "cpu", quiet: bool = False, *
     config = RunConfig(texts=texts, seeds=seeds, lengths=(length,), share="m", group_size=0,
                        recipe=resolve_recipe("default", max_steps=max_steps), generate_tokens=48)
     say = (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    too_few("demo", _count(texts), "texts")
     with RunStore(out).lock():
         say(f"[1/4] fitting {seeds} seeds x texts '{texts}' at {length} tokens into {out}")
         bar = Progress(quiet=quiet)
@@ -62,7 +63,8 @@ def run_demo(out: str = "runs/demo", device: str = "cpu", quiet: bool = False, *
         record_protocol(store, "demo", {
             **fit_settings(config), "texts": texts, "seeds": seeds, "length": length,
             "share": "one m shared by every text and seed",
-            "bezier_steps": options.get("connectivity", {}).get("bezier_steps"),
+            "bezier_steps": options.get("connectivity", {}).get(
+                "bezier_steps", _default("connectivity", "bezier_steps")),
             "pairs": options.get("connectivity", {}).get("max_pairs")}, PAPER["demo"])
     say("[3/4] report")
     t0 = time.perf_counter()

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .analysis.bootstrap import MIN_UNITS
 from .analysis.run import run_analyses
 from .geometry.errors import ProtoscopeError
 from .geometry.models import DEFAULT_MODEL, LoadedModel, load_model
@@ -47,6 +48,11 @@ RECONSTRUCTED = 0.99
 PAPER_MODELS = "Pythia-160M/410M/1.4B, Llama-3.2-1B/3B, Llama-3.1-8B (GPU)"
 PAPER_RECIPE = "AdamW lr 0.01, N(0,1) init, up to 5000 steps"
 PROBE_TEXTS = "generated:8:15+windows:40+random:40"
+
+# Each study's fit budget where `--max-steps` / `--group-patience` are not given: sized so its
+# default finishes on a 2-core CPU (README: measured times); a share group still short at the
+# budget keeps its exact members, and its texts without a pair are left out of the paths.
+STUDY_FIT = {"connectivity": {"max_steps": 500, "group_patience": 150}}
 
 # What each setting is called in a sentence of `differs`.
 LABELS = {
@@ -113,17 +119,24 @@ class StudyResult:
 
 
 # -- the four studies -----------------------------------------------------------------------
-def connectivity(common: Common, *, texts: str = "windows:3", length: int = 12, seeds: int = 4,
-                 pairs: int | None = 2, bezier_steps: int = 300, samples_per_step: int = 4,
-                 grid: int = 21, cross_text_pairs: int = 2) -> StudyResult:
-    """The paper's connectivity protocol at CPU sizes (all sizes are options)."""
+def connectivity(common: Common, *, texts: str = "windows:6", length: int = 12, seeds: int = 2,
+                 pairs: int | None = None, bezier_steps: int | None = None,
+                 samples_per_step: int | None = None, grid: int = 21,
+                 cross_text_pairs: int = 2) -> StudyResult:
+    """The paper's connectivity protocol at CPU sizes (all sizes are options). The curve
+    budget and recipe are `analyze`'s defaults unless given (analysis/connectivity.py)."""
+    bezier_steps = _default("connectivity", "bezier_steps") if bezier_steps is None else bezier_steps
+    samples_per_step = (_default("connectivity", "samples_per_step") if samples_per_step is None
+                        else samples_per_step)
     _positive(length=length, seeds=seeds, bezier_steps=bezier_steps, grid=grid,
               samples_per_step=samples_per_step)
     if pairs is not None and pairs < 1:
         raise ProtoscopeError(f"--pairs must be at least 1 (or omitted for all), got {pairs}")
     if seeds < 2:
         raise ProtoscopeError(f"--seeds must be at least 2: a path joins two solutions of a text, got {seeds}")
-    config = _config(common, texts=texts, seeds=seeds, length=length, share="m", group_size=1)
+    too_few("study connectivity", _count(texts), "texts with pairs")
+    config = _config(common, texts=texts, seeds=seeds, length=length, share="m", group_size=1,
+                     study="connectivity")
     options = {"connectivity": {"max_pairs": pairs, "bezier_steps": bezier_steps,
                                 "samples_per_step": samples_per_step, "grid": grid,
                                 "cross_text_pairs": cross_text_pairs}}
@@ -135,6 +148,9 @@ def connectivity(common: Common, *, texts: str = "windows:3", length: int = 12, 
                 "curve_stops": "when every grid point reconstructs the text (checked every "
                                f"{_default('connectivity', 'check_every')} steps) or at the budget",
                 "curve_lr": _default("connectivity", "lr")}
+    settings["curve_recipe"] = (f"control lr {settings['curve_lr']}, {samples_per_step} t a step, "
+                                f"t {_default('connectivity', 't_sampling')}, coarse check on "
+                                f"{_default('connectivity', 'check_grid')} points")
     return _study(common, "connectivity", config, settings, ["connectivity"], options,
                   connectivity_summary)
 
@@ -144,6 +160,10 @@ def uniqueness(common: Common, *, contexts: int = 4, per_context: int = 3, seeds
     """The paper's non-uniqueness protocol: C contexts x K continuations, one shared m."""
     _positive(contexts=contexts, per_context=per_context, seeds=seeds, length=length)
     texts = f"generated:{contexts}:{per_context}"
+    too_few("study uniqueness", contexts if seeds > 1 else 0,
+            "texts with several seeds (one per context)")
+    too_few("study uniqueness", contexts if per_context > 1 else 0,
+            "contexts with several continuations")
     config = _config(common, texts=texts, seeds=seeds, length=length, share="m", group_size=0,
                      protocol="first-of-context")
     settings = {**fit_settings(config), "contexts": contexts, "per_context": per_context,
@@ -158,6 +178,7 @@ def probes(common: Common, *, texts: str = PROBE_TEXTS, length: int = 16, seeds:
            group_size: int = 4) -> StudyResult:
     """Fit many texts with m shared by random groups of `group_size`, then probe e."""
     _positive(length=length, seeds=seeds, group_size=group_size)
+    too_few("study probes", _count(texts), "texts")
     config = _config(common, texts=texts, seeds=seeds, length=length, share="m",
                      group_size=group_size)
     settings = {**fit_settings(config), "text_spec": texts, "texts": _count(texts),
@@ -184,6 +205,7 @@ def capacity(common: Common, *, texts: str, lengths: tuple[int, ...], seeds: int
         raise ProtoscopeError(f"--method must be one-step, mem or both, got {method!r}")
     if not lengths or min(lengths) < 1 or list(lengths) != sorted(set(lengths)):
         raise ProtoscopeError(f"--lengths must be increasing positive integers, got {list(lengths)}")
+    too_few("study capacity", _count(texts), "texts")
     config = _config(common, texts=texts, seeds=seeds, lengths=tuple(lengths), share=share,
                      group_size=0, kind="capacity", methods=methods, warm_start=warm_start)
     settings = {**fit_settings(config), "text_spec": texts, "seeds": seeds,
@@ -292,9 +314,10 @@ def differences(settings: dict, paper: dict) -> list[str]:
 
 def _config(common: Common, *, texts: str, seeds: int, length: int | None = None,
             lengths: tuple[int, ...] | None = None, share: str, group_size: int,
-            **fields) -> RunConfig:
-    overrides = {k: v for k, v in (("max_steps", common.max_steps),
-                                   ("group_patience", common.group_patience)) if v is not None}
+            study: str = "", **fields) -> RunConfig:
+    overrides = {**STUDY_FIT.get(study, {}),
+                 **{k: v for k, v in (("max_steps", common.max_steps),
+                                      ("group_patience", common.group_patience)) if v is not None}}
     return RunConfig(model=common.model, texts=texts, seeds=seeds,
                      lengths=lengths or (length,), share=share, group_size=group_size,
                      recipe=resolve_recipe("default", **overrides), text_seed=common.text_seed,
@@ -345,6 +368,17 @@ def _positive(**values) -> None:
     for key, value in values.items():
         if value is None or value < 1:
             raise ProtoscopeError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+
+
+def too_few(what: str, units: int, unit: str) -> bool:
+    """Say in one line, before anything is fitted, that the findings will have no interval:
+    they resample texts and need at least MIN_UNITS of them (analysis/bootstrap.py). Said even
+    under --quiet, since it changes what the run can answer; the run goes on anyway."""
+    if units >= MIN_UNITS:
+        return False
+    print(f"{what}: {units} {unit}; the findings need at least {MIN_UNITS} for an interval, "
+          f"so they will be inconclusive at this n (fitting anyway)", file=sys.stderr, flush=True)
+    return True
 
 
 def _say(common: Common, message: str) -> None:

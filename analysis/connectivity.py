@@ -60,7 +60,7 @@ class Budget:
     cross_text_pairs: int
     midpoint_steps: int = 0  # the midpoint start's budget (geometry/paths.py); 0: none
     t_sampling: str = "uniform"
-    check_grid: int = 0  # points of the coarse check inside the grid; 0: the whole grid
+    check_grid: int = 0  # points of the coarse check inside the grid (coarse_grid)
 
 
 @dataclass(frozen=True)
@@ -76,13 +76,13 @@ class Pair:
 
 
 def analyze(store, loaded, progress=None, *, max_pairs: int | None = None,
-            cross_text_pairs: int = 3, grid: int = 61, bezier_steps: int = 150,
-            samples_per_step: int = 8,
-            lr: float = 0.02, seed: int = 0, min_accuracy: float = RECONSTRUCTED,
-            train_batch: int = 64, check_every: int = 25,
+            cross_text_pairs: int = 3, grid: int = 61, bezier_steps: int = 100,
+            samples_per_step: int = 4,
+            lr: float = 0.1, seed: int = 0, min_accuracy: float = RECONSTRUCTED,
+            train_batch: int = 64, check_every: int = 5,
             hold_accuracy: float = RECONSTRUCTED,
             curves: tuple[str, ...] = ("bezier",), midpoint_steps: int = 0,
-            t_sampling: str = "uniform", check_grid: int = 0) -> dict[str, pd.DataFrame]:
+            t_sampling: str = "uniform", check_grid: int = 21) -> dict[str, pd.DataFrame]:
     """Connectivity tables for the run in `store`, on the run's frozen model `loaded`.
 
     `curves` names the trained curve families, each with the same budget: "bezier" (the
@@ -97,12 +97,11 @@ def analyze(store, loaded, progress=None, *, max_pairs: int | None = None,
             or check_every < 0:
         raise ValueError("need grid >= 2, bezier_steps >= 0, samples_per_step >= 1, "
                          "cross_text_pairs >= 0 and check_every >= 0")
-    if midpoint_steps < 0 or t_sampling not in T_SAMPLING or check_grid < 0 or (
-            check_grid and (check_grid < 2 or (grid - 1) % (check_grid - 1))):
+    if midpoint_steps < 0 or t_sampling not in T_SAMPLING or check_grid < 0:
         raise ValueError(f"need midpoint_steps >= 0, t_sampling one of {', '.join(T_SAMPLING)} "
-                         f"and check_grid 0 (the whole grid) or a subset of the {grid}-point "
-                         f"grid ((grid - 1) divisible by (check_grid - 1)); got {midpoint_steps}, "
-                         f"{t_sampling!r} and {check_grid}")
+                         f"and check_grid >= 0; got {midpoint_steps}, {t_sampling!r} and "
+                         f"{check_grid}")
+    check_grid = coarse_grid(grid, check_grid)
     if max_pairs is not None and max_pairs < 1:
         raise ValueError(f"max_pairs must be a positive number or None (all), got {max_pairs}")
     unknown = [c for c in curves if c not in CURVES]
@@ -142,6 +141,15 @@ def analyze(store, loaded, progress=None, *, max_pairs: int | None = None,
                    "(start, control, end); pair_<pair_id>_chain: the polygonal chain's "
                    "(start, bend, end)"})
     return out
+
+
+def coarse_grid(grid: int, check_grid: int) -> int:
+    """The points of the coarse check actually used: `check_grid` where those points are grid
+    points (2 <= k < grid, (grid - 1) divisible by (k - 1)), else the whole grid (0 asks for
+    it), so a coarse failure is always a failure on the grid."""
+    if 2 <= check_grid < grid and (grid - 1) % (check_grid - 1) == 0:
+        return check_grid
+    return grid
 
 
 def _curve_key(pair_id: int, kind: str) -> str:
@@ -273,7 +281,7 @@ class _Walker:
                              fixed=None if moved == "e+m" else torch.stack(fixed),
                              check_every=budget.check_every, min_accuracy=self.hold_accuracy,
                              midpoint_steps=budget.midpoint_steps, t_sampling=budget.t_sampling,
-                             check_grid=budget.check_grid or None,
+                             check_grid=budget.check_grid,
                              kind=kind, on_step=on_step)
 
     def target(self, pair: Pair, text_id: str) -> torch.Tensor:

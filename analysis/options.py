@@ -79,21 +79,22 @@ OPTIONS = (
            "pairs of different texts walked straight (default 3)"),
     Option("grid", "connectivity", "grid", _positive, "points along each path (default 61)"),
     Option("bezier-steps", "connectivity", "bezier_steps", _count,
-           "curve training budget in steps (default 150)"),
+           "curve training budget in steps (default 100)"),
     Option("samples-per-step", "connectivity", "samples_per_step", _positive,
-           "t samples per curve step (default 8)"),
-    Option("curve-lr", "connectivity", "lr", _rate, "curve learning rate (default 0.02)"),
+           "t samples per curve step (default 4)"),
+    Option("curve-lr", "connectivity", "lr", _rate, "the control point's learning rate (default 0.1: the curve's midpoint moves at half of it, the fit recipe's 0.05)"),
     Option("check-every", "connectivity", "check_every", _count,
-           "check the whole grid every k curve steps, stopping a curve that holds "
-           "(default 25; 0: never, train the whole budget)"),
+           "check the curve every k steps, stopping it once it holds "
+           "(default 5; 0: never, train the whole budget)"),
     Option("midpoint-steps", "connectivity", "midpoint_steps", _count,
            "a curve first fits its point at t = 0.5 for up to this many steps, one point a "
            "step (a fit from the midpoint); 0: none"),
     Option("t-sampling", "connectivity", "t_sampling", _t_sampling,
            "uniform (Garipov's) or worst: one t a step beside the curve's worst point"),
     Option("check-grid", "connectivity", "check_grid", _count,
-           "points of the coarse check inside the grid (every (grid-1)/(k-1)-th); the whole "
-           "grid confirms a curve the coarse check holds; 0: the whole grid every check"),
+           "points of the coarse check (default 21), used where they are grid points (every "
+           "(grid-1)/(k-1)-th), else the whole grid; the whole grid confirms a curve the "
+           "coarse check holds"),
     Option("curves", "connectivity", "curves", _names,
            "trained curve families: bezier (default, the paper's), chain (Garipov's polygonal "
            "chain), or bezier,chain"),

@@ -30,7 +30,7 @@ def test_every_flag_names_a_real_keyword():
 
 def test_resolve_fills_defaults_and_rejects_unknown_options():
     full = resolve(connectivity.analyze, {"bezier_steps": 7}, "connectivity")
-    assert full["bezier_steps"] == 7 and full["grid"] == 61 and full["check_every"] == 25
+    assert full["bezier_steps"] == 7 and full["grid"] == 61 and full["check_every"] == 5
     with pytest.raises(ProtoscopeError, match="no option 'steps'"):
         resolve(connectivity.analyze, {"steps": 7}, "connectivity")
 

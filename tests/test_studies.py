@@ -136,3 +136,40 @@ def test_bad_study_options_are_one_line_and_exit_2(argv, message, tmp_path, caps
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "r" / "manifest.json").exists()
+
+
+def _cli_defaults(study: str) -> dict:
+    from protoscope.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["study", study, "--out", "x",
+                              *(["--texts", "t", "--lengths", "4"] if study == "capacity" else [])])
+    return vars(args)
+
+
+@pytest.mark.parametrize("study", studies.STUDIES)
+def test_each_study_size_has_one_default_on_the_command_line_and_in_the_api(study):
+    """The command line's defaults are the study functions' (a study's size written twice
+    drifts: the curve budget once had three defaults)."""
+    import inspect
+
+    given = _cli_defaults(study)
+    function = {"connectivity": studies.connectivity, "uniqueness": studies.uniqueness,
+                "probes": studies.probes, "capacity": studies.capacity}[study]
+    for name, param in inspect.signature(function).parameters.items():
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY or name not in given:
+            continue
+        if param.default is inspect.Parameter.empty:
+            continue
+        cli = given[name]
+        if name == "pairs":  # 0 on the command line is "all", None in the API
+            cli = None if cli == 0 else cli
+        assert cli == param.default, f"study {study} --{name.replace('_', '-')}"
+
+
+def test_a_study_too_small_for_an_interval_says_so_before_it_fits(tmp_path, loaded, capsys):
+    studies.connectivity(_common(tmp_path, loaded, "small"), texts="builtin:2", length=4,
+                         seeds=2, bezier_steps=2, grid=3)
+    err = capsys.readouterr().err
+    assert err.count("need at least 5 for an interval") == 1
+    assert "study connectivity: 2 texts with pairs" in err
