@@ -226,8 +226,10 @@ def test_worst_t_sampling_draws_one_t_beside_the_worst_point(solved):
     _, decoder, by_text, targets = solved
     a, b = by_text["t0"][0], by_text["t0"][1]
     recording = _RecordingE(decoder)
+    # seed 1: its first uniform draw is 0.76, so only the worst-t rule puts a point near 0.5
     train_beziers(recording, a[None], b[None], targets["t0"][None], steps=6,
-                  samples_per_step=3, lr=0.05, grid=GRID, check_every=2, t_sampling="worst")
+                  samples_per_step=3, lr=0.05, seed=1, grid=GRID, check_every=2,
+                  t_sampling="worst")
     d = recording.e[0].shape[1]  # the path moves [e; m]; the decoder sees e, its first half
     ea, eb = a[:d], b[:d]
     first = ((recording.e[0] - ea) @ (eb - ea) / (eb - ea).dot(eb - ea)).tolist()
@@ -250,3 +252,13 @@ def test_the_coarse_check_grid_is_a_subset_and_a_held_curve_holds_on_the_whole_g
     assert _worst_accuracy(decoder, curve, target) >= bar
     with pytest.raises(ValueError, match="subset"):
         train_beziers(decoder, a[None], b[None], target[None], steps=1, grid=GRID, check_grid=5)
+
+
+def test_the_curve_bench_smoke_mode_runs_every_candidate_path(capsys):
+    from protoscope.bench import curves
+
+    curves.main(["--smoke"])
+    out = capsys.readouterr().out
+    for label in ("study default: lr 0.02, S 4", "lr 0.1, S 4, midpoint start",
+                  "lr 0.1, S 4, worst t"):
+        assert label in out
