@@ -195,7 +195,7 @@ def open_in_chromium(page: Path) -> dict | None:
             "load_event_seconds": round(float(loaded.group(1)) / 1000, 2) if loaded else None}
 
 
-def bench_stages(sizes: list[int], folder: Path, only: str) -> dict:
+def bench_stages(sizes: list[int], folder: Path, only: str, model: str | None = None) -> dict:
     from .prepare_texts import write_texts
 
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -205,7 +205,8 @@ def bench_stages(sizes: list[int], folder: Path, only: str) -> dict:
         run = folder / f"run-{size}"
         row = {"solutions": size}
         row["fit"] = _stage(["fit", "--texts", str(texts), "--length", "4", "--seeds", "1",
-                             "--max-steps", "1", "--out", str(run), "--quiet", "--threads", "1"],
+                             "--max-steps", "1", "--out", str(run), "--quiet", "--threads", "1",
+                             *(["--model", model] if model else [])],
                             env, watch=run)
         row["analyze"] = _stage(["analyze", str(run), "--only", only, "--quiet"], env)
         row["report"] = _stage(["report", str(run)], env)
@@ -275,6 +276,7 @@ def main(argv=None) -> int:
                         help="analyses for the stages benchmark (the others run the model on "
                              "every solution: linear, and hours at 10,000 on one CPU thread)")
     parser.add_argument("--keep", default=None, help="folder for the stages' runs (kept)")
+    parser.add_argument("--model", default=None, help="stages: another model than the default")
     parser.add_argument("--save", default=None, help="write bench/results/NAME.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -286,10 +288,10 @@ def main(argv=None) -> int:
     else:
         if args.keep:
             Path(args.keep).mkdir(parents=True, exist_ok=True)
-            result = bench_stages(args.sizes or [1000, 10_000], Path(args.keep), args.only)
+            result = bench_stages(args.sizes or [1000, 10_000], Path(args.keep), args.only, args.model)
         else:
             with tempfile.TemporaryDirectory(prefix="protoscope-scale-") as tmp:
-                result = bench_stages(args.sizes or [1000, 10_000], Path(tmp), args.only)
+                result = bench_stages(args.sizes or [1000, 10_000], Path(tmp), args.only, args.model)
     result = {"command": " ".join(["python -m protoscope.bench.scale", *(argv or sys.argv[1:])]),
               "machine": platform.platform(), "cpus": os.cpu_count(),
               "threads": torch.get_num_threads(), "d_model": D_MODEL, **result}
