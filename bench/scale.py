@@ -108,7 +108,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def _stage(argv: list[str], env: dict, watch: Path | None = None) -> dict:
+def _stage(argv: list[str], env: dict, watch: Path | None = None, on_trace=None) -> dict:
     """One stage in a fresh process: wall seconds and that process's peak resident memory.
 
     With `watch` (a run folder being fitted), its parts index is read every 2 s: how many
@@ -127,7 +127,9 @@ def _stage(argv: list[str], env: dict, watch: Path | None = None) -> dict:
             try:
                 trace.append((round(time.perf_counter() - started, 1), _stored(watch, index)))
             except (OSError, ValueError, KeyError):
-                pass
+                continue
+            if on_trace is not None and len(trace) % 15 == 0:  # every 30 s
+                on_trace({"stored_over_time": trace, **_rates(trace)})
     stdout, stderr = proc.communicate()
     wall = time.perf_counter() - started
     if proc.returncode:
@@ -153,7 +155,9 @@ def _stored(run: Path, index: Path) -> int:
 
 def _rates(trace: list[tuple[float, int]], window: int = 1000) -> dict:
     """Solutions/s over the first and the last `window` solutions stored (from the trace)."""
-    trace = [(t, n) for t, n in trace if n > 0]
+    # the first time each count was seen: a plateau (H_LM scoring after the last step, or the
+    # final compaction) is not the fit's rate
+    trace = [(t, n) for i, (t, n) in enumerate(trace) if n > 0 and (i == 0 or n != trace[i - 1][1])]
     if len(trace) < 2:
         return {}
     total = trace[-1][1]
@@ -195,24 +199,35 @@ def open_in_chromium(page: Path) -> dict | None:
             "load_event_seconds": round(float(loaded.group(1)) / 1000, 2) if loaded else None}
 
 
-def bench_stages(sizes: list[int], folder: Path, only: str, model: str | None = None) -> dict:
+def bench_stages(sizes: list[int], folder: Path, only: str, model: str | None = None,
+                 partial: Path | None = None) -> dict:
+    """The stages at each size; with `partial`, the rows so far are written there after every
+    stage (a long run stopped early keeps what it measured)."""
     from .prepare_texts import write_texts
 
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     rows = []
+
+    def keep(row):
+        if partial is not None:
+            partial.write_text(json.dumps({"rows": rows + [row]}, indent=1) + "\n")
     for size in sizes:
         texts = write_texts(folder / f"texts-{size}.jsonl", count=size)
         run = folder / f"run-{size}"
         row = {"solutions": size}
+        keep(row)
         row["fit"] = _stage(["fit", "--texts", str(texts), "--length", "4", "--seeds", "1",
                              "--max-steps", "1", "--out", str(run), "--quiet", "--threads", "1",
                              *(["--model", model] if model else [])],
-                            env, watch=run)
+                            env, watch=run, on_trace=lambda t: keep({**row, "fit_so_far": t}))
+        keep(row)
         row["analyze"] = _stage(["analyze", str(run), "--only", only, "--quiet"], env)
+        keep(row)
         row["report"] = _stage(["report", str(run)], env)
         row["report_mb"] = round((run / "report.html").stat().st_size / 2**20, 2)
         row["report_open"] = open_in_chromium(run / "report.html")
         rows.append(row)
+        keep({"solutions": None})
         print(json.dumps(row), flush=True)
     growth = {}
     if len(rows) >= 2:
@@ -288,7 +303,9 @@ def main(argv=None) -> int:
     else:
         if args.keep:
             Path(args.keep).mkdir(parents=True, exist_ok=True)
-            result = bench_stages(args.sizes or [1000, 10_000], Path(args.keep), args.only, args.model)
+            partial = RESULTS / f"{args.save}.partial.json" if args.save else None
+            result = bench_stages(args.sizes or [1000, 10_000], Path(args.keep), args.only, args.model,
+                                  partial)
         else:
             with tempfile.TemporaryDirectory(prefix="protoscope-scale-") as tmp:
                 result = bench_stages(args.sizes or [1000, 10_000], Path(tmp), args.only, args.model)
