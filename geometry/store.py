@@ -46,8 +46,9 @@ COLUMNS = {
     "e_index": "int64", "m_index": "int64", "accuracy": "float64", "c_tokens": "int64",
     "loss": "float64", "steps": "int64", "restarts": "int64", "seconds": "float64",
     "converged": "bool", "status": "string", "failure": "string", "init_from": "int64",
-    "recipe": "string", "method": "string",
+    "recipe": "string", "method": "string", "start": "string",
 }
+OPTIONAL = {"start"}  # columns a run written before them lacks (geometry/starts.py reads those)
 
 
 def atomic_write(path: pathlib.Path, write: Callable[[pathlib.Path], None]) -> None:
@@ -232,7 +233,7 @@ class RunStore:
             return concat(frames).to_pandas() if frames else empty_solutions()
 
         frame = self._consistent(read)
-        missing = set(COLUMNS) - set(frame.columns)
+        missing = set(COLUMNS) - set(frame.columns) - OPTIONAL
         if missing:
             raise StoreError(f"{self.path / ROWS} is damaged: missing columns {sorted(missing)}")
         return frame

@@ -155,9 +155,9 @@ def test_each_solution_records_where_its_search_began(config, fit_llama, tmp_pat
     built = appended_rows(monkeypatch)
     fitted = fit_run(tmp_path / "run", config, loaded=fit_llama)
     assert [r["start"] for r in built] == ["embedding"] * 6  # the default recipe's init
-    # the store keeps the column once geometry/store.py's COLUMNS names it; a run without it
-    # (older, or written before then) reads the same from its manifest
+    # the store keeps the column; a run without it (older) reads the same from its manifest
     rows = RunStore.open(tmp_path / "run").solutions()
+    assert list(rows["start"]) == ["embedding"] * 6
     assert list(solution_starts(rows, fitted.store.manifest)) == ["embedding"] * 6
     assert list(solution_starts(rows.drop(columns="start", errors="ignore"),
                                 fitted.store.manifest)) == ["embedding"] * 6

@@ -274,3 +274,18 @@ def test_protoscope_compact_folds_a_runs_parts(store, capsys):
     assert not (store.path / "parts").exists() and _check_prefix(store.path) == 3
     assert main(["compact", str(store.path)]) == 0
     assert "(already compact)" in capsys.readouterr().out
+
+
+def test_a_run_written_before_the_start_column_opens_and_takes_rows_with_it(tmp_path):
+    import pandas as pd
+
+    old = RunStore.create(tmp_path / "old", {"model": {"name": "tiny", "d_model": 3}}, [])
+    _append(old, 0, 2)
+    old.compact()
+    rows = old.path / "solutions.parquet"
+    pd.read_parquet(rows).drop(columns="start").to_parquet(rows)  # as an older version wrote it
+    opened = RunStore.open(old.path)
+    assert "start" not in opened.solutions().columns and len(opened.solutions()) == 2
+    opened.append([{**_row("b", 0, 0, 0), "start": "embedding"}], torch.zeros(1, 3), torch.zeros(1, 3))
+    starts = RunStore.open(old.path).solutions()["start"]
+    assert starts.isna().tolist() == [True, True, False] and starts.iloc[2] == "embedding"
