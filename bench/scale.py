@@ -117,8 +117,10 @@ def _stage(argv: list[str], env: dict, watch: Path | None = None, on_trace=None)
               "rc = main(sys.argv[1:]); print('STAGE', time.perf_counter() - t, "
               "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr); sys.exit(rc)")
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", script, *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # to files, not pipes: a fit's progress lines fill a pipe nobody reads until it ends
+    out_file, err_file = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([sys.executable, "-c", script, *argv], env=env, stdout=out_file,
+                            stderr=err_file, text=True)
     trace = []
     if watch is not None:
         index = watch / "parts" / "index.json"
@@ -130,8 +132,12 @@ def _stage(argv: list[str], env: dict, watch: Path | None = None, on_trace=None)
                 continue
             if on_trace is not None and len(trace) % 15 == 0:  # every 30 s
                 on_trace({"stored_over_time": trace, **_rates(trace)})
-    stdout, stderr = proc.communicate()
+    proc.wait()
     wall = time.perf_counter() - started
+    err_file.seek(0)
+    stderr = err_file.read()
+    out_file.close()
+    err_file.close()
     if proc.returncode:
         raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {stderr[-2000:]}")
     line = [ln for ln in stderr.splitlines() if ln.startswith("STAGE ")][-1].split()
