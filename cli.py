@@ -249,14 +249,16 @@ def _study_parsers(sub) -> None:
     common(uniq, length=16, seeds=3)
 
     prob = names.add_parser("probes", help="linear probes of e over many texts, m shared in groups")
-    prob.add_argument("--texts", default="generated:8:15+windows:40+random:40",
-                      help="text SPEC (default: 200 texts, generated:8:15+windows:40+random:40)")
+    prob.add_argument("--texts", default="generated:4:10+windows:20+random:20",
+                      help="text SPEC (default: 80 texts, generated:4:10+windows:20+random:20; "
+                           "the paper probes none, Bondarenko et al. 2,000)")
     prob.add_argument("--group-size", type=int, default=4, help="texts per shared m (default 4)")
-    common(prob, length=16, seeds=1)
+    common(prob, length=8, seeds=1)
 
     cap = names.add_parser("capacity", help="the capacity search, m shared or not")
-    cap.add_argument("--texts", required=True, help="text SPEC")
-    cap.add_argument("--lengths", type=_ints, required=True, help="comma-separated length grid")
+    cap.add_argument("--texts", default="builtin:5", help="text SPEC (default builtin:5)")
+    cap.add_argument("--lengths", type=_ints, default=(4, 8, 16, 32),
+                     help="comma-separated length grid (default 4,8,16,32; the paper's goes to 1448)")
     cap.add_argument("--share", default="none", help="none (default) | m")
     cap.add_argument("--method", default="one-step", help="one-step (default) | mem | both")
     common(cap, length=None, seeds=1)

@@ -47,12 +47,15 @@ STUDIES = ("connectivity", "uniqueness", "probes", "capacity")
 RECONSTRUCTED = 0.99
 PAPER_MODELS = "Pythia-160M/410M/1.4B, Llama-3.2-1B/3B, Llama-3.1-8B (GPU)"
 PAPER_RECIPE = "AdamW lr 0.01, N(0,1) init, up to 5000 steps"
-PROBE_TEXTS = "generated:8:15+windows:40+random:40"
+PROBE_TEXTS = "generated:4:10+windows:20+random:20"  # 80 texts: sized for a 2-core CPU
+CAPACITY_TEXTS, CAPACITY_LENGTHS = "builtin:5", (4, 8, 16, 32)
 
 # Each study's fit budget where `--max-steps` / `--group-patience` are not given: sized so its
 # default finishes on a 2-core CPU (README: measured times); a share group still short at the
 # budget keeps its exact members, and its texts without a pair are left out of the paths.
-STUDY_FIT = {"connectivity": {"max_steps": 500, "group_patience": 150}}
+STUDY_FIT = {"connectivity": {"max_steps": 500, "group_patience": 150},
+             "probes": {"max_steps": 300, "group_patience": 150},
+             "capacity": {"max_steps": 500}}
 
 # What each setting is called in a sentence of `differs`.
 LABELS = {
@@ -134,7 +137,7 @@ def connectivity(common: Common, *, texts: str = "windows:6", length: int = 12, 
         raise ProtoscopeError(f"--pairs must be at least 1 (or omitted for all), got {pairs}")
     if seeds < 2:
         raise ProtoscopeError(f"--seeds must be at least 2: a path joins two solutions of a text, got {seeds}")
-    too_few("study connectivity", _count(texts), "texts with pairs")
+    notes = [too_few("study connectivity", _count(texts), "texts with pairs")]
     config = _config(common, texts=texts, seeds=seeds, length=length, share="m", group_size=1,
                      study="connectivity")
     options = {"connectivity": {"max_pairs": pairs, "bezier_steps": bezier_steps,
@@ -152,7 +155,7 @@ def connectivity(common: Common, *, texts: str = "windows:6", length: int = 12, 
                                 f"t {_default('connectivity', 't_sampling')}, coarse check on "
                                 f"{_default('connectivity', 'check_grid')} points")
     return _study(common, "connectivity", config, settings, ["connectivity"], options,
-                  connectivity_summary)
+                  connectivity_summary, notes=notes)
 
 
 def uniqueness(common: Common, *, contexts: int = 4, per_context: int = 3, seeds: int = 3,
@@ -160,10 +163,10 @@ def uniqueness(common: Common, *, contexts: int = 4, per_context: int = 3, seeds
     """The paper's non-uniqueness protocol: C contexts x K continuations, one shared m."""
     _positive(contexts=contexts, per_context=per_context, seeds=seeds, length=length)
     texts = f"generated:{contexts}:{per_context}"
-    too_few("study uniqueness", contexts if seeds > 1 else 0,
-            "texts with several seeds (one per context)")
-    too_few("study uniqueness", contexts if per_context > 1 else 0,
-            "contexts with several continuations")
+    notes = [too_few("study uniqueness", contexts if seeds > 1 else 0,
+                     "texts with several seeds (one per context)"),
+             too_few("study uniqueness", contexts if per_context > 1 else 0,
+                     "contexts with several continuations")]
     config = _config(common, texts=texts, seeds=seeds, length=length, share="m", group_size=0,
                      protocol="first-of-context")
     settings = {**fit_settings(config), "contexts": contexts, "per_context": per_context,
@@ -171,16 +174,16 @@ def uniqueness(common: Common, *, contexts: int = 4, per_context: int = 3, seeds
                 "seed_protocol": f"{seeds} seeds for the first continuation of each context, "
                                  "one for the others"}
     return _study(common, "uniqueness", config, settings, ["uniqueness"], {},
-                  uniqueness_summary)
+                  uniqueness_summary, notes=notes)
 
 
-def probes(common: Common, *, texts: str = PROBE_TEXTS, length: int = 16, seeds: int = 1,
+def probes(common: Common, *, texts: str = PROBE_TEXTS, length: int = 8, seeds: int = 1,
            group_size: int = 4) -> StudyResult:
     """Fit many texts with m shared by random groups of `group_size`, then probe e."""
     _positive(length=length, seeds=seeds, group_size=group_size)
-    too_few("study probes", _count(texts), "texts")
+    notes = [too_few("study probes", _count(texts), "texts")]
     config = _config(common, texts=texts, seeds=seeds, length=length, share="m",
-                     group_size=group_size)
+                     group_size=group_size, study="probes")
     settings = {**fit_settings(config), "text_spec": texts, "texts": _count(texts),
                 "seeds": seeds, "length": length,
                 "share": f"m shared by random groups of {group_size} texts, e per solution",
@@ -189,10 +192,11 @@ def probes(common: Common, *, texts: str = PROBE_TEXTS, length: int = 16, seeds:
                          f"{_default('probes', 'permutations')} label permutations, 95% interval "
                          "by bootstrap over texts"}
     return _study(common, "probes", config, settings, ["probes"], {},
-                  lambda store: _table(store, "probes"), shuffle=True)
+                  lambda store: _table(store, "probes"), shuffle=True, notes=notes)
 
 
-def capacity(common: Common, *, texts: str, lengths: tuple[int, ...], seeds: int = 1,
+def capacity(common: Common, *, texts: str = CAPACITY_TEXTS,
+             lengths: tuple[int, ...] = CAPACITY_LENGTHS, seeds: int = 1,
              share: str = "none", method: str = "one-step", warm_start: bool = True) -> StudyResult:
     """The capacity search with m shared (by every text and seed) or not."""
     from .geometry.capacity import capacity_per_text, capacity_search
@@ -205,9 +209,9 @@ def capacity(common: Common, *, texts: str, lengths: tuple[int, ...], seeds: int
         raise ProtoscopeError(f"--method must be one-step, mem or both, got {method!r}")
     if not lengths or min(lengths) < 1 or list(lengths) != sorted(set(lengths)):
         raise ProtoscopeError(f"--lengths must be increasing positive integers, got {list(lengths)}")
-    too_few("study capacity", _count(texts), "texts")
+    notes = [too_few("study capacity", _count(texts), "texts")]
     config = _config(common, texts=texts, seeds=seeds, lengths=tuple(lengths), share=share,
-                     group_size=0, kind="capacity", methods=methods, warm_start=warm_start)
+                     group_size=0, study="capacity", kind="capacity", methods=methods, warm_start=warm_start)
     settings = {**fit_settings(config), "text_spec": texts, "seeds": seeds,
                 "lengths": ", ".join(map(str, lengths)),
                 "share": "m shared by every text and seed" if share == "m" else "none",
@@ -217,6 +221,7 @@ def capacity(common: Common, *, texts: str, lengths: tuple[int, ...], seeds: int
     with RunStore(common.out).lock():
         from .geometry.runs import prepare_run
 
+        say_notes(notes)
         store, loaded, text_list = prepare_run(common.out, config, device=common.device,
                                                overwrite=common.overwrite, loaded=common.loaded)
         _say(common, f"capacity search over {list(lengths)} into {common.out}")
@@ -239,12 +244,13 @@ def run(name: str, common: Common, **sizes) -> StudyResult:
 
 # -- shared plumbing --------------------------------------------------------------------------
 def _study(common: Common, name: str, config: RunConfig, settings: dict, analyses: list[str],
-           options: dict, summarize, shuffle: bool = False) -> StudyResult:
+           options: dict, summarize, shuffle: bool = False, notes=()) -> StudyResult:
     """Fit (or resume), analyse, record the protocol, write the report."""
     from .progress import Progress
 
     started, seconds = time.perf_counter(), {}
     with RunStore(common.out).lock():
+        say_notes(notes)
         loaded = common.loaded or load_model(config.model, device=common.device, dtype=config.dtype)
         texts = _shuffled_texts(common, config, loaded) if shuffle else None
         _say(common, f"[1/3] {name}: fitting {config.texts} x {config.seeds} seeds at "
@@ -370,15 +376,20 @@ def _positive(**values) -> None:
             raise ProtoscopeError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
 
 
-def too_few(what: str, units: int, unit: str) -> bool:
-    """Say in one line, before anything is fitted, that the findings will have no interval:
-    they resample texts and need at least MIN_UNITS of them (analysis/bootstrap.py). Said even
-    under --quiet, since it changes what the run can answer; the run goes on anyway."""
+def too_few(what: str, units: int, unit: str) -> str | None:
+    """The line saying, before anything is fitted, that the findings will have no interval:
+    they resample texts and need at least MIN_UNITS of them (analysis/bootstrap.py); None when
+    there are enough. `say_notes` prints it once the run folder is known to be usable."""
     if units >= MIN_UNITS:
-        return False
-    print(f"{what}: {units} {unit}; the findings need at least {MIN_UNITS} for an interval, "
-          f"so they will be inconclusive at this n (fitting anyway)", file=sys.stderr, flush=True)
-    return True
+        return None
+    return (f"{what}: {units} {unit}; the findings need at least {MIN_UNITS} for an interval, "
+            f"so they will be inconclusive at this n (fitting anyway)")
+
+
+def say_notes(notes) -> None:
+    """Print the too-few lines, even under --quiet: they change what the run can answer."""
+    for note in filter(None, notes):
+        print(note, file=sys.stderr, flush=True)
 
 
 def _say(common: Common, message: str) -> None:

@@ -142,8 +142,7 @@ def _cli_defaults(study: str) -> dict:
     from protoscope.cli import build_parser
 
     parser = build_parser()
-    args = parser.parse_args(["study", study, "--out", "x",
-                              *(["--texts", "t", "--lengths", "4"] if study == "capacity" else [])])
+    args = parser.parse_args(["study", study, "--out", "x"])
     return vars(args)
 
 
