@@ -234,7 +234,7 @@ def _study_parsers(sub) -> None:
         p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
         p.add_argument("--quiet", action="store_true", help="no progress")
 
-    conn = names.add_parser("connectivity", help="paths between a text's solutions, m shared by its seeds")
+    conn = names.add_parser("connectivity", help="paths between a text's solutions, m shared by its seeds (defaults: 372 CPU-s at one thread, 2026-12-03)")
     conn.add_argument("--texts", default="windows:6", help="text SPEC (default windows:6; the paper: 5 texts)")
     common(conn, length=12, seeds=2)
     conn.add_argument("--pairs", type=int, default=0, help="same-text pairs per text (default 0: all, as the paper)")
@@ -243,10 +243,10 @@ def _study_parsers(sub) -> None:
     conn.add_argument("--grid", type=int, default=21, help="grid points along each path (default 21; Garipov: 61)")
     conn.add_argument("--cross-text-pairs", type=int, default=2, help="different-text straight paths (default 2)")
 
-    uniq = names.add_parser("uniqueness", help="C contexts x K continuations, one shared m")
-    uniq.add_argument("--contexts", type=int, default=4, help="contexts C (default 4, at most 10)")
-    uniq.add_argument("--per-context", type=int, default=3, help="continuations K per context (default 3)")
-    common(uniq, length=16, seeds=3)
+    uniq = names.add_parser("uniqueness", help="C contexts x K continuations, one shared m (defaults: 40 solutions, 304 steps; 34 min wall beside four other jobs, 2026-12-03)")
+    uniq.add_argument("--contexts", type=int, default=10, help="contexts C (default 10, at most 10; 5 or more for an interval)")
+    uniq.add_argument("--per-context", type=int, default=2, help="continuations K per context (default 2)")
+    common(uniq, length=8, seeds=3)
 
     prob = names.add_parser("probes", help="linear probes of e over many texts, m shared in groups")
     prob.add_argument("--texts", default="generated:4:10+windows:20+random:20",

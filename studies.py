@@ -158,8 +158,8 @@ def connectivity(common: Common, *, texts: str = "windows:6", length: int = 12, 
                   connectivity_summary, notes=notes)
 
 
-def uniqueness(common: Common, *, contexts: int = 4, per_context: int = 3, seeds: int = 3,
-               length: int = 16) -> StudyResult:
+def uniqueness(common: Common, *, contexts: int = 10, per_context: int = 2, seeds: int = 3,
+               length: int = 8) -> StudyResult:
     """The paper's non-uniqueness protocol: C contexts x K continuations, one shared m."""
     _positive(contexts=contexts, per_context=per_context, seeds=seeds, length=length)
     texts = f"generated:{contexts}:{per_context}"
