@@ -59,9 +59,11 @@ def test_adversarial_directions_are_worse_than_random_ones_at_the_same_radius(ta
     ray0 = rand[rand["trial"] == 0].set_index(key)["loss"].loc[adv.index]
     mean = rand.groupby(key)["loss"].mean().loc[adv.index]
     assert len(adv) == 3 * SEEDS * (len(RADII) - 1)
-    # summed loss in nats: the ascent gains 3.7 to 31 nats over either on this run
-    assert (adv["loss"] > ray0 + 2.0).all()
-    assert (adv["loss"] > mean + 2.0).all()
+    # summed loss in nats: the ascent gained 3.7 to 31 nats over either on one machine and 1.9
+    # to 29 over the rays' mean on another (same code, other package builds): a margin of 1 nat
+    # still fails a broken ascent, which ties ray 0 exactly
+    assert (adv["loss"] > ray0 + 1.0).all()
+    assert (adv["loss"] > mean + 1.0).all()
     near = moved[moved["radius"] == 0.05].groupby("direction")["accuracy"].mean()
     assert near["adversarial"] < near["random"] - 0.1  # 0.59 vs 0.90 on this run
 
