@@ -32,7 +32,6 @@ import torch
 from . import common
 
 RUNS = Path("runs/bench-curves")
-RESULT_NOTE = "the result file (same settings, same pairs)"
 BUDGET, CHECK, GRID = 100, 5, 61
 SETS = {  # name: (texts, count, length)
     "tune-12": ("windows", 6, 12),
@@ -72,7 +71,7 @@ def fit_pairs(name: str, loaded, root: Path = RUNS, seeds: int = 2, max_steps: i
     fresh = not (out / "manifest.json").exists()
     bar = Progress(quiet=True, desc=f"fit {name}", every=60.0)
     fitted = fit_run(out, config, loaded=loaded, texts=set_texts(kind, count, loaded) if fresh
-                     else None, **{k: v for k, v in bar.callbacks().items() if k == "on_groups"})
+                     else None, on_groups=bar.on_groups)
     return fitted.store
 
 
@@ -159,7 +158,7 @@ def compare(sets, labels, loaded, root: Path = RUNS, budget: int = BUDGET,
                      "candidates": dict(before.get("candidates", {})) if same else {}}
         for label in labels:
             if label in out[name]["candidates"]:
-                print(f"{name} | {label}: kept from {RESULT_NOTE}", file=sys.stderr, flush=True)
+                print(f"{name} | {label}: kept from the result file (same settings, same pairs)", file=sys.stderr, flush=True)
                 continue
             result = train(label, CANDIDATES[label], pairs, loaded, budget)
             out[name]["candidates"][label] = result
