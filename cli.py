@@ -73,6 +73,10 @@ def _fit_options(p: argparse.ArgumentParser, texts: bool = True) -> None:
                    help="normal | embedding: override the recipe's init; encoder (the one shipped "
                         "for the model) | encoder:ENC (one trained with `encoder train`): start "
                         "each problem from the encoder's prediction (restarts use the recipe's init)")
+    p.add_argument("--init-spread", type=float, default=None, metavar="S",
+                   help="with --init encoder: seed s > 0 starts at the prediction plus seeded noise of "
+                        "S x its norm (default 0.05; 0: every seed at the prediction). Larger S: "
+                        "seeds end further apart, at more steps (bench/results/starts_spread.json)")
     p.add_argument("--optimizer", default=None, help="adam | adamw: override the recipe's optimizer")
     p.add_argument("--schedule", default=None, help="constant | cosine: override the recipe's schedule")
     p.add_argument("--share-policy", default=None,
@@ -169,8 +173,10 @@ def _encoder_parsers(sub) -> None:
     """`protoscope encoder train|universal-m`: learned starts for the fitting loop."""
     enc = sub.add_parser("encoder", help="learned starts: text -> proto-tokens, or one universal m")
     actions = enc.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    train = actions.add_parser("train", help="fit an encoder on RUN's solutions")
-    train.add_argument("run", help="run directory whose converged solutions are the training data")
+    train = actions.add_parser("train", help="fit an encoder on RUN's solutions (end-to-end: or on "
+                               "texts alone, from --from ENC)")
+    train.add_argument("run", nargs="?", default=None, help="run directory whose converged solutions "
+                       "are the training data (end-to-end with --from: optional)")
     train.add_argument("--out", required=True, help="ENC: writes ENC.safetensors and ENC.json")
     train.add_argument("--kind", default="ridge", help="nearest | ridge (default) | mlp | end-to-end "
                        "(the mlp fine-tuned through the frozen decoder on the run's texts)")
@@ -190,6 +196,17 @@ def _encoder_parsers(sub) -> None:
                      "run's (a text SPEC as fit's --texts, e.g. windows:99+random:200): the "
                      "reconstruction loss needs no solution of them")
     e2e.add_argument("--text-seed", type=int, default=0, help="seed for --texts' random and generated texts")
+    e2e.add_argument("--generate-tokens", type=int, default=128,
+                     help="tokens per generated text of --texts (128)")
+    e2e.add_argument("--from", dest="start_from", default=None, metavar="ENC",
+                     help="start from this end-to-end encoder (`shipped`: the one fit --init "
+                          "encoder uses) instead of an mlp fitted on RUN's solutions")
+    e2e.add_argument("--lengths", default=None, metavar="N,N,...",
+                     help="train each --texts text at one of these lengths (a seeded round robin), "
+                          "e.g. 8,16,32,64: one length-conditioned encoder for all of them "
+                          "(default: each of RUN's lengths)")
+    e2e.add_argument("--resume", action="store_true", help="continue a training that stopped, from "
+                     "the last epoch its checkpoint ENC.ckpt.pt holds")
     train.add_argument("--quiet", action="store_true", help="no per-epoch line (end-to-end)")
     train.add_argument("--device", default="cpu")
     _threads_option(train)

@@ -38,7 +38,16 @@ def _config(args, **fields):
                      group_size=args.group_size, recipe=_recipe(args), text_seed=args.text_seed,
                      generate_tokens=args.generate_tokens,
                      dtype=args.dtype, m_from=getattr(args, "m_from", None) or "",
-                     start=_init(args)[1], **fields)
+                     start=_init(args)[1], **_spread(args), **fields)
+
+
+def _spread(args) -> dict:
+    spread = getattr(args, "init_spread", None)
+    if spread is None:
+        return {}
+    if not _init(args)[1]:
+        raise ProtoscopeError("--init-spread applies to encoder starts: give --init encoder or encoder:ENC")
+    return {"start_spread": spread}
 
 
 def _check_positive(**values) -> None:
@@ -132,39 +141,81 @@ def encoder(args) -> int:
 
     if args.kind not in KINDS:
         raise ProtoscopeError(f"--kind must be one of {', '.join(KINDS)}, got {args.kind!r}")
-    options = None
+    options, lengths = None, ()
     if args.kind == "end-to-end":  # bad options fail before the model loads
         from .geometry.end_to_end import Options
 
         given = {k: getattr(args, k) for k in ("epochs", "lr", "weight_decay", "batch_size",
                                                "holdout", "patience", "regression")}
         options = Options(**{k: v for k, v in given.items() if v is not None})
+        lengths = _lengths(args.lengths) if args.lengths else ()
+    elif args.start_from or args.lengths or args.resume:
+        raise ProtoscopeError(f"--from, --lengths and --resume train the end-to-end kind only, not {args.kind}")
     if args.texts and args.kind != "end-to-end":
         raise ProtoscopeError(f"--texts trains the end-to-end kind only, not {args.kind}")
+    if args.run is None and not args.start_from:
+        raise ProtoscopeError("encoder train needs RUN (its solutions), or --kind end-to-end --from ENC --texts SPEC")
+    if args.run is None and not args.texts:
+        raise ProtoscopeError("without RUN, --texts names the training texts")
     if args.texts:
         from .geometry.runs import check_text_spec
 
         check_text_spec(args.texts)
-    store = RunStore.open(args.run)
+    from .geometry.encoder import load_encoder, resolve_encoder
+
+    shipped = args.start_from == "shipped"
+    base = load_encoder(args.start_from) if args.start_from and not shipped else None
+    store = RunStore.open(args.run) if args.run else None
     _threads(args)
-    model = store.manifest.get("config", {}).get("model") or store.manifest.get("model", {}).get("name")
-    loaded = load_model(model, device=args.device, dtype=store.manifest.get("dtype", "float32"))
+    if store is not None:
+        model = store.manifest.get("config", {}).get("model") or store.manifest.get("model", {}).get("name")
+        dtype = store.manifest.get("dtype", "float32")
+    else:
+        from .geometry.models import DEFAULT_MODEL
+
+        model, dtype = base.model["name"] if base else DEFAULT_MODEL, "float32"
+    loaded = load_model(model, device=args.device, dtype=dtype)
+    if args.start_from:  # the shipped one is picked by the model; any is checked against it
+        base = resolve_encoder("encoder" if shipped else f"encoder:{args.start_from}", loaded)
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     extra = []
     if args.texts:
         from .geometry.runs import RunConfig, load_text_mix
 
         extra = load_text_mix(RunConfig(model=loaded.info.name, texts=args.texts,
-                                        text_seed=args.text_seed), loaded)
+                                        text_seed=args.text_seed,
+                                        generate_tokens=args.generate_tokens), loaded)
+    checkpoint = None
+    if args.kind == "end-to-end":
+        from .geometry.end_to_end import checkpoint_path
+
+        checkpoint = checkpoint_path(args.out)
     enc = train_encoder(store, loaded, kind=args.kind, seed=args.seed, options=options, log=log,
-                        extra_texts=extra, extra_spec=args.texts or "")
+                        extra_texts=extra, extra_spec=args.texts or "", base=base,
+                        lengths=lengths, checkpoint=checkpoint, resume=args.resume)
     path = enc.save(args.out)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)  # the encoder's JSON holds the whole history
+        from .reports.figures_encoder import write_training_page
+
+        write_training_page(enc.meta, path.with_suffix(".html"))
     t = enc.meta["trained_on"]
-    print(f"{args.kind} encoder from {t['solutions']} solutions of {t['texts']} texts in "
-          f"{args.run} ({loaded.info.name}): {path}")
+    source = (f"{t['solutions']} solutions of {t['texts']} texts in {args.run}" if store is not None
+              else f"the texts {args.texts}, from {args.start_from}")
+    print(f"{args.kind} encoder from {source} ({loaded.info.name}): {path}")
     if args.kind == "end-to-end":
         print(_end_to_end_summary(enc.meta))
     return 0
+
+
+def _lengths(spec: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in spec.split(","))
+    except ValueError:
+        raise ProtoscopeError(f"--lengths must be comma-separated token counts, got {spec!r}") from None
+    if not values or min(values) < 1:
+        raise ProtoscopeError(f"--lengths must be positive token counts, got {spec!r}")
+    return tuple(sorted(set(values)))
 
 
 def _end_to_end_summary(meta: dict) -> str:
@@ -174,10 +225,11 @@ def _end_to_end_summary(meta: dict) -> str:
     def acc(x) -> str:
         return "-" if x is None else f"{x:.3f}"
 
-    start, kept = run["mlp_start"], run["kept"]
+    name = "mlp start" if "mlp_start" in run else "start"
+    start, kept = run.get("mlp_start") or run["start"], run["kept"]
     return (f"zero-step accuracy of decoder(encoder(text)): training texts {acc(kept['train']['accuracy'])} "
-            f"(mlp start {acc(start['train']['accuracy'])}), held-out slice of "
-            f"{len(run['held_out_texts'])} texts {acc(kept['held_out']['accuracy'])} (mlp start "
+            f"({name} {acc(start['train']['accuracy'])}), held-out slice of "
+            f"{len(run['held_out_texts'])} texts {acc(kept['held_out']['accuracy'])} ({name} "
             f"{acc(start['held_out']['accuracy'])}); kept epoch {run['kept_epoch']} of "
             f"{run['epochs_run']}" + (" (no epoch lowered the held-out loss: the mlp start)"
                                       if run["kept_epoch"] == 0 else "") + f", {run['seconds']} s")

@@ -61,13 +61,14 @@ class Encoder:
     def model(self) -> dict:
         return self.meta["model"]
 
-    def predict(self, features: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features [k, f] -> e [k, d], m [k, d] (float32)."""
+    def predict(self, features: np.ndarray, lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features [k, f] -> e [k, d], m [k, d] (float32); `lengths` (tokens per text) feed a
+        length-conditioned encoder and are ignored by the others."""
         d = int(self.model["d_model"])
         if self.kind == "end-to-end":  # torch, float32: the very function it was trained through
             from .end_to_end import predict
 
-            return predict(self.tensors, features, d)
+            return predict(self.tensors, features, d, lengths)
         t = {k: v.double().numpy() for k, v in self.tensors.items()}
         x = (np.asarray(features, dtype=np.float64) - t["x_mean"]) / t["x_scale"]
         if self.kind == "nearest":
@@ -213,7 +214,8 @@ def model_identity(loaded) -> dict:
 
 
 def train_encoder(store, loaded, kind: str = "ridge", seed: int = 0, options=None, log=None,
-                  extra_texts=(), extra_spec: str = "") -> Encoder:
+                  extra_texts=(), extra_spec: str = "", base=None, lengths=(), checkpoint=None,
+                  resume: bool = False) -> Encoder:
     """Learn text -> (e, m) from the converged solutions of a run (fitted on `loaded`).
 
     `end-to-end` is trained by end_to_end.py, through the frozen decoder on the run's texts
@@ -225,7 +227,8 @@ def train_encoder(store, loaded, kind: str = "ridge", seed: int = 0, options=Non
         from .end_to_end import Options, train_end_to_end
 
         return train_end_to_end(store, loaded, seed=seed, options=options or Options(), log=log,
-                                extra_texts=extra_texts, extra_spec=extra_spec)
+                                extra_texts=extra_texts, extra_spec=extra_spec, base=base,
+                                lengths=lengths, checkpoint=checkpoint, resume=resume)
     if extra_texts:
         raise ProtoscopeError(f"--texts trains the end-to-end kind only; {kind} learns from solutions")
     rows, e, m = training_solutions(store, loaded)
@@ -293,45 +296,53 @@ def regression(kind: str, xs: np.ndarray, e: np.ndarray, m: np.ndarray, seed: in
 
 def training_meta(store, loaded, rows, e: np.ndarray, m: np.ndarray) -> dict:
     """What every kind records: the model, the features, the norms and the training run."""
-    config = store.manifest.get("config", {})
     return {
         "model": model_identity(loaded),
         "features": "last layer of the frozen model on [BOS] + text: mean over text positions, then last position",
         "e_norm": float(np.median(np.linalg.norm(e, axis=1))),
         "m_norm": float(np.median(np.linalg.norm(m, axis=1))),
-        # the run by its folder name and what made it: a shipped file carries no machine paths
-        "trained_on": {"run": store.path.name, "texts_spec": config.get("texts"),
-                       "text_seed": config.get("text_seed"),
-                       "solutions": int(len(rows)),
-                       "texts": int(rows["text_id"].nunique()),
-                       "lengths": sorted({int(n) for n in rows["length"]}),
-                       "arrangements": sorted(set(rows["arrangement"])),
-                       "share": sorted(set(rows["share"]))},
+        "trained_on": trained_on(store, rows),
     }
+
+
+def trained_on(store, rows) -> dict:
+    """The run an encoder learned from, by its folder name and what made it (a shipped file
+    carries no machine paths), and the solutions it used."""
+    config = store.manifest.get("config", {})
+    return {"run": store.path.name, "texts_spec": config.get("texts"),
+            "text_seed": config.get("text_seed"),
+            "solutions": int(len(rows)),
+            "texts": int(rows["text_id"].nunique()),
+            "lengths": sorted({int(n) for n in rows["length"]}),
+            "arrangements": sorted(set(rows["arrangement"])),
+            "share": sorted(set(rows["share"]))}
 
 
 # ---------------------------------------------------------------- starts
 
 
-def encoder_starts(encoder: Encoder, loaded, problems: Sequence[Problem]) -> list[Problem]:
-    """The problems with init_e / init_m from the encoder (seed > 0: perturbed, see above)."""
+def encoder_starts(encoder: Encoder, loaded, problems: Sequence[Problem],
+                   spread: float = PERTURBATION) -> list[Problem]:
+    """The problems with init_e / init_m from the encoder (seed > 0: perturbed by `spread` x
+    the prediction's norm, see above)."""
     if not problems:
         return []
     unique = sorted({p.targets for p in problems})
-    e, m = encoder.predict(text_features(loaded, unique))
+    e, m = encoder.predict(text_features(loaded, unique), [len(t) for t in unique])
     row = {t: i for i, t in enumerate(unique)}
     out = []
     for p in problems:
         i = row[p.targets]
-        out.append(dataclasses.replace(p, init_e=_perturbed(e[i], p, "e"), init_m=_perturbed(m[i], p, "m")))
+        out.append(dataclasses.replace(p, init_e=_perturbed(e[i], p, "e", spread),
+                                       init_m=_perturbed(m[i], p, "m", spread)))
     return out
 
 
-def _perturbed(v: torch.Tensor, p: Problem, name: str) -> torch.Tensor:
-    if p.seed == 0:
+def _perturbed(v: torch.Tensor, p: Problem, name: str, spread: float = PERTURBATION) -> torch.Tensor:
+    if p.seed == 0 or spread == 0:
         return v.clone()
     noise = seeded_vector(f"encoder|{p.text_id}|{p.seed}|{name}", v.shape[0], 1.0)
-    return v + noise * (PERTURBATION * float(v.norm()) / float(noise.norm()))
+    return v + noise * (spread * float(v.norm()) / float(noise.norm()))
 
 
 def recipe_starts(problems: Sequence[Problem], recipe, info) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,7 +33,7 @@ no optimiser step, at the kept epoch, training texts and held-out slice) and `en
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -41,7 +41,7 @@ import torch
 
 from .errors import ProtoscopeError
 
-TRAINED = ("w0", "b0", "w1", "b1", "log_e_norm", "log_m_norm")
+TRAINED = ("w0", "b0", "w1", "b1", "log_e_norm", "log_m_norm", "w_len", "len_norm")
 DECAYED = ("w0", "w1")
 
 
@@ -70,21 +70,50 @@ class Options:
             raise ProtoscopeError(f"--holdout must be in [0, 1), got {self.holdout}")
 
 
-def forward(t: dict[str, torch.Tensor], x: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw features [k, f] (float32) -> e [k, d], m [k, d]: the encoder, for training and use."""
+def forward(t: dict[str, torch.Tensor], x: torch.Tensor, d: int,
+            lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw features [k, f] (float32) -> e [k, d], m [k, d]: the encoder, for training and use.
+
+    A length-conditioned encoder (tensors `w_len`, `len_norm`) also takes each text's target
+    length in tokens: `length_feature(n)` enters the hidden layer through `w_len` and moves the
+    log-norms of e and m through `len_norm`. Encoders without them ignore `lengths`."""
     xs = (x - t["x_mean"]) / t["x_scale"]
-    h = torch.relu(xs @ t["w0"] + t["b0"])
+    pre = xs @ t["w0"] + t["b0"]
+    log_e, log_m = t["log_e_norm"], t["log_m_norm"]
+    if "w_len" in t:
+        if lengths is None:
+            raise ProtoscopeError("this encoder is length-conditioned: it needs each text's length")
+        f = length_feature(lengths).to(pre)[:, None]  # [k, 1]
+        pre = pre + f * t["w_len"]
+        log_e, log_m = log_e + f * t["len_norm"][0], log_m + f * t["len_norm"][1]
+    h = torch.relu(pre)
     y = (h @ t["w1"] + t["b1"]) * t["y_scale"] + t["y_mean"]
-    return _to_norm(y[:, :d], t["log_e_norm"]), _to_norm(y[:, d:], t["log_m_norm"])
+    return _to_norm(y[:, :d], log_e), _to_norm(y[:, d:], log_m)
+
+
+def length_feature(lengths) -> torch.Tensor:
+    """(log2 n - 4) / 2: 0 at 16 tokens, 0.5 at 32, 1 at 64, -0.5 at 8."""
+    n = torch.as_tensor(lengths, dtype=torch.float32)
+    return (torch.log2(n) - 4.0) / 2.0
 
 
 def _to_norm(v: torch.Tensor, log_norm: torch.Tensor) -> torch.Tensor:
     return v * (log_norm.exp() / v.norm(dim=1, keepdim=True).clamp(min=1e-12))
 
 
-def predict(tensors: dict[str, torch.Tensor], features: np.ndarray, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(tensors: dict[str, torch.Tensor], features: np.ndarray, d: int,
+            lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
-        return forward(tensors, torch.from_numpy(np.asarray(features)).float(), d)
+        return forward(tensors, torch.from_numpy(np.asarray(features)).float(), d,
+                       None if lengths is None else torch.as_tensor(lengths))
+
+
+def length_conditioned(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`tensors` with the length parameters added as zeros (the same function at every length)
+    when they have none: a start for training an encoder that serves several lengths."""
+    if "w_len" in tensors:
+        return dict(tensors)
+    return {**tensors, "w_len": torch.zeros_like(tensors["b0"]), "len_norm": torch.zeros(2)}
 
 
 def split_texts(texts, holdout: float, seed: int) -> tuple[list[str], list[str]]:
@@ -104,57 +133,84 @@ def split_texts(texts, holdout: float, seed: int) -> tuple[list[str], list[str]]
 
 
 def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
-                     log: Callable[[str], None] | None = None, extra_texts=(), extra_spec: str = ""):
+                     log: Callable[[str], None] | None = None, extra_texts=(), extra_spec: str = "",
+                     base=None, lengths: Sequence[int] = (), checkpoint=None, resume: bool = False):
     """An `end-to-end` Encoder trained on `store`'s texts through the frozen `loaded` model.
 
-    `extra_texts` (Text records, named by `extra_spec`) train it too, at each of the run's
-    lengths they are long enough for: the reconstruction loss needs no solution, so the training
-    set can grow far past what the run fitted. A text the run holds (same id or same string)
-    is not added twice; extra texts join the held-out split like the run's own."""
+    `extra_texts` (Text records, named by `extra_spec`) train it too: the reconstruction loss
+    needs no solution, so the training set can grow far past what the run fitted. With
+    `lengths`, each extra text is trained at ONE of those lengths it is long enough for (a
+    seeded round robin, so every length gets about the same share); without, at each of the
+    run's lengths. A text the run holds (same id or same string) is not added twice; extra
+    texts join the held-out split like the run's own.
+
+    `base` (an end-to-end Encoder) is the start instead of the `mlp` fitted on the run's
+    solutions; `store` may then be None (texts only). Every encoder trained here is
+    length-conditioned (`forward`), its length parameters starting at zero.
+
+    `checkpoint` (a path): the training state is written there after every epoch; with
+    `resume`, a run that stopped continues from its last finished epoch (the same texts,
+    options and start are checked); without, an existing checkpoint is refused."""
     from .decoder import Decoder
-    from .encoder import (PERTURBATION, Encoder, own_arrangement, regression, text_features,
-                          training_meta, training_solutions)
+    from .encoder import PERTURBATION, Encoder, trained_on, training_meta
     from .runs import DEFAULT_ARRANGEMENT
 
     trainable = [n for n, p in loaded.model.named_parameters() if p.requires_grad]
     if trainable:
         raise ProtoscopeError(f"the model must be frozen for end-to-end training; {trainable[0]} "
                               f"requires a gradient")
+    if store is None and base is None:
+        raise ProtoscopeError("end-to-end training needs a run's solutions or a start encoder (--from)")
+    if base is not None and base.kind != "end-to-end":
+        raise ProtoscopeError(f"--from must name an end-to-end encoder, not a {base.kind} one")
     started = time.perf_counter()
-    solutions, e_all, m_all = training_solutions(store, loaded, min_solutions=1)
-    rows = store.solutions()
-    rows = rows[own_arrangement(store, rows)]
-    items = sorted({(t, int(n)) for t, n in zip(rows["text_id"], rows["length"])})
-    by_id = {t.text_id: t for t in store.texts()}
-    added = _extra_items(extra_texts, by_id, sorted({n for _, n in items}))
-    by_id.update({t.text_id: t for t in added["texts"]})
-    items = sorted(set(items) | set(added["items"]))
+    items, by_id, added, (solutions, e_all, m_all) = _items(store, loaded, extra_texts,
+                                                            list(lengths), seed)
+    if not items:
+        raise ProtoscopeError("no training texts: none of the --texts is long enough for "
+                              f"{', '.join(map(str, lengths))} tokens")
     train_ids, held_ids = split_texts([by_id[t] for t in sorted({t for t, _ in items})],
                                       options.holdout, seed)
     targets = [by_id[t].prefix(n) for t, n in items]
-    x = text_features(loaded, targets)
     item_of = {key: i for i, key in enumerate(items)}
     train_set = set(train_ids)
     is_train = np.array([t in train_set for t, _ in items])
-
-    # the `mlp` start, fitted on the training slice's solutions only
-    keep = np.array([t in train_set for t in solutions["text_id"]])
-    if keep.sum() < 2:
-        raise ProtoscopeError(f"{store.path}: {int(keep.sum())} converged solution(s) among the "
-                              f"training texts; the mlp start needs at least 2")
+    keep = np.array([t in train_set for t in solutions["text_id"]], dtype=bool)
     sol_rows = solutions[keep].reset_index(drop=True)
     e, m = e_all[keep], m_all[keep]
-    sol_item = np.array([item_of[(t, int(n))] for t, n in zip(sol_rows["text_id"], sol_rows["length"])])
-    xt = x[sol_item]
-    x_mean, x_scale = xt.mean(0), xt.std(0) + 1e-6
-    start, extra = regression("mlp", (xt - x_mean) / x_scale, e, m, seed)
-    meta = {"kind": "end-to-end", **training_meta(store, loaded, sol_rows, e, m)}
-    start.update(x_mean=x_mean, x_scale=x_scale, log_e_norm=np.log([meta["e_norm"]]),
-                 log_m_norm=np.log([meta["m_norm"]]))
-    t = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)).float() for k, v in start.items()}
+    sol_item = np.array([item_of[(t, int(n))] for t, n in zip(sol_rows["text_id"], sol_rows["length"])],
+                        dtype=np.int64)
+    fingerprint = _fingerprint(items, train_ids, options, seed, base, loaded)
+    saved = _load_checkpoint(checkpoint, resume, fingerprint)
+    x = saved["x"] if saved else text_features_of(loaded, targets)
+
+    extra: dict = {}
+    if base is not None:  # the given encoder is the start
+        t = length_conditioned({k: v.float() for k, v in base.tensors.items()})
+        meta = {"kind": "end-to-end", "model": base.model, "features": base.meta["features"],
+                "e_norm": float(t["log_e_norm"].exp()), "m_norm": float(t["log_m_norm"].exp()),
+                "trained_on": trained_on(store, sol_rows) if store is not None else {"run": None},
+                "started_from": {"encoder": base.path.name if base.path else None,
+                                 "tensors_sha256": base.meta.get("tensors_sha256")}}
+        arrangement = (store.manifest.get("config", {}).get("arrangement") if store else None) \
+            or base.meta.get("end_to_end", {}).get("arrangement") or DEFAULT_ARRANGEMENT
+    else:  # the `mlp` start, fitted on the training slice's solutions only
+        from .encoder import regression
+
+        if keep.sum() < 2:
+            raise ProtoscopeError(f"{store.path}: {int(keep.sum())} converged solution(s) among the "
+                                  f"training texts; the mlp start needs at least 2")
+        xt = x[sol_item]
+        x_mean, x_scale = xt.mean(0), xt.std(0) + 1e-6
+        start, extra = regression("mlp", (xt - x_mean) / x_scale, e, m, seed)
+        meta = {"kind": "end-to-end", **training_meta(store, loaded, sol_rows, e, m)}
+        start.update(x_mean=x_mean, x_scale=x_scale, log_e_norm=np.log([meta["e_norm"]]),
+                     log_m_norm=np.log([meta["m_norm"]]))
+        t = length_conditioned({k: torch.from_numpy(np.asarray(v, dtype=np.float64)).float()
+                                for k, v in start.items()})
+        arrangement = store.manifest.get("config", {}).get("arrangement") or DEFAULT_ARRANGEMENT
 
     d = int(loaded.info.d_model)
-    arrangement = store.manifest.get("config", {}).get("arrangement") or DEFAULT_ARRANGEMENT
     data = _Data(Decoder(loaded, arrangement), torch.from_numpy(x).float(), targets, d,
                  torch.from_numpy(e).float(), torch.from_numpy(m).float(), sol_item)
     train_idx, held_idx = np.flatnonzero(is_train), np.flatnonzero(~is_train)
@@ -165,12 +221,28 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
         lr=options.lr)
     gen = torch.Generator().manual_seed(seed)
 
-    first = {"train": data.evaluate(t, train_idx, options.batch_size),
-             "held_out": data.evaluate(t, held_idx, options.batch_size)}
-    history = [{"epoch": 0, "train_loss": first["train"]["loss"], **_held(first["held_out"])}]
-    best = (first["held_out"]["loss"], 0, {k: t[k].clone() for k in TRAINED})
-    skipped = 0
-    for epoch in range(1, options.epochs + 1):
+    if saved:
+        with torch.no_grad():
+            for k in TRAINED:
+                params[k].copy_(saved["params"][k])
+        opt.load_state_dict(saved["opt"])
+        gen.set_state(saved["gen"])
+        first, history, skipped = saved["first"], saved["history"], saved["skipped"]
+        best = (saved["best_loss"], saved["best_epoch"], saved["best"])
+        if log:
+            log(f"resumed after epoch {history[-1]['epoch']} (kept so far: epoch {best[1]})")
+    else:
+        first = {"train": data.evaluate(t, train_idx, options.batch_size),
+                 "held_out": data.evaluate(t, held_idx, options.batch_size)}
+        history = [{"epoch": 0, "train_loss": first["train"]["loss"], **_held(first["held_out"]),
+                    "seconds": round(time.perf_counter() - started, 1)}]
+        best = (first["held_out"]["loss"], 0, {k: t[k].clone() for k in TRAINED})
+        skipped = 0
+    stopped = history[-1]["epoch"] - best[1] >= options.patience and bool(len(held_idx))
+    for epoch in range(history[-1]["epoch"] + 1, options.epochs + 1):
+        if stopped:
+            break
+        tick = time.perf_counter()
         losses = []
         for batch in data.batches(train_idx, options.batch_size, gen):
             current = {**t, **params}
@@ -185,19 +257,29 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
         now = {**t, **{k: v.detach() for k, v in params.items()}}
         held = data.evaluate(now, held_idx, options.batch_size)
         train_loss = sum(a * b for a, b in losses) / sum(b for _, b in losses) if losses else None
-        history.append({"epoch": epoch, "train_loss": train_loss, **_held(held)})
+        history.append({"epoch": epoch, "train_loss": train_loss, **_held(held),
+                        "seconds": round(time.perf_counter() - tick, 1)})
         if log:
             log(f"epoch {epoch}: training loss {train_loss if train_loss is None else round(train_loss, 4)}" + (
-                f", held-out loss {held['loss']:.4f}, accuracy {held['accuracy']:.3f}" if len(held_idx) else ""))
+                f", held-out loss {held['loss']:.4f}, accuracy {held['accuracy']:.3f} "
+                + " ".join(f"{n}:{a:.3f}" for n, a in held["by_length"].items())
+                if len(held_idx) else "") + f" ({history[-1]['seconds']} s)")
         if not len(held_idx) or held["loss"] < best[0]:
             best = (held["loss"], epoch, {k: v.detach().clone() for k, v in params.items()})
         elif epoch - best[1] >= options.patience:
-            break
+            stopped = True
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {
+                "fingerprint": fingerprint, "x": x, "params": {k: v.detach() for k, v in params.items()},
+                "opt": opt.state_dict(), "gen": gen.get_state(), "first": first,
+                "history": history, "skipped": skipped, "best_loss": best[0],
+                "best_epoch": best[1], "best": best[2]})
     kept = {**t, **best[2]}
     final = {"train": data.evaluate(kept, train_idx, options.batch_size),
              "held_out": data.evaluate(kept, held_idx, options.batch_size)}
     meta.update({
         "seed": seed, "perturbation": PERTURBATION, **extra,
+        "lengths": sorted({n for _, n in items}), "length_conditioned": True,
         "zero_step_accuracy": {k: v["accuracy"] for k, v in final.items()},
         "end_to_end": {
             "options": asdict(options), "arrangement": arrangement,
@@ -205,24 +287,108 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
                     + (f" + {options.regression:g} x nearest-solution cosine distance"
                        if options.regression else ""),
             "split": "seeded, by text and by context", "train_texts": len(train_ids),
+            "items": {"train": int(len(train_idx)), "held_out": int(len(held_idx))},
             "extra_texts": {"spec": extra_spec, "texts": len(added["texts"]),
                             "sources": sorted({t.source for t in added["texts"]}),
+                            "lengths": "one each (seeded round robin)" if lengths else "each run length",
                             "skipped_already_in_run": added["duplicates"],
                             "skipped_too_short": added["short"]},
             "held_out_texts": held_ids,
             "epochs_run": history[-1]["epoch"], "kept_epoch": best[1],
-            "mlp_start": first, "kept": final,
+            "mlp_start" if base is None else "start": first, "kept": final,
             "norms": {"e": float(kept["log_e_norm"].exp()), "m": float(kept["log_m_norm"].exp())},
             "history": history, "skipped_batches": skipped,
-            "seconds": round(time.perf_counter() - started, 1)},
+            "seconds": round(sum(h.get("seconds", 0.0) for h in history), 1)},
     })
     return Encoder("end-to-end", {k: v.contiguous() for k, v in kept.items()}, meta)
 
 
-def _extra_items(texts, by_id: dict, lengths: list[int]) -> dict:
-    """The (text_id, length) items extra texts add, those texts, and how many were left out."""
+def text_features_of(loaded, targets) -> np.ndarray:
+    from .encoder import text_features
+
+    return text_features(loaded, targets)
+
+
+def _items(store, loaded, extra_texts, lengths: list[int], seed: int):
+    """The (text_id, length) items to train on, the texts by id, what the extra texts added,
+    and the run's converged solutions (rows, e, m; empty without a run)."""
+    import pandas as pd
+
+    from .encoder import own_arrangement, training_solutions
+
+    d = int(loaded.info.d_model)
+    if store is None:
+        items, by_id = set(), {}
+        solved = (pd.DataFrame({"text_id": [], "length": []}), np.zeros((0, d)), np.zeros((0, d)))
+    else:
+        solved = training_solutions(store, loaded, min_solutions=0)
+        rows = store.solutions()
+        rows = rows[own_arrangement(store, rows)]
+        items = {(t, int(n)) for t, n in zip(rows["text_id"], rows["length"])}
+        by_id = {t.text_id: t for t in store.texts()}
+    added = _extra_items(extra_texts, by_id, lengths or sorted({n for _, n in items}),
+                         one_each=bool(lengths), seed=seed)
+    by_id.update({t.text_id: t for t in added["texts"]})
+    return sorted(items | set(added["items"])), by_id, added, solved
+
+
+def _fingerprint(items, train_ids, options: Options, seed: int, base, loaded) -> str:
+    """What a resumed training must share with the one that wrote the checkpoint."""
+    import hashlib
+    import json
+
+    o = {k: v for k, v in asdict(options).items() if k not in ("epochs", "patience")}
+    key = json.dumps({"items": items, "train": train_ids, "options": o, "seed": seed,
+                      "base": base.meta.get("tensors_sha256") if base is not None else None,
+                      "model": loaded.info.weights_sha256}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def checkpoint_path(out) -> "pathlib.Path":
+    """Where `encoder train --out ENC` keeps its training state: ENC.ckpt.pt."""
+    import pathlib
+
+    out = pathlib.Path(out)
+    stem = out.with_suffix("") if out.suffix in (".json", ".safetensors") else out
+    return stem.with_name(stem.name + ".ckpt.pt")
+
+
+def _load_checkpoint(path, resume: bool, fingerprint: str) -> dict | None:
+    import pathlib
+
+    if path is None or not pathlib.Path(path).exists():
+        return None
+    if not resume:
+        raise ProtoscopeError(f"{path} holds a training that did not finish: --resume continues "
+                              f"it, or remove the file to start over")
+    try:
+        saved = torch.load(path, weights_only=False)
+    except Exception as exc:  # a damaged file is one line
+        raise ProtoscopeError(f"{path}: not a readable training checkpoint ({exc.__class__.__name__})") from None
+    if saved.get("fingerprint") != fingerprint:
+        raise ProtoscopeError(f"{path} was written by a training on other texts, options, seed or "
+                              f"start: it cannot be resumed with these")
+    return saved
+
+
+def _save_checkpoint(path, state: dict) -> None:
+    import os
+    import pathlib
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _extra_items(texts, by_id: dict, lengths: list[int], one_each: bool = False,
+                 seed: int = 0) -> dict:
+    """The (text_id, length) items extra texts add, those texts, and how many were left out.
+    `one_each`: every text at one length it fits, in a seeded round robin over `lengths`."""
     strings = {t.text for t in by_id.values()}
     out = {"texts": [], "items": [], "duplicates": 0, "short": 0}
+    turn = int(np.random.default_rng(seed).integers(len(lengths))) if lengths else 0
     for t in texts:
         if t.text_id in by_id or t.text in strings:
             out["duplicates"] += 1
@@ -232,13 +398,18 @@ def _extra_items(texts, by_id: dict, lengths: list[int]) -> dict:
             out["short"] += 1
             continue
         out["texts"].append(t)
-        out["items"] += [(t.text_id, n) for n in fits]
+        if one_each:
+            out["items"].append((t.text_id, fits[turn % len(fits)]))
+            turn += 1
+        else:
+            out["items"] += [(t.text_id, n) for n in fits]
         strings.add(t.text)
     return out
 
 
 def _held(held: dict) -> dict:
-    return {"held_out_loss": held["loss"], "held_out_accuracy": held["accuracy"]}
+    return {"held_out_loss": held["loss"], "held_out_accuracy": held["accuracy"],
+            "held_out_accuracy_by_length": {str(n): a for n, a in held.get("by_length", {}).items()}}
 
 
 class _Data:
@@ -266,7 +437,7 @@ class _Data:
 
     def _decode(self, t, batch, grad: bool):
         dev = self.decoder.loaded.device
-        e, m = forward(t, self.x[batch], self.d)
+        e, m = forward(t, self.x[batch], self.d, torch.from_numpy(self.lengths[batch]))
         targets = torch.tensor([self.targets[i] for i in batch], device=dev)
         return e, m, self.decoder(e.to(dev), m.to(dev), targets, grad=grad)
 
@@ -288,11 +459,13 @@ class _Data:
         """Mean per-token loss and mean accuracy of decoder(encoder(text)) over `idx` (no step)."""
         if not len(idx):
             return {"loss": None, "accuracy": None, "texts": 0}
-        loss, tokens, acc = 0.0, 0, []
+        loss, tokens, acc = 0.0, 0, {}
         with torch.no_grad():
             for batch in self._chunks(idx, size):
                 _, _, out = self._decode(t, batch, grad=False)
                 loss += float(out.loss.sum())
                 tokens += out.loss.numel()
-                acc += out.accuracy.float().cpu().tolist()
-        return {"loss": loss / tokens, "accuracy": float(np.mean(acc)), "texts": int(len(idx))}
+                acc.setdefault(int(self.lengths[batch[0]]), []).extend(out.accuracy.float().cpu().tolist())
+        every = [a for n in acc for a in acc[n]]
+        return {"loss": loss / tokens, "accuracy": float(np.mean(every)), "texts": int(len(idx)),
+                "by_length": {n: float(np.mean(acc[n])) for n in sorted(acc)}}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import pathlib
 import platform
 import sys
@@ -65,6 +66,7 @@ class RunConfig:
     protocol: str = "all"  # all: `seeds` per text; first-of-context: see protocol_seeds
     m_from: str = ""  # a run or .safetensors file whose m stays frozen (frozen.py); "": fit m
     start: str = ""  # "": the recipe's init; "encoder" or "encoder:PATH": an encoder's prediction
+    start_spread: float = 0.05  # encoder starts: seed s > 0 moves by this x the prediction's norm
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -80,6 +82,8 @@ class RunConfig:
             raise ProtoscopeError(f"--init {self.start!r}: expected normal, embedding, encoder or encoder:PATH")
         if self.start and self.kind != "fit":
             raise ProtoscopeError("--init encoder applies to fit, not to the capacity search")
+        if not (math.isfinite(self.start_spread) and self.start_spread >= 0):
+            raise ProtoscopeError(f"--init-spread must be a finite number >= 0, got {self.start_spread}")
         if self.protocol not in PROTOCOLS:
             raise ProtoscopeError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
 
@@ -88,6 +92,8 @@ class RunConfig:
         d["lengths"], d["methods"] = list(self.lengths), list(self.methods)
         if not d["start"]:  # runs from before encoders had no such field: they still resume
             del d["start"]
+        if not d.get("start") or self.start_spread == 0.05:  # nor before the spread was an option
+            del d["start_spread"]
         return d
 
 
@@ -338,7 +344,7 @@ def fit_run(out, config: RunConfig, *, device: str = "cpu", overwrite: bool = Fa
         done = done_keys(store, config.arrangement)
         todo = {n: problems_for(texts, config, n, done=done) for n in config.lengths}
         if config.start:
-            todo = _encoder_starts(store, loaded, config.start, todo)
+            todo = _encoder_starts(store, loaded, config.start, config.start_spread, todo)
         if on_problems:
             on_problems(sum(len(p) for p in todo.values()))
         new = [fit_into(store, loaded, problems, config, batch_size=batch_size,
@@ -352,15 +358,15 @@ def fit_run(out, config: RunConfig, *, device: str = "cpu", overwrite: bool = Fa
     return FittedRun(store, loaded, texts, rows)
 
 
-def _encoder_starts(store: RunStore, loaded: LoadedModel, spec: str,
+def _encoder_starts(store: RunStore, loaded: LoadedModel, spec: str, spread: float,
                     todo: dict[int, list[Problem]]) -> dict[int, list[Problem]]:
     """Every problem starts from the encoder's prediction (encoder.py); the manifest names it."""
     from .encoder import resolve_encoder, encoder_starts
 
     encoder = resolve_encoder(spec, loaded)
     store.update_manifest(start={"spec": spec, "encoder": str(encoder.path), "kind": encoder.kind,
-                                 "tensors_sha256": encoder.meta["tensors_sha256"]})
-    return {n: encoder_starts(encoder, loaded, problems) for n, problems in todo.items()}
+                                 "tensors_sha256": encoder.meta["tensors_sha256"], "spread": spread})
+    return {n: encoder_starts(encoder, loaded, problems, spread) for n, problems in todo.items()}
 
 
 def use_threads(threads: int | None) -> int:

@@ -61,7 +61,7 @@ def _seed0(store, text_ids):
 
 def _loss(loaded, encoder, problems) -> float:
     """Mean per-token loss of decoder(encoder(text)), computed here rather than trusted."""
-    e, m = encoder.predict(text_features(loaded, [p.targets for p in problems]))
+    e, m = encoder.predict(text_features(loaded, [p.targets for p in problems]), [len(p.targets) for p in problems])
     with torch.no_grad():
         out = Decoder(loaded, ARRANGEMENT)(e, m, torch.tensor([p.targets for p in problems]))
     return float(out.loss.mean())
@@ -124,7 +124,7 @@ def test_the_regression_term_pulls_predictions_towards_their_texts_solutions(tra
     train = _seed0(store, {t.text_id for t in store.texts()} - set(encoder.meta["end_to_end"]["held_out_texts"]))
 
     def nearest_cosine(enc) -> float:
-        e, _ = enc.predict(text_features(loaded, [p.targets for p in train]))
+        e, _ = enc.predict(text_features(loaded, [p.targets for p in train]), [len(p.targets) for p in train])
         own = [torch.tensor((rows["text_id"] == p.text_id).to_numpy()) for p in train]
         return float(np.mean([F.cosine_similarity(e[i][None], e_sol[o]).max() for i, o in enumerate(own)]))
 
@@ -226,6 +226,7 @@ def test_extra_texts_train_it_without_solutions(trained):
                          extra_texts=extra, extra_spec="three more")
     run, base_run = more.meta["end_to_end"], base.meta["end_to_end"]
     assert run["extra_texts"] == {"spec": "three more", "texts": 3, "sources": ["file"],
+                                  "lengths": "each run length",
                                   "skipped_already_in_run": 1, "skipped_too_short": 1}
     held = set(run["held_out_texts"])
     assert run["train_texts"] + len(held) == len(TEXTS) + 3
@@ -251,3 +252,112 @@ def test_the_command_line_takes_extra_texts(cli_run, tmp_path, capsys):
     meta = json.loads((tmp_path / "enc.json").read_text())["end_to_end"]
     assert meta["extra_texts"]["spec"] == "random:5" and meta["extra_texts"]["texts"] == 5
     assert meta["train_texts"] == 3 + 5
+
+
+# ---------------------------------------------------------------- at scale: texts alone, lengths, resume
+
+MORE = ["the boat left the harbour before the sun came up over the hills",
+        "my brother plays the piano every evening after his long day at work",
+        "a cold wind blew through the empty streets of the little town last night",
+        "the children painted the fence green and then ran home for their supper",
+        "he found an old map in the attic and spent the whole weekend reading it",
+        "the market opens at six and the fish are gone by nine most mornings"]
+
+
+def _more_texts(loaded):
+    from protoscope.geometry.texts import tokenize
+
+    return [Text(f"m{i}", "file", None, t, tokenize(loaded, t)) for i, t in enumerate(MORE)]
+
+
+def test_texts_alone_train_one_encoder_for_several_lengths_from_a_given_start(trained):
+    store, loaded, encoder, _ = trained
+    options = Options(holdout=0.0, epochs=3, batch_size=2)
+    more = train_encoder(None, loaded, "end-to-end", seed=SEED, options=options, base=encoder,
+                         extra_texts=_more_texts(loaded), extra_spec="six", lengths=(4, 6))
+    run = more.meta["end_to_end"]
+    assert more.meta["lengths"] == [4, 6] and run["items"]["train"] == len(MORE)  # one length each
+    assert run["extra_texts"]["lengths"] == "one each (seeded round robin)"
+    assert "start" in run and "mlp_start" not in run and more.meta["trained_on"] == {"run": None}
+    # epoch 0 is the given encoder itself: its length parameters start at zero
+    assert torch.count_nonzero(more.tensors["w_len"]) > 0 and torch.count_nonzero(more.tensors["len_norm"]) > 0
+    features = text_features(loaded, [loaded.tokenizer.encode(MORE[0])[:4]] * 2)
+    e4, _ = more.predict(features, [4, 4])
+    e6, _ = more.predict(features, [6, 6])
+    assert not torch.allclose(e4, e6)  # the same features, another length: another start
+    with pytest.raises(Exception, match="length-conditioned"):
+        more.predict(features)
+    base_e, _ = encoder.predict(features, [4, 4])
+    from protoscope.geometry.end_to_end import length_conditioned, predict
+    zero = length_conditioned(encoder.tensors)
+    assert torch.allclose(predict(zero, features, int(loaded.info.d_model), [4, 4])[0], base_e)
+
+
+def test_a_stopped_training_resumes_to_the_same_encoder(trained, tmp_path):
+    store, loaded, _, _ = trained
+    full = train_encoder(store, loaded, "end-to-end", seed=SEED, options=dataclasses.replace(OPTIONS, epochs=4, patience=9))
+    ckpt = tmp_path / "enc.ckpt.pt"
+    train_encoder(store, loaded, "end-to-end", seed=SEED, options=dataclasses.replace(OPTIONS, epochs=2, patience=9),
+                  checkpoint=ckpt)  # "stopped" after epoch 2
+    assert ckpt.exists()
+    with pytest.raises(Exception, match="--resume continues it"):
+        train_encoder(store, loaded, "end-to-end", seed=SEED, options=OPTIONS, checkpoint=ckpt)
+    with pytest.raises(Exception, match="cannot be resumed"):
+        train_encoder(store, loaded, "end-to-end", seed=SEED + 1, options=OPTIONS, checkpoint=ckpt, resume=True)
+    resumed = train_encoder(store, loaded, "end-to-end", seed=SEED,
+                            options=dataclasses.replace(OPTIONS, epochs=4, patience=9),
+                            checkpoint=ckpt, resume=True)
+    history = resumed.meta["end_to_end"]["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3, 4]
+    for k in full.tensors:
+        assert torch.allclose(full.tensors[k], resumed.tensors[k], atol=1e-6), k
+    assert [round(h["held_out_loss"], 5) for h in history] == \
+        [round(h["held_out_loss"], 5) for h in full.meta["end_to_end"]["history"]]
+
+
+def test_the_command_line_trains_on_texts_alone_and_draws_the_curve(trained, cli_run, tmp_path, capsys):
+    root, model, texts = cli_run
+    assert main(["encoder", "train", str(root / "run"), "--out", str(tmp_path / "enc"),
+                 "--kind", "end-to-end", "--epochs", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["encoder", "train", "--out", str(tmp_path / "big"), "--kind", "end-to-end",
+                 "--from", str(tmp_path / "enc"), "--texts", "random:6", "--lengths", "3,4",
+                 "--epochs", "2", "--holdout", "0.3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "from the texts random:6" in out, out
+    meta = json.loads((tmp_path / "big.json").read_text())
+    assert meta["lengths"] == [3, 4] and len(meta["end_to_end"]["history"]) == 3
+    assert not (tmp_path / "big.ckpt.pt").exists()  # finished: the JSON holds the history
+    page = (tmp_path / "big.html").read_text()
+    assert "Training curve" in page and "held-out zero-step token accuracy" in page
+    # a fit at another length starts from it
+    assert main(["fit", "--model", str(model), "--texts", str(texts), "--length", "3", "--seeds", "2",
+                 "--out", str(tmp_path / "run3"), "--max-steps", "30", "--quiet",
+                 "--init", f"encoder:{tmp_path / 'big'}", "--init-spread", "0.3"]) == 0
+    assert RunStore.open(tmp_path / "run3").manifest["start"]["spread"] == 0.3
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["encoder", "train", "--out", "x", "--kind", "end-to-end", "--texts", "random:3"], "needs RUN"),
+    (["encoder", "train", "--out", "x", "--kind", "end-to-end", "--from", "shipped"], "--texts names"),
+    (["encoder", "train", "RUN", "--out", "x", "--kind", "mlp", "--lengths", "4"], "end-to-end kind only"),
+    (["encoder", "train", "RUN", "--out", "x", "--kind", "end-to-end", "--lengths", "4,a"], "comma-separated"),
+    (["fit", "--texts", "random:2", "--length", "4", "--out", "x", "--init-spread", "0.1"], "applies to encoder starts"),
+    (["fit", "--texts", "random:2", "--length", "4", "--out", "x", "--init", "encoder", "--init-spread", "-1"], ">= 0"),
+])
+def test_bad_scale_options_are_one_line(argv, says, capsys):
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+
+
+def test_the_spread_sets_how_far_seeds_start_from_the_prediction(trained):
+    store, loaded, encoder, _ = trained
+    by_id = {t.text_id: t for t in store.texts()}
+    problems = [Problem("w0", s, by_id["w0"].prefix(LENGTH)) for s in (0, 1, 2)]
+    for spread in (0.0, 0.05, 0.3):
+        starts = encoder_starts(encoder, loaded, problems, spread)
+        base = starts[0].init_e
+        for p in starts[1:]:
+            assert float((p.init_e - base).norm() / base.norm()) == pytest.approx(spread, abs=1e-5)
