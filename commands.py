@@ -192,7 +192,9 @@ def encoder(args) -> int:
         checkpoint = checkpoint_path(args.out)
     enc = train_encoder(store, loaded, kind=args.kind, seed=args.seed, options=options, log=log,
                         extra_texts=extra, extra_spec=args.texts or "", base=base,
-                        lengths=lengths, checkpoint=checkpoint, resume=args.resume)
+                        lengths=lengths, checkpoint=checkpoint, resume=args.resume,
+                        extra_about={"text_seed": args.text_seed,
+                                     "generate_tokens": args.generate_tokens} if args.texts else None)
     path = enc.save(args.out)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)  # the encoder's JSON holds the whole history

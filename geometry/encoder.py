@@ -56,6 +56,7 @@ class Encoder:
     tensors: dict[str, torch.Tensor]
     meta: dict
     path: pathlib.Path | None = None
+    texts: list | None = None  # the training texts as trained (end-to-end), saved as ENC.texts.jsonl.gz
 
     @property
     def model(self) -> dict:
@@ -94,7 +95,16 @@ class Encoder:
         stem.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.float().contiguous() for k, v in self.tensors.items()}
         save_file(tensors, str(stem.with_suffix(".safetensors")), metadata={"format": FORMAT})
-        meta = {**self.meta, "format": FORMAT, "kind": self.kind,
+        extra = {}
+        if self.texts:
+            import gzip
+
+            name = stem.name + ".texts.jsonl.gz"
+            with gzip.open(stem.with_name(name), "wt", encoding="utf-8") as out:
+                for t in self.texts:
+                    out.write(json.dumps(t.to_json()) + "\n")
+            extra["texts_file"] = name
+        meta = {**self.meta, **extra, "format": FORMAT, "kind": self.kind,
                 "tensors_sha256": _sha256(stem.with_suffix(".safetensors"))}
         write_json(stem.with_suffix(".json"), meta)
         self.path = stem
@@ -134,6 +144,22 @@ def load_encoder(path) -> Encoder:
     if meta.get("tensors_sha256") != _sha256(tensor_path):
         raise StoreError(f"encoder {stem}: {tensor_path.name} does not match {meta_path.name}")
     return Encoder(meta["kind"], tensors, meta, stem)
+
+
+def training_texts(encoder: Encoder) -> list | None:
+    """The texts an end-to-end encoder was trained on, as trained (None: it saved none)."""
+    import gzip
+
+    from .texts import Text
+
+    name = encoder.meta.get("texts_file")
+    if not name or encoder.path is None:
+        return None
+    path = encoder.path.with_name(name)
+    if not path.exists():
+        raise StoreError(f"{path}: missing (the encoder's JSON names it)")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [Text.from_json(json.loads(line)) for line in f if line.strip()]
 
 
 def check_model(encoder: Encoder, loaded) -> None:
@@ -215,7 +241,7 @@ def model_identity(loaded) -> dict:
 
 def train_encoder(store, loaded, kind: str = "ridge", seed: int = 0, options=None, log=None,
                   extra_texts=(), extra_spec: str = "", base=None, lengths=(), checkpoint=None,
-                  resume: bool = False) -> Encoder:
+                  resume: bool = False, extra_about: dict | None = None) -> Encoder:
     """Learn text -> (e, m) from the converged solutions of a run (fitted on `loaded`).
 
     `end-to-end` is trained by end_to_end.py, through the frozen decoder on the run's texts
@@ -228,7 +254,8 @@ def train_encoder(store, loaded, kind: str = "ridge", seed: int = 0, options=Non
 
         return train_end_to_end(store, loaded, seed=seed, options=options or Options(), log=log,
                                 extra_texts=extra_texts, extra_spec=extra_spec, base=base,
-                                lengths=lengths, checkpoint=checkpoint, resume=resume)
+                                lengths=lengths, checkpoint=checkpoint, resume=resume,
+                                extra_about=extra_about)
     if extra_texts:
         raise ProtoscopeError(f"--texts trains the end-to-end kind only; {kind} learns from solutions")
     rows, e, m = training_solutions(store, loaded)

@@ -134,7 +134,8 @@ def split_texts(texts, holdout: float, seed: int) -> tuple[list[str], list[str]]
 
 def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
                      log: Callable[[str], None] | None = None, extra_texts=(), extra_spec: str = "",
-                     base=None, lengths: Sequence[int] = (), checkpoint=None, resume: bool = False):
+                     base=None, lengths: Sequence[int] = (), checkpoint=None, resume: bool = False,
+                     extra_about: dict | None = None):
     """An `end-to-end` Encoder trained on `store`'s texts through the frozen `loaded` model.
 
     `extra_texts` (Text records, named by `extra_spec`) train it too: the reconstruction loss
@@ -142,7 +143,8 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
     `lengths`, each extra text is trained at ONE of those lengths it is long enough for (a
     seeded round robin, so every length gets about the same share); without, at each of the
     run's lengths. A text the run holds (same id or same string) is not added twice; extra
-    texts join the held-out split like the run's own.
+    texts join the held-out split like the run's own; `extra_about` (e.g. their text seed) is
+    recorded beside their spec.
 
     `base` (an end-to-end Encoder) is the start instead of the `mlp` fitted on the run's
     solutions; `store` may then be None (texts only). Every encoder trained here is
@@ -288,7 +290,7 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
                        if options.regression else ""),
             "split": "seeded, by text and by context", "train_texts": len(train_ids),
             "items": {"train": int(len(train_idx)), "held_out": int(len(held_idx))},
-            "extra_texts": {"spec": extra_spec, "texts": len(added["texts"]),
+            "extra_texts": {"spec": extra_spec, **(extra_about or {}), "texts": len(added["texts"]),
                             "sources": sorted({t.source for t in added["texts"]}),
                             "lengths": "one each (seeded round robin)" if lengths else "each run length",
                             "skipped_already_in_run": added["duplicates"],
@@ -300,7 +302,23 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
             "history": history, "skipped_batches": skipped,
             "seconds": round(sum(h.get("seconds", 0.0) for h in history), 1)},
     })
-    return Encoder("end-to-end", {k: v.contiguous() for k, v in kept.items()}, meta)
+    return Encoder("end-to-end", {k: v.contiguous() for k, v in kept.items()}, meta,
+                   texts=_trained_prefixes(loaded, by_id, items))
+
+
+def _trained_prefixes(loaded, by_id: dict, items) -> list:
+    """Each training text as the prefix it was trained at (its longest), for disjointness checks."""
+    import dataclasses
+
+    longest: dict[str, int] = {}
+    for t, n in items:
+        longest[t] = max(n, longest.get(t, 0))
+    out = []
+    for t, n in sorted(longest.items()):
+        ids = tuple(by_id[t].prefix(n))
+        out.append(dataclasses.replace(by_id[t], text=loaded.tokenizer.decode(list(ids)),
+                                       token_ids=ids, token_nll=None))
+    return out
 
 
 def text_features_of(loaded, targets) -> np.ndarray:

@@ -160,7 +160,7 @@ def test_training_is_seeded_and_deterministic(trained):
 def test_save_and_load_predict_identically(trained, tmp_path):
     store, loaded, encoder, _ = trained
     path = encoder.save(tmp_path / "enc")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.json", "enc.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.json", "enc.safetensors", "enc.texts.jsonl.gz"]
     meta = json.loads(path.read_text())
     assert meta["kind"] == "end-to-end" and set(meta["zero_step_accuracy"]) == {"train", "held_out"}
     again = load_encoder(tmp_path / "enc")
@@ -361,3 +361,18 @@ def test_the_spread_sets_how_far_seeds_start_from_the_prediction(trained):
         base = starts[0].init_e
         for p in starts[1:]:
             assert float((p.init_e - base).norm() / base.norm()) == pytest.approx(spread, abs=1e-5)
+
+
+def test_an_encoder_trained_on_texts_saves_them_for_disjointness_checks(trained, tmp_path):
+    from protoscope.geometry.encoder import training_texts
+
+    store, loaded, encoder, _ = trained
+    more = train_encoder(None, loaded, "end-to-end", seed=SEED, options=Options(holdout=0.0, epochs=1),
+                         base=encoder, extra_texts=_more_texts(loaded), lengths=(4, 6),
+                         extra_about={"text_seed": 7})
+    more.save(tmp_path / "enc")
+    again = load_encoder(tmp_path / "enc")
+    texts = training_texts(again)
+    assert again.meta["end_to_end"]["extra_texts"]["text_seed"] == 7
+    assert sorted(t.text_id for t in texts) == [f"m{i}" for i in range(len(MORE))]
+    assert all(len(t.token_ids) in (4, 6) for t in texts)  # as trained: the prefix, not the whole text
