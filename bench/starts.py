@@ -113,7 +113,8 @@ def _problems(texts, seeds: int, length: int):
 
 
 def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None,
-        m_from: str | None = None, loaded=None, overrides: dict | None = None) -> dict:
+        m_from: str | None = None, loaded=None, overrides: dict | None = None,
+        spread: float | None = None) -> dict:
     """Fit one configuration on the held-out problems: zero-step accuracy, steps, success, time."""
     from protoscope.geometry.decoder import Decoder
     from protoscope.geometry.encoder import (encoder_starts, load_encoder, recipe_starts,
@@ -130,9 +131,12 @@ def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None
     with common.Clock() as start_clock:
         if encoder:
             enc = load_encoder(encoder)
-            problems = encoder_starts(enc, loaded, problems)
+            problems = encoder_starts(enc, loaded, problems,
+                                      *(() if spread is None else (spread,)))
             extra["encoder"] = {"name": pathlib.Path(encoder).name, "kind": enc.kind,
                                 **enc.meta.get("trained_on", {})}
+            if spread is not None:
+                extra["spread"] = spread
     if encoder:
         e0, m0 = (torch.stack([getattr(p, f"init_{n}") for p in problems]) for n in ("e", "m"))
     else:
@@ -259,8 +263,9 @@ def check_universal_m(m_from: str, loaded, s: dict) -> tuple[dict | None, str | 
 
 def compare(s: dict, encoders: dict[str, str], m_from: str | None = None, loaded=None,
             workers: int | None = None, m_skip: str | None = None, only=None,
-            keep: dict | None = None, on_result=None) -> dict:
+            keep: dict | None = None, on_result=None, spreads=()) -> dict:
     """Every configuration (those named in `only`, when given), one single-thread worker each
+    (each encoder also at every seed spread of `spreads`: `encoder_NAME@S`)
     (in-process when `loaded` is given). Configurations in `keep` (label -> result of an earlier
     invocation on the same problems) are not fitted again; `on_result(result)` is called as each
     configuration finishes, so an interrupted comparison keeps what it finished."""
@@ -274,6 +279,8 @@ def compare(s: dict, encoders: dict[str, str], m_from: str | None = None, loaded
     else:
         jobs.append((job, dict(label="frozen_m", s=s, m_from=m_from)))
     jobs += [(job, dict(label=f"encoder_{name}", s=s, encoder=path)) for name, path in encoders.items()]
+    jobs += [(job, dict(label=f"encoder_{name}@{x:g}", s=s, encoder=path, spread=x))
+             for name, path in encoders.items() for x in spreads]
     if only:
         jobs = [j for j in jobs if j[1]["label"] in only]
     keep = dict(keep or {})
@@ -331,6 +338,9 @@ def report(result: dict) -> list[str]:
         d = result["disjoint_m"]
         lines.append(f"held out vs the universal m's {d['training_texts']} training texts: "
                      f"disjoint {d['ok']} (sources {d['training_sources']})")
+    for name, d in result.get("disjoint_encoders", {}).items():
+        lines.append(f"held out vs encoder {name}'s training texts: disjoint {d['ok']} "
+                     f"({d['training_texts']} texts, sources {d['training_sources']})")
     if "disjoint" in result:
         d = result["disjoint"]
         lines.append(f"held out vs training run: disjoint {d['ok']} (training sources "
@@ -344,7 +354,7 @@ def report(result: dict) -> list[str]:
 def measured(settings: dict | None = None, train_run: str | None = None, kinds=KINDS,
              encoders: dict | None = None, encoder_dir=None, m_from: str | None = None,
              loaded=None, only=None, workers: int | None = None, keep: dict | None = None,
-             on_result=None) -> dict:
+             on_result=None, spreads=()) -> dict:
     """The whole comparison; the entry point bench/run.py calls as an extra. `only`, `workers`,
     `keep` and `on_result` as in `compare`."""
     from protoscope.geometry.encoder import SHIPPED
@@ -365,14 +375,33 @@ def measured(settings: dict | None = None, train_run: str | None = None, kinds=K
     elif not encoders and loaded is None:  # the shipped encoder, if the package has one
         shipped = sorted(SHIPPED.glob("*.json")) if SHIPPED.is_dir() else []
         encoders.update({"shipped": str(p.with_suffix("")) for p in shipped[:1]})
+    given = disjoint_encoders({k: v for k, v in encoders.items() if k not in result.get("trained", {})},
+                              loaded, s)
+    if given:
+        result["disjoint_encoders"] = given
     m_skip = None
     if m_from:
         result["disjoint_m"], m_skip = check_universal_m(m_from, loaded or common.model(), s)
     result.update(compare(s, encoders, m_from=None if m_skip else m_from, loaded=loaded,
-                          m_skip=m_skip, only=only, workers=workers, keep=keep, on_result=on_result))
+                          m_skip=m_skip, only=only, workers=workers, keep=keep, on_result=on_result,
+                          spreads=spreads))
     result["headline"] = headline(result["configs"])
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
+
+
+def disjoint_encoders(encoders: dict[str, str], loaded, s: dict) -> dict:
+    """For each given encoder that saved its training texts (ENC.texts.jsonl.gz): are the
+    held-out texts disjoint from them (`disjoint`)? Encoders that saved none are not listed."""
+    from protoscope.geometry.encoder import load_encoder, training_texts
+
+    out = {}
+    for name, path in encoders.items():
+        texts = training_texts(load_encoder(path))
+        if texts:
+            out[name] = disjoint(held_out_texts(loaded or common.model(), s["texts"]), texts,
+                                 s["length"], pathlib.Path(path).name)
+    return out
 
 
 def _smoke() -> dict:
@@ -397,7 +426,7 @@ def _smoke() -> dict:
                                       UniversalConfig(length=SMOKE["length"], epochs=3, batch_texts=2))
         m_file = save_universal_m(folder / "universal-m.safetensors", universal, texts)
         return measured(SMOKE, train_run=str(folder / "run"), encoder_dir=folder / "encoders",
-                        m_from=str(m_file), loaded=loaded)
+                        m_from=str(m_file), loaded=loaded, spreads=(0.0, 0.3))
 
 
 def kept_configs(name: str, settings: dict, add: bool) -> dict:
@@ -432,7 +461,7 @@ def with_earlier(result: dict, path: pathlib.Path) -> dict:
     earlier = json.loads(path.read_text())
     out = dict(result)
     out["trained"] = {**earlier.get("trained", {}), **result.get("trained", {})}
-    for key in ("disjoint", "disjoint_m"):
+    for key in ("disjoint", "disjoint_m", "disjoint_encoders"):
         if key in earlier and key not in result:
             out[key] = earlier[key]
     out["skipped"] = {k: v for k, v in {**earlier.get("skipped", {}), **result["skipped"]}.items()
@@ -472,6 +501,9 @@ def main(argv=None) -> None:
                          "seeds and cap) and add the ones run now beside them")
     ap.add_argument("--workers", type=int, default=None,
                     help="configurations fitted at once, one thread each (default: all)")
+    ap.add_argument("--spreads", nargs="+", type=float, default=[], metavar="S",
+                    help="each encoder also at these seed spreads (fit --init-spread): the "
+                         "steps-vs-spread curve, rows encoder_NAME@S")
     ap.add_argument("--smoke", action="store_true", help="tiny model; checks the script only")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -489,7 +521,8 @@ def main(argv=None) -> None:
 
         result = measured(settings, train_run=args.train_run, kinds=args.kinds, encoders=encoders,
                           encoder_dir=args.encoder_dir, m_from=args.m_from, only=args.only,
-                          workers=args.workers, keep=dict(keep), on_result=save)
+                          workers=args.workers, keep=dict(keep), on_result=save,
+                          spreads=args.spreads)
         if args.add:
             result = with_earlier(result, common.RESULTS / f"{name}.json")
     result = {"command": _command(), "machine": common.machine(), **result}

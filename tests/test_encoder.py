@@ -155,8 +155,8 @@ def test_the_starts_bench_smoke_mode_runs(capsys):
     starts.main(["--smoke"])
     out = capsys.readouterr().out
     for name in ("paper", "default", "curriculum", "frozen_m", "encoder_nearest", "encoder_ridge",
-                 "encoder_mlp", "encoder_end-to-end"):
-        assert f"\n{name} " in out, out
+                 "encoder_mlp", "encoder_end-to-end", "encoder_mlp@0", "encoder_end-to-end@0.3"):
+        assert f"\n{name} " in out, out  # @S: the encoder at seed spread S
     assert "universal m's 3 training texts: disjoint True" in out  # the smoke run trains one
     assert "disjoint True" in out and "ratio paper/best" in out
     assert "encoder end-to-end: trained in" in out and "zero-step accuracy held_out" in out
