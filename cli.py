@@ -205,6 +205,10 @@ def _encoder_parsers(sub) -> None:
                      help="train each --texts text at one of these lengths (a seeded round robin), "
                           "e.g. 8,16,32,64: one length-conditioned encoder for all of them "
                           "(default: each of RUN's lengths)")
+    e2e.add_argument("--unroll", type=int, default=None, metavar="K",
+                     help="judge each prediction after K steps of the fit's own Adam from it "
+                          "(first order; K extra decoder passes per batch; default 0: the "
+                          "prediction itself)")
     e2e.add_argument("--resume", action="store_true", help="continue a training that stopped, from "
                      "the last epoch its checkpoint ENC.ckpt.pt holds")
     train.add_argument("--quiet", action="store_true", help="no per-epoch line (end-to-end)")
@@ -252,7 +256,7 @@ def _study_parsers(sub) -> None:
         p.add_argument("--quiet", action="store_true", help="no progress")
 
     conn = names.add_parser("connectivity", help="paths between a text's solutions, m shared by its seeds (defaults: 372 CPU-s at one thread, 2026-12-03)")
-    conn.add_argument("--texts", default="windows:6", help="text SPEC (default windows:6; the paper: 5 texts)")
+    conn.add_argument("--texts", default="windows:8", help="text SPEC (default windows:8: 6 gave 4 texts with both seeds exact, too few for an interval; the paper: 5 texts)")
     common(conn, length=12, seeds=2)
     conn.add_argument("--pairs", type=int, default=0, help="same-text pairs per text (default 0: all, as the paper)")
     conn.add_argument("--bezier-steps", type=int, default=None, help="curve training steps (default: analyze's, 100)")

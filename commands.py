@@ -146,7 +146,7 @@ def encoder(args) -> int:
         from .geometry.end_to_end import Options
 
         given = {k: getattr(args, k) for k in ("epochs", "lr", "weight_decay", "batch_size",
-                                               "holdout", "patience", "regression")}
+                                               "holdout", "patience", "regression", "unroll")}
         options = Options(**{k: v for k, v in given.items() if v is not None})
         lengths = _lengths(args.lengths) if args.lengths else ()
     elif args.start_from or args.lengths or args.resume:

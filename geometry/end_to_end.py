@@ -56,8 +56,11 @@ class Options:
     holdout: float = 0.2  # share of the run's texts held out for early stopping (0: none)
     patience: int = 5  # epochs without a lower held-out loss before stopping
     regression: float = 0.0  # weight of the nearest-solution cosine term (see above)
+    unroll: int = 0  # solver steps taken from the prediction inside the loss (see `_Data.loss`)
 
     def __post_init__(self):
+        if self.unroll < 0:
+            raise ProtoscopeError(f"--unroll must be at least 0, got {self.unroll}")
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ProtoscopeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -235,10 +238,10 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
             log(f"resumed after epoch {history[-1]['epoch']} (kept so far: epoch {best[1]})")
     else:
         first = {"train": data.evaluate(t, train_idx, options.batch_size),
-                 "held_out": data.evaluate(t, held_idx, options.batch_size)}
+                 "held_out": data.evaluate(t, held_idx, options.batch_size, options.unroll)}
         history = [{"epoch": 0, "train_loss": first["train"]["loss"], **_held(first["held_out"]),
                     "seconds": round(time.perf_counter() - started, 1)}]
-        best = (first["held_out"]["loss"], 0, {k: t[k].clone() for k in TRAINED})
+        best = (_judged(first["held_out"]), 0, {k: t[k].clone() for k in TRAINED})
         skipped = 0
     stopped = history[-1]["epoch"] - best[1] >= options.patience and bool(len(held_idx))
     for epoch in range(history[-1]["epoch"] + 1, options.epochs + 1):
@@ -248,7 +251,7 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
         losses = []
         for batch in data.batches(train_idx, options.batch_size, gen):
             current = {**t, **params}
-            loss = data.loss(current, batch, options.regression)
+            loss = data.loss(current, batch, options.regression, options.unroll)
             if not torch.isfinite(loss):  # one bad batch must not poison the encoder: no step
                 skipped += 1
                 continue
@@ -257,7 +260,7 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
             opt.step()
             losses.append((float(loss.detach()), len(batch)))
         now = {**t, **{k: v.detach() for k, v in params.items()}}
-        held = data.evaluate(now, held_idx, options.batch_size)
+        held = data.evaluate(now, held_idx, options.batch_size, options.unroll)
         train_loss = sum(a * b for a, b in losses) / sum(b for _, b in losses) if losses else None
         history.append({"epoch": epoch, "train_loss": train_loss, **_held(held),
                         "seconds": round(time.perf_counter() - tick, 1)})
@@ -266,8 +269,8 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
                 f", held-out loss {held['loss']:.4f}, accuracy {held['accuracy']:.3f} "
                 + " ".join(f"{n}:{a:.3f}" for n, a in held["by_length"].items())
                 if len(held_idx) else "") + f" ({history[-1]['seconds']} s)")
-        if not len(held_idx) or held["loss"] < best[0]:
-            best = (held["loss"], epoch, {k: v.detach().clone() for k, v in params.items()})
+        if not len(held_idx) or _judged(held) < best[0]:
+            best = (_judged(held), epoch, {k: v.detach().clone() for k, v in params.items()})
         elif epoch - best[1] >= options.patience:
             stopped = True
         if checkpoint is not None:
@@ -278,7 +281,7 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
                 "best_epoch": best[1], "best": best[2]})
     kept = {**t, **best[2]}
     final = {"train": data.evaluate(kept, train_idx, options.batch_size),
-             "held_out": data.evaluate(kept, held_idx, options.batch_size)}
+             "held_out": data.evaluate(kept, held_idx, options.batch_size, options.unroll)}
     meta.update({
         "seed": seed, "perturbation": PERTURBATION, **extra,
         "lengths": sorted({n for _, n in items}), "length_conditioned": True,
@@ -286,6 +289,9 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
         "end_to_end": {
             "options": asdict(options), "arrangement": arrangement,
             "loss": "mean per-token cross-entropy (nats) of decoder(encoder(text))"
+                    + (f" after {options.unroll} steps of the default fit recipe's Adam from it "
+                       f"(first order: the steps' displacement is held constant)"
+                       if options.unroll else "")
                     + (f" + {options.regression:g} x nearest-solution cosine distance"
                        if options.regression else ""),
             "split": "seeded, by text and by context", "train_texts": len(train_ids),
@@ -425,8 +431,16 @@ def _extra_items(texts, by_id: dict, lengths: list[int], one_each: bool = False,
     return out
 
 
+def _judged(held: dict):
+    """What picks the kept epoch: the held-out loss where the training is judged (after the
+    unrolled steps when there are any)."""
+    return held.get("unrolled_loss", held["loss"])
+
+
 def _held(held: dict) -> dict:
     return {"held_out_loss": held["loss"], "held_out_accuracy": held["accuracy"],
+            **({"held_out_unrolled_loss": held["unrolled_loss"],
+                "held_out_unrolled_accuracy": held["unrolled_accuracy"]} if "unrolled_loss" in held else {}),
             "held_out_accuracy_by_length": {str(n): a for n, a in held.get("by_length", {}).items()}}
 
 
@@ -459,8 +473,20 @@ class _Data:
         targets = torch.tensor([self.targets[i] for i in batch], device=dev)
         return e, m, self.decoder(e.to(dev), m.to(dev), targets, grad=grad)
 
-    def loss(self, t, batch: np.ndarray, regression: float) -> torch.Tensor:
-        e, m, out = self._decode(t, batch, grad=True)
+    def loss(self, t, batch: np.ndarray, regression: float, unroll: int = 0) -> torch.Tensor:
+        """The training loss of one batch: the reconstruction cross-entropy of the prediction,
+        or, with `unroll` K > 0, of where K steps of the fitting loop's own update (the default
+        recipe's Adam, fitting._RowAdam) take it: a start judged by what the solver makes of it.
+        First order (as first-order MAML / Reptile): the steps' displacement is computed without
+        a graph and added to the prediction, so the gradient reaches the encoder through the
+        prediction at the end point, at K extra decoder passes per batch and no second derivative."""
+        if unroll:
+            e, m = self._unrolled(t, batch, unroll)
+            dev = self.decoder.loaded.device
+            targets = torch.tensor([self.targets[i] for i in batch], device=dev)
+            out = self.decoder(e.to(dev), m.to(dev), targets, grad=True)
+        else:
+            e, m, out = self._decode(t, batch, grad=True)
         loss = out.loss.mean()
         if regression:
             own = self.sol_item[None, :] == torch.from_numpy(batch)[:, None]  # [B, S]
@@ -473,10 +499,45 @@ class _Data:
                 loss = loss + regression * sum(far)
         return loss
 
-    def evaluate(self, t, idx: np.ndarray, size: int) -> dict:
-        """Mean per-token loss and mean accuracy of decoder(encoder(text)) over `idx` (no step)."""
+    def _unrolled(self, t, batch, steps: int):
+        from .fitting import _RowAdam
+        from .recipes import resolve_recipe
+
+        dev = self.decoder.loaded.device
+        e0, m0 = forward(t, self.x[batch], self.d, torch.from_numpy(self.lengths[batch]))
+        targets = torch.tensor([self.targets[i] for i in batch], device=dev)
+        recipe = resolve_recipe("default")
+        e, m = e0.detach().to(dev), m0.detach().to(dev)
+        adams = [_RowAdam(len(batch), self.d, recipe, dev) for _ in range(2)]
+        active = torch.ones(len(batch), dtype=torch.bool, device=dev)
+        for _ in range(steps):
+            e.requires_grad_(True)
+            m.requires_grad_(True)
+            out = self.decoder(e, m, targets, grad=True)
+            ge, gm = torch.autograd.grad(out.total_loss.sum(), [e, m])
+            e, m = e.detach(), m.detach()
+            adams[0].step(e, ge, active)
+            adams[1].step(m, gm, active)
+        return e0 + (e.cpu() - e0.detach()), m0 + (m.cpu() - m0.detach())
+
+    def evaluate(self, t, idx: np.ndarray, size: int, unroll: int = 0) -> dict:
+        """Mean per-token loss and mean accuracy of decoder(encoder(text)) over `idx` (no step);
+        with `unroll` K, also `unrolled_loss` / `unrolled_accuracy` after K solver steps."""
         if not len(idx):
             return {"loss": None, "accuracy": None, "texts": 0}
+        extra = {}
+        if unroll:
+            u_loss, u_tokens, u_acc = 0.0, 0, []
+            for batch in self._chunks(idx, size):
+                e, m = self._unrolled(t, batch, unroll)
+                dev = self.decoder.loaded.device
+                targets = torch.tensor([self.targets[i] for i in batch], device=dev)
+                with torch.no_grad():
+                    out = self.decoder(e.detach().to(dev), m.detach().to(dev), targets)
+                u_loss += float(out.loss.sum())
+                u_tokens += out.loss.numel()
+                u_acc += out.accuracy.float().cpu().tolist()
+            extra = {"unrolled_loss": u_loss / u_tokens, "unrolled_accuracy": float(np.mean(u_acc))}
         loss, tokens, acc = 0.0, 0, {}
         with torch.no_grad():
             for batch in self._chunks(idx, size):
@@ -486,4 +547,4 @@ class _Data:
                 acc.setdefault(int(self.lengths[batch[0]]), []).extend(out.accuracy.float().cpu().tolist())
         every = [a for n in acc for a in acc[n]]
         return {"loss": loss / tokens, "accuracy": float(np.mean(every)), "texts": int(len(idx)),
-                "by_length": {n: float(np.mean(acc[n])) for n in sorted(acc)}}
+                "by_length": {n: float(np.mean(acc[n])) for n in sorted(acc)}, **extra}

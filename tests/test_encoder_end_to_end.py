@@ -376,3 +376,23 @@ def test_an_encoder_trained_on_texts_saves_them_for_disjointness_checks(trained,
     assert again.meta["end_to_end"]["extra_texts"]["text_seed"] == 7
     assert sorted(t.text_id for t in texts) == [f"m{i}" for i in range(len(MORE))]
     assert all(len(t.token_ids) in (4, 6) for t in texts)  # as trained: the prefix, not the whole text
+
+
+def test_a_start_made_for_the_solver_is_judged_after_the_solver_steps(trained):
+    """--unroll K: the loss is taken where K steps of the fit's own Adam move the prediction,
+    the kept epoch is picked by that held-out loss, and the encoder still trains (first order)."""
+    store, loaded, encoder, _ = trained
+    options = dataclasses.replace(OPTIONS, unroll=3, epochs=2)
+    made = train_encoder(store, loaded, "end-to-end", seed=SEED, options=options)
+    run = made.meta["end_to_end"]
+    assert "after 3 steps of the default fit recipe's Adam" in run["loss"]
+    first = run["history"][0]
+    assert first["held_out_unrolled_loss"] < first["held_out_loss"]  # the steps help from epoch 0
+    assert "unrolled_accuracy" in run["kept"]["held_out"]
+    last = train_encoder(store, loaded, "end-to-end", seed=SEED,
+                         options=dataclasses.replace(options, holdout=0.0))
+    start = train_encoder(store, loaded, "end-to-end", seed=SEED,
+                          options=dataclasses.replace(options, holdout=0.0, epochs=1, lr=1e-12))
+    assert not torch.allclose(last.tensors["w1"], start.tensors["w1"])  # a gradient reached it
+    with pytest.raises(Exception, match="--unroll"):
+        Options(unroll=-1)
