@@ -507,7 +507,7 @@ class _Data:
         e0, m0 = forward(t, self.x[batch], self.d, torch.from_numpy(self.lengths[batch]))
         targets = torch.tensor([self.targets[i] for i in batch], device=dev)
         recipe = resolve_recipe("default")
-        e, m = e0.detach().to(dev), m0.detach().to(dev)
+        e, m = e0.detach().clone().to(dev), m0.detach().clone().to(dev)  # the steps act in place
         adams = [_RowAdam(len(batch), self.d, recipe, dev) for _ in range(2)]
         active = torch.ones(len(batch), dtype=torch.bool, device=dev)
         for _ in range(steps):

@@ -387,7 +387,7 @@ def test_a_start_made_for_the_solver_is_judged_after_the_solver_steps(trained):
     run = made.meta["end_to_end"]
     assert "after 3 steps of the default fit recipe's Adam" in run["loss"]
     first = run["history"][0]
-    assert first["held_out_unrolled_loss"] < first["held_out_loss"]  # the steps help from epoch 0
+    assert first["held_out_unrolled_loss"] < first["held_out_loss"] - 0.05  # the steps help from epoch 0
     assert "unrolled_accuracy" in run["kept"]["held_out"]
     last = train_encoder(store, loaded, "end-to-end", seed=SEED,
                          options=dataclasses.replace(options, holdout=0.0))
