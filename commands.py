@@ -295,6 +295,9 @@ def capacity(args) -> int:
         finally:
             bar.close()
         store.write_analysis("capacity", table)
+        from .analysis.findings import write as write_findings
+
+        write_findings(store)
         record_threads(store, "capacity")
         store.update_manifest(status="complete")
     print(capacity_per_text(table).to_string(index=False))

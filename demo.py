@@ -30,7 +30,7 @@ from .geometry.store import RunStore
 from .progress import Progress
 from .studies import PAPER, _count, _default, fit_settings, record_protocol, say_notes, too_few
 
-DEMO_TEXTS = "builtin:3+generated:1:2+random:2"  # 7 texts: intervals need >= 5
+DEMO_TEXTS = "builtin:5+generated:1:3+random:2"  # 10 texts: 7 gave 6 pairs, an interval down to 0.5
 DEMO_LENGTH, DEMO_SEEDS, DEMO_MAX_STEPS = 8, 2, 400
 DEMO_OPTIONS = {
     # the curve budget and recipe are analyze's defaults; only the sizes are the demo's

@@ -36,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from .analysis.bootstrap import MIN_UNITS
+from .analysis.findings import write as write_findings
 from .analysis.run import run_analyses
 from .geometry.errors import ProtoscopeError
 from .geometry.models import DEFAULT_MODEL, LoadedModel, load_model
@@ -122,7 +123,7 @@ class StudyResult:
 
 
 # -- the four studies -----------------------------------------------------------------------
-def connectivity(common: Common, *, texts: str = "windows:6", length: int = 12, seeds: int = 2,
+def connectivity(common: Common, *, texts: str = "windows:8", length: int = 12, seeds: int = 2,
                  pairs: int | None = None, bezier_steps: int | None = None,
                  samples_per_step: int | None = None, grid: int = 21,
                  cross_text_pairs: int = 2) -> StudyResult:
@@ -228,6 +229,7 @@ def capacity(common: Common, *, texts: str = CAPACITY_TEXTS,
         table = capacity_search(store, loaded, text_list, config, batch_size=common.batch_size)
         store.write_analysis("capacity", table)
         store.update_manifest(status="complete")
+        write_findings(store)  # the capacity row: a lower bound, said with its grid
         seconds["fit"] = time.perf_counter() - started
         report = _finish(store, "capacity", settings, paper, seconds, started)
     return StudyResult(store, capacity_per_text(table), report, seconds)

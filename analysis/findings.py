@@ -417,6 +417,11 @@ def _capacity_row(cap: pd.DataFrame, manifest: dict, seed: int) -> dict | None:
     estimate = stat(np.ones(len(values)))
     lengths = sorted(set(cap["length"].astype(int)))
     detail = f"longest prefix reconstructed per text over lengths {lengths}"
+    at_top = int((values >= max(lengths)).sum())
+    if at_top:  # the grid, not the model, stopped these texts
+        detail = (f"{at_top} of {len(values)} texts reconstructed the grid's longest length "
+                  f"{max(lengths)}: their capacity is at least that, a longer grid may find more; "
+                  f"{detail}")
     verdict_ = lower_bound_verdict(low, high, paper)
     if verdict_ == "inconclusive" and np.isfinite(high) and high < paper:
         recipe = (manifest.get("config") or {}).get("recipe") if isinstance(

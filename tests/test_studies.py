@@ -103,6 +103,12 @@ def test_capacity_study_with_m_shared(tmp_path, loaded, text_file):
     protocol = _protocol_ok(result.store, "capacity")
     assert protocol["settings"]["share"].startswith("m shared")
     assert "capacity" in result.summary.columns
+    # the study ends with its answer: a capacity row, a lower bound that names its grid
+    row = result.store.analysis("findings").set_index("finding").loc["capacity (tokens, median over texts)"]
+    assert row["evidence"] == "bounded search" and row["verdict"] != "disagrees"
+    at_top = int((result.summary.query("method == 'one-step'")["capacity"] >= 4).sum())
+    assert (f"{at_top} of" in row["detail"] and "grid's longest length 4" in row["detail"]) if at_top \
+        else "grid's longest" not in row["detail"]
 
 
 def test_a_study_run_again_resumes_without_refitting(tmp_path, loaded):
