@@ -187,7 +187,7 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
                         dtype=np.int64)
     fingerprint = _fingerprint(items, train_ids, options, seed, base, loaded)
     saved = _load_checkpoint(checkpoint, resume, fingerprint)
-    x = saved["x"] if saved else text_features_of(loaded, targets)
+    x = saved["x"].numpy() if saved else text_features_of(loaded, targets)
 
     extra: dict = {}
     if base is not None:  # the given encoder is the start
@@ -275,7 +275,7 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
             stopped = True
         if checkpoint is not None:
             _save_checkpoint(checkpoint, {
-                "fingerprint": fingerprint, "x": x, "params": {k: v.detach() for k, v in params.items()},
+                "fingerprint": fingerprint, "x": torch.from_numpy(x), "params": {k: v.detach() for k, v in params.items()},
                 "opt": opt.state_dict(), "gen": gen.get_state(), "first": first,
                 "history": history, "skipped": skipped, "best_loss": best[0],
                 "best_epoch": best[1], "best": best[2]})
@@ -386,7 +386,7 @@ def _load_checkpoint(path, resume: bool, fingerprint: str) -> dict | None:
         raise ProtoscopeError(f"{path} holds a training that did not finish: --resume continues "
                               f"it, or remove the file to start over")
     try:
-        saved = torch.load(path, weights_only=False)
+        saved = torch.load(path, weights_only=True)  # tensors and plain containers: no pickle
     except Exception as exc:  # a damaged file is one line
         raise ProtoscopeError(f"{path}: not a readable training checkpoint ({exc.__class__.__name__})") from None
     if saved.get("fingerprint") != fingerprint:
