@@ -362,6 +362,8 @@ def _fingerprint(items, train_ids, options: Options, seed: int, base, loaded) ->
     import json
 
     o = {k: v for k, v in asdict(options).items() if k not in ("epochs", "patience")}
+    if not o["unroll"]:  # as checkpoints written before the option had it
+        del o["unroll"]
     key = json.dumps({"items": items, "train": train_ids, "options": o, "seed": seed,
                       "base": base.meta.get("tensors_sha256") if base is not None else None,
                       "model": loaded.info.weights_sha256}, sort_keys=True)
