@@ -255,7 +255,7 @@ def _study_parsers(sub) -> None:
         p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
         p.add_argument("--quiet", action="store_true", help="no progress")
 
-    conn = names.add_parser("connectivity", help="paths between a text's solutions, m shared by its seeds (defaults: 372 CPU-s at one thread, 2026-12-03)")
+    conn = names.add_parser("connectivity", help="paths between a text's solutions, m shared by its seeds (defaults: 467 s wall, 444 CPU-s at one thread, 2026-12-03)")
     conn.add_argument("--texts", default="windows:8", help="text SPEC (default windows:8: 6 gave 4 texts with both seeds exact, too few for an interval; the paper: 5 texts)")
     common(conn, length=12, seeds=2)
     conn.add_argument("--pairs", type=int, default=0, help="same-text pairs per text (default 0: all, as the paper)")
