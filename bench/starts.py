@@ -292,7 +292,10 @@ def compare(s: dict, encoders: dict[str, str], m_from: str | None = None, loaded
 
 
 def headline(configs: dict) -> dict:
-    """The keys bench-quick promises."""
+    """The keys bench-quick promises (empty when the paper recipe was not among the configs,
+    e.g. a spread-only comparison: there is nothing to take a ratio against)."""
+    if "paper" not in configs:
+        return {}
     paper = configs["paper"]
     reliable = [r for r in configs.values() if r["success_rate"] >= paper["success_rate"]]
     best = min(reliable, key=lambda r: (r["median_steps"], r["label"] != "paper"))
@@ -345,6 +348,8 @@ def report(result: dict) -> list[str]:
         d = result["disjoint"]
         lines.append(f"held out vs training run: disjoint {d['ok']} (training sources "
                      f"{d['training_sources']}, contexts {d['training_contexts']})")
+    if not h:
+        return lines
     lines.append(f"best {h['best_start']}: median {h['median_steps_best']} steps, success "
                  f"{h['success_rate_best']}; paper median {h['median_steps_paper_held_out']}, success "
                  f"{h['success_rate_paper']}; ratio paper/best {h['steps_ratio_paper_over_best']:.3g}")

@@ -21,3 +21,5 @@ python -m protoscope.bench.starts --length 16 --cap 600 --encoder "$ENC" --only 
 python -m protoscope.bench.starts --length 16 --cap 600 --encoder "$ENC" --spreads 0 0.2 0.5 \
   --only encoder_scale@0 encoder_scale@0.2 encoder_scale@0.5 --name starts_spread --workers 1
 python -m protoscope.bench.starts --length 32 --cap 1000 --encoder "$ENC" --only encoder_scale --add --workers 1
+# 3. Shipped: ENC.safetensors and ENC.texts.jsonl.gz copied to geometry/encoders/smollm2-135m-end-to-end.*,
+#    and ENC.json with its texts_file renamed to match.

@@ -1,5 +1,9 @@
 #!/bin/bash
-# How geometry/encoders/smollm2-135m-end-to-end.* (what `fit --init encoder` uses on the default
+# SUPERSEDED on 2026-12-03: the shipped encoder is now the one bench/train_encoder_at_scale.sh
+# trains (from this one, on 1,899 texts at 8-64 tokens). The rows of bench/results labelled
+# encoder_end-to-end and encoder_smollm2-135m-end-to-end measured the encoder this script made.
+#
+# How geometry/encoders/smollm2-135m-end-to-end.* (what `fit --init encoder` used on the default
 # model) was made, and how bench/results/starts_16.json measured it on held-out texts.
 #
 # 1. Training solutions: one seed of 64 texts at 16 tokens (model continuations of 4 contexts,
