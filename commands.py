@@ -161,7 +161,7 @@ def encoder(args) -> int:
         from .geometry.runs import check_text_spec
 
         check_text_spec(args.texts)
-    from .geometry.encoder import load_encoder, resolve_encoder
+    from .geometry.encoder import check_model, load_encoder, shipped_encoder
 
     shipped = args.start_from == "shipped"
     base = load_encoder(args.start_from) if args.start_from and not shipped else None
@@ -176,7 +176,8 @@ def encoder(args) -> int:
         model, dtype = base.model["name"] if base else DEFAULT_MODEL, "float32"
     loaded = load_model(model, device=args.device, dtype=dtype)
     if args.start_from:  # the shipped one is picked by the model; any is checked against it
-        base = resolve_encoder("encoder" if shipped else f"encoder:{args.start_from}", loaded)
+        base = shipped_encoder(loaded) if shipped else base
+        check_model(base, loaded)
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     extra = []
     if args.texts:
@@ -294,12 +295,10 @@ def capacity(args) -> int:
                                     on_texts=bar.on_texts)
         finally:
             bar.close()
-        store.write_analysis("capacity", table)
-        from .analysis.findings import write as write_findings
-
-        write_findings(store)
         record_threads(store, "capacity")
-        store.update_manifest(status="complete")
+        from .analysis.run import record_capacity
+
+        record_capacity(store, table)
     print(capacity_per_text(table).to_string(index=False))
     print(f"capacity table: {store.path / 'analysis' / 'capacity.parquet'}")
     return 0

@@ -36,8 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from .analysis.bootstrap import MIN_UNITS
-from .analysis.findings import write as write_findings
-from .analysis.run import run_analyses
+from .analysis.run import record_capacity, run_analyses
 from .geometry.errors import ProtoscopeError
 from .geometry.models import DEFAULT_MODEL, LoadedModel, load_model
 from .geometry.recipes import resolve_recipe
@@ -227,9 +226,7 @@ def capacity(common: Common, *, texts: str = CAPACITY_TEXTS,
                                                overwrite=common.overwrite, loaded=common.loaded)
         _say(common, f"capacity search over {list(lengths)} into {common.out}")
         table = capacity_search(store, loaded, text_list, config, batch_size=common.batch_size)
-        store.write_analysis("capacity", table)
-        store.update_manifest(status="complete")
-        write_findings(store)  # the capacity row: a lower bound, said with its grid
+        record_capacity(store, table)
         seconds["fit"] = time.perf_counter() - started
         report = _finish(store, "capacity", settings, paper, seconds, started)
     return StudyResult(store, capacity_per_text(table), report, seconds)

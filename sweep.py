@@ -271,8 +271,9 @@ def _capacity_job(path, config, loaded, job, device, on_group=None, on_groups=No
         table = capacity_search(store, loaded, texts, config, batch_size=job.get("batch_size"),
                                 progress=on_group, on_groups=on_groups,
                                 on_length=on_length if echo else None)
-        store.write_analysis("capacity", table)
-        store.update_manifest(status="complete")
+        from .analysis.run import record_capacity
+
+        record_capacity(store, table)
 
 
 def _stored(path: pathlib.Path) -> int:

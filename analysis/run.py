@@ -104,6 +104,15 @@ def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = 
     return timings
 
 
+def record_capacity(store: RunStore, table) -> None:
+    """A finished capacity search: its table, the findings that read it (the capacity row, a
+    lower bound said with its grid), and the run marked complete. Every caller of
+    `capacity_search` (the command, the study, a sweep job) ends with this."""
+    store.write_analysis("capacity", table)
+    findings.write(store)
+    store.update_manifest(status="complete")
+
+
 def _score(store: RunStore, loaded, quiet: bool) -> None:
     """Fill in the H_LM of texts a fit left unscored (a fit interrupted before its end)."""
     missing = len(unscored(store.texts()))

@@ -117,8 +117,8 @@ def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None
         spread: float | None = None) -> dict:
     """Fit one configuration on the held-out problems: zero-step accuracy, steps, success, time."""
     from protoscope.geometry.decoder import Decoder
-    from protoscope.geometry.encoder import (encoder_starts, load_encoder, recipe_starts,
-                                             zero_step_accuracy)
+    from protoscope.geometry.encoder import (PERTURBATION, encoder_starts, load_encoder,
+                                             recipe_starts, zero_step_accuracy)
     from protoscope.geometry.fitting import Fitter
 
     loaded = loaded or common.model()
@@ -132,7 +132,7 @@ def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None
         if encoder:
             enc = load_encoder(encoder)
             problems = encoder_starts(enc, loaded, problems,
-                                      *(() if spread is None else (spread,)))
+                                      PERTURBATION if spread is None else spread)
             extra["encoder"] = {"name": pathlib.Path(encoder).name, "kind": enc.kind,
                                 **enc.meta.get("trained_on", {})}
             if spread is not None:

@@ -157,7 +157,7 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
     `resume`, a run that stopped continues from its last finished epoch (the same texts,
     options and start are checked); without, an existing checkpoint is refused."""
     from .decoder import Decoder
-    from .encoder import PERTURBATION, Encoder, trained_on, training_meta
+    from .encoder import PERTURBATION, Encoder, text_features, trained_on, training_meta
     from .runs import DEFAULT_ARRANGEMENT
 
     trainable = [n for n, p in loaded.model.named_parameters() if p.requires_grad]
@@ -187,7 +187,7 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
                         dtype=np.int64)
     fingerprint = _fingerprint(items, train_ids, options, seed, base, loaded)
     saved = _load_checkpoint(checkpoint, resume, fingerprint)
-    x = saved["x"].numpy() if saved else text_features_of(loaded, targets)
+    x = saved["x"].numpy() if saved else text_features(loaded, targets)
 
     extra: dict = {}
     if base is not None:  # the given encoder is the start
@@ -327,12 +327,6 @@ def _trained_prefixes(loaded, by_id: dict, items) -> list:
     return out
 
 
-def text_features_of(loaded, targets) -> np.ndarray:
-    from .encoder import text_features
-
-    return text_features(loaded, targets)
-
-
 def _items(store, loaded, extra_texts, lengths: list[int], seed: int):
     """The (text_id, length) items to train on, the texts by id, what the extra texts added,
     and the run's converged solutions (rows, e, m; empty without a run)."""
@@ -362,8 +356,6 @@ def _fingerprint(items, train_ids, options: Options, seed: int, base, loaded) ->
     import json
 
     o = {k: v for k, v in asdict(options).items() if k not in ("epochs", "patience")}
-    if not o["unroll"]:  # as checkpoints written before the option had it
-        del o["unroll"]
     key = json.dumps({"items": items, "train": train_ids, "options": o, "seed": seed,
                       "base": base.meta.get("tensors_sha256") if base is not None else None,
                       "model": loaded.info.weights_sha256}, sort_keys=True)
@@ -372,10 +364,9 @@ def _fingerprint(items, train_ids, options: Options, seed: int, base, loaded) ->
 
 def checkpoint_path(out) -> "pathlib.Path":
     """Where `encoder train --out ENC` keeps its training state: ENC.ckpt.pt."""
-    import pathlib
+    from .encoder import _stem
 
-    out = pathlib.Path(out)
-    stem = out.with_suffix("") if out.suffix in (".json", ".safetensors") else out
+    stem = _stem(out)
     return stem.with_name(stem.name + ".ckpt.pt")
 
 
@@ -469,10 +460,13 @@ class _Data:
     def batches(self, idx, size, gen):
         return self._chunks(idx, size, gen)
 
-    def _decode(self, t, batch, grad: bool):
+    def _decode(self, t, batch, grad: bool, unroll: int = 0):
+        """The batch's prediction (after `unroll` solver steps, when > 0) and its decoding."""
         dev = self.decoder.loaded.device
         e, m = forward(t, self.x[batch], self.d, torch.from_numpy(self.lengths[batch]))
         targets = torch.tensor([self.targets[i] for i in batch], device=dev)
+        if unroll:
+            e, m = self._stepped(e, m, targets, unroll)
         return e, m, self.decoder(e.to(dev), m.to(dev), targets, grad=grad)
 
     def loss(self, t, batch: np.ndarray, regression: float, unroll: int = 0) -> torch.Tensor:
@@ -482,13 +476,7 @@ class _Data:
         First order (as first-order MAML / Reptile): the steps' displacement is computed without
         a graph and added to the prediction, so the gradient reaches the encoder through the
         prediction at the end point, at K extra decoder passes per batch and no second derivative."""
-        if unroll:
-            e, m = self._unrolled(t, batch, unroll)
-            dev = self.decoder.loaded.device
-            targets = torch.tensor([self.targets[i] for i in batch], device=dev)
-            out = self.decoder(e.to(dev), m.to(dev), targets, grad=True)
-        else:
-            e, m, out = self._decode(t, batch, grad=True)
+        e, m, out = self._decode(t, batch, grad=True, unroll=unroll)
         loss = out.loss.mean()
         if regression:
             own = self.sol_item[None, :] == torch.from_numpy(batch)[:, None]  # [B, S]
@@ -501,52 +489,46 @@ class _Data:
                 loss = loss + regression * sum(far)
         return loss
 
-    def _unrolled(self, t, batch, steps: int):
+    def _stepped(self, e0, m0, targets, steps: int):
+        """e0, m0 moved by `steps` updates of the fit's own Adam; first order (see `loss`)."""
         from .fitting import _RowAdam
         from .recipes import resolve_recipe
 
         dev = self.decoder.loaded.device
-        e0, m0 = forward(t, self.x[batch], self.d, torch.from_numpy(self.lengths[batch]))
-        targets = torch.tensor([self.targets[i] for i in batch], device=dev)
         recipe = resolve_recipe("default")
         e, m = e0.detach().clone().to(dev), m0.detach().clone().to(dev)  # the steps act in place
-        adams = [_RowAdam(len(batch), self.d, recipe, dev) for _ in range(2)]
-        active = torch.ones(len(batch), dtype=torch.bool, device=dev)
-        for _ in range(steps):
-            e.requires_grad_(True)
-            m.requires_grad_(True)
-            out = self.decoder(e, m, targets, grad=True)
-            ge, gm = torch.autograd.grad(out.total_loss.sum(), [e, m])
-            e, m = e.detach(), m.detach()
-            adams[0].step(e, ge, active)
-            adams[1].step(m, gm, active)
-        return e0 + (e.cpu() - e0.detach()), m0 + (m.cpu() - m0.detach())
+        adams = [_RowAdam(len(e), self.d, recipe, dev) for _ in range(2)]
+        active = torch.ones(len(e), dtype=torch.bool, device=dev)
+        with torch.enable_grad():  # the steps need gradients even when the caller scores
+            for _ in range(steps):
+                e.requires_grad_(True)
+                m.requires_grad_(True)
+                out = self.decoder(e, m, targets, grad=True)
+                ge, gm = torch.autograd.grad(out.total_loss.sum(), [e, m])
+                e, m = e.detach(), m.detach()
+                adams[0].step(e, ge, active)
+                adams[1].step(m, gm, active)
+        return e0 + (e.to(e0.device) - e0.detach()), m0 + (m.to(m0.device) - m0.detach())
 
     def evaluate(self, t, idx: np.ndarray, size: int, unroll: int = 0) -> dict:
         """Mean per-token loss and mean accuracy of decoder(encoder(text)) over `idx` (no step);
         with `unroll` K, also `unrolled_loss` / `unrolled_accuracy` after K solver steps."""
         if not len(idx):
             return {"loss": None, "accuracy": None, "texts": 0}
-        extra = {}
+        out = self._scores(t, idx, size, 0)
         if unroll:
-            u_loss, u_tokens, u_acc = 0.0, 0, []
-            for batch in self._chunks(idx, size):
-                e, m = self._unrolled(t, batch, unroll)
-                dev = self.decoder.loaded.device
-                targets = torch.tensor([self.targets[i] for i in batch], device=dev)
-                with torch.no_grad():
-                    out = self.decoder(e.detach().to(dev), m.detach().to(dev), targets)
-                u_loss += float(out.loss.sum())
-                u_tokens += out.loss.numel()
-                u_acc += out.accuracy.float().cpu().tolist()
-            extra = {"unrolled_loss": u_loss / u_tokens, "unrolled_accuracy": float(np.mean(u_acc))}
+            stepped = self._scores(t, idx, size, unroll)
+            out.update(unrolled_loss=stepped["loss"], unrolled_accuracy=stepped["accuracy"])
+        return out
+
+    def _scores(self, t, idx: np.ndarray, size: int, unroll: int) -> dict:
         loss, tokens, acc = 0.0, 0, {}
-        with torch.no_grad():
-            for batch in self._chunks(idx, size):
-                _, _, out = self._decode(t, batch, grad=False)
-                loss += float(out.loss.sum())
-                tokens += out.loss.numel()
-                acc.setdefault(int(self.lengths[batch[0]]), []).extend(out.accuracy.float().cpu().tolist())
+        for batch in self._chunks(idx, size):
+            with torch.no_grad():
+                _, _, out = self._decode(t, batch, grad=False, unroll=unroll)
+            loss += float(out.loss.sum())
+            tokens += out.loss.numel()
+            acc.setdefault(int(self.lengths[batch[0]]), []).extend(out.accuracy.float().cpu().tolist())
         every = [a for n in acc for a in acc[n]]
         return {"loss": loss / tokens, "accuracy": float(np.mean(every)), "texts": int(len(idx)),
-                "by_length": {n: float(np.mean(acc[n])) for n in sorted(acc)}, **extra}
+                "by_length": {n: float(np.mean(acc[n])) for n in sorted(acc)}}
