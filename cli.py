@@ -17,8 +17,11 @@ if __package__ in (None, ""):  # `python cli.py ...` runs the installed package'
     if __name__ == "__main__":
         sys.exit(_main())
 
-from .analysis import options as analysis_options  # noqa: E402
+from .analysis.registry import ANALYSES, flag_dest  # noqa: E402
 from .geometry.errors import ProtoscopeError  # noqa: E402
+from .options import add_arguments  # noqa: E402
+from .workflows import settings  # noqa: E402
+from .workflows.protocols import STUDIES  # noqa: E402
 
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 
@@ -26,20 +29,6 @@ EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not usage + message
         raise ProtoscopeError(f"{self.prog}: {message} (see --help)")
-
-
-def _ints(value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
-
-
-def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2-135m", help="alias, local folder or hub id (default: smollm2-135m)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps")
-    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
-    _threads_option(p)
 
 
 def _threads_option(p: argparse.ArgumentParser) -> None:
@@ -54,57 +43,6 @@ def _learned_starts_option(p: argparse.ArgumentParser, scope: str) -> None:
                         f"such seeds start near one point); {scope}")
 
 
-def _fit_options(p: argparse.ArgumentParser, texts: bool = True) -> None:
-    if texts:
-        p.add_argument("--texts", default="builtin",
-                       help="builtin | windows:COUNT | random:COUNT | generated:CONTEXTS:PER_CONTEXT | FILE.txt | "
-                            "FILE.jsonl; join several with '+'")
-    p.add_argument("--seeds", type=int, default=2, help="solutions per text (default 2)")
-    p.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
-    _model_options(p)
-    p.add_argument("--arrangement", default=None, help="e.g. 'bos e m*' (default), 'e m*', 'e m*+1', 'e*', '(e m)*', 'mem'")
-    p.add_argument("--share", default="none", help="none (default) | m | e: which vector a group of texts shares")
-    p.add_argument("--group-size", type=int, default=0, help="texts per share group (default: all)")
-    p.add_argument("--recipe", default="default", help="default | paper")
-    for name, kind in (("max-steps", int), ("lr", float), ("patience", int), ("max-restarts", int),
-                       ("init-scale", float), ("weight-decay", float), ("stop-accuracy", float)):
-        p.add_argument(f"--{name}", type=kind, default=None, help=f"override the recipe's {name.replace('-', '_')}")
-    p.add_argument("--init", default=None,
-                   help="normal | embedding: override the recipe's init; encoder (the one shipped "
-                        "for the model) | encoder:ENC (one trained with `encoder train`): start "
-                        "each problem from the encoder's prediction (restarts use the recipe's init)")
-    p.add_argument("--init-spread", type=float, default=None, metavar="S",
-                   help="with --init encoder: seed s > 0 starts at the prediction plus seeded noise of "
-                        "S x its norm (default 0.05; 0: every seed at the prediction). Larger S: "
-                        "seeds end further apart, at more steps (bench/results/starts_spread.json)")
-    p.add_argument("--optimizer", default=None, help="adam | adamw: override the recipe's optimizer")
-    p.add_argument("--schedule", default=None, help="constant | cosine: override the recipe's schedule")
-    p.add_argument("--share-policy", default=None,
-                   help="release | wait: does a share group stop, keeping its exact members, once "
-                        "its best stops improving (release), or wait for every member?")
-    p.add_argument("--curriculum", action="store_const", const=True, default=None,
-                   help="length curriculum: fit N/4, then N/2, then N tokens, each warm-started "
-                        "from the last (steps count every stage)")
-    p.add_argument("--group-patience", type=int, default=None,
-                   help="override the recipe's group_patience (steps without a better group best "
-                        "before a release)")
-    p.add_argument("--batch-size", type=int, default=None, help="problems per batch (default: by length)")
-    p.add_argument("--m-from", default=None, metavar="RUN_OR_FILE",
-                   help="keep this m frozen and fit e only: a run whose solutions share one m, or "
-                        "a .safetensors file with a tensor 'm'")
-    p.add_argument("--text-seed", type=int, default=0, help="seed for random and generated texts")
-    p.add_argument("--generate-tokens", type=int, default=128, help="tokens per generated text (default 128)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar; one line of the groups in flight every --progress-seconds")
-    p.add_argument("--progress-seconds", type=float, default=60.0,
-                   help="under --quiet, seconds between progress lines (default 60)")
-    p.add_argument("--checkpoint-steps", type=int, default=50,
-                   help="checkpoint the groups in flight every this many steps (default 50) ...")
-    p.add_argument("--checkpoint-seconds", type=float, default=60.0,
-                   help="... or every this many seconds, whichever comes first (default 60)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="protoscope", description="Fit and analyse proto-token solutions of a frozen causal LM.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -112,13 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = sub.add_parser("fit", help="fit solutions for texts at one length")
     fit.add_argument("--length", type=int, required=True, help="target prefix length N in tokens")
-    _fit_options(fit)
+    fit.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+    add_arguments(fit, settings.FIT)
 
     cap = sub.add_parser("capacity", help="longest prefix reconstructed, over a grid of lengths")
-    cap.add_argument("--lengths", type=_ints, default=None, help="comma-separated grid (default: the paper's sqrt-2 grid up to 256)")
-    cap.add_argument("--method", default="one-step", help="one-step (default) | mem | both")
-    cap.add_argument("--no-warm-start", action="store_true", help="start every length from a fresh init")
-    _fit_options(cap)
+    cap.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+    add_arguments(cap, settings.CAPACITY)
 
     exp = sub.add_parser("experiment", help="replaced by `protoscope study uniqueness`")
     exp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -129,13 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ana = sub.add_parser("analyze", help="run the analyses on a run directory")
     ana.add_argument("run")
-    ana.add_argument("--only", default=None, help="comma-separated: uniqueness,connectivity,neighbourhoods,information")
+    ana.add_argument("--only", default=None, help=f"comma-separated, of: {','.join(ANALYSES)} (default: all)")
     ana.add_argument("--force", action="store_true", help="recompute tables that are up to date")
     ana.add_argument("--device", default="cpu")
     _threads_option(ana)
     ana.add_argument("--quiet", action="store_true")
     _learned_starts_option(ana, "record in the manifest (report follows it)")
-    analysis_options.add_arguments(ana)
+    _analysis_arguments(ana, ANALYSES)
 
     rep = sub.add_parser("report", help="write RUN/report.html (or a sweep directory's DIR/report.html)")
     rep.add_argument("run")
@@ -161,11 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds between a running job's lines of its groups in flight (steps, "
                           "worst member's accuracy), each prefixed with the job's id (default 60)")
 
-    demo = sub.add_parser("demo", help="the main job on the default model, end to end")
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--device", default="cpu")
-    _threads_option(demo)
-    demo.add_argument("--quiet", action="store_true")
+    demo = sub.add_parser("demo", help=STUDIES["demo"].help)
+    _study_arguments(demo, STUDIES["demo"], out="runs/demo")
+
+    opt = sub.add_parser("options", help="every option of a step, its default from its one declaration")
+    opt.add_argument("what", help="fit | capacity | analyze | a study's name")
     return parser
 
 
@@ -230,59 +167,39 @@ def _encoder_parsers(sub) -> None:
     uni.add_argument("--patience", type=int, default=3,
                      help="stop after this many epochs without a higher share of texts exact (default 3)")
     uni.add_argument("--seed", type=int, default=0, help="seed of the starts and the minibatch order")
-    uni.add_argument("--arrangement", default="bos e m*", help="an arrangement with m (default 'bos e m*')")
+    uni.add_argument("--arrangement", default=settings.DEFAULT_ARRANGEMENT,
+                     help=f"an arrangement with m (default {settings.DEFAULT_ARRANGEMENT!r})")
     uni.add_argument("--text-seed", type=int, default=0, help="seed for random and generated texts")
     uni.add_argument("--overwrite", action="store_true", help="retrain even if FILE exists")
     uni.add_argument("--quiet", action="store_true", help="no line per epoch on stderr")
-    _model_options(uni)
+    add_arguments(uni, settings.MODEL)
 
 
 def _study_parsers(sub) -> None:
-    """`protoscope study NAME`: the paper's protocols, each with its own sizes (studies.py)."""
+    """`protoscope study NAME`: the paper's protocols, each declared in workflows/protocols.py."""
     study = sub.add_parser("study", help="the paper's protocols: fit, analyse, report in one command")
     names = study.add_subparsers(dest="study", required=True, parser_class=_Parser)
+    for name, spec in STUDIES.items():
+        if name != "demo":  # `protoscope demo`
+            _study_arguments(names.add_parser(name, help=spec.help), spec)
 
-    def common(p, length: int | None, seeds: int) -> None:
+
+def _study_arguments(p, spec, out: str | None = None) -> None:
+    """A study's flags: --out, its options, the model's, and its analyses' with the
+    protocol's values as defaults (analyze's shown beside them)."""
+    if out is None:
         p.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
-        if length is not None:
-            p.add_argument("--length", type=int, default=length, help=f"tokens per text (default {length})")
-        p.add_argument("--seeds", type=int, default=seeds, help=f"solutions per text (default {seeds})")
-        _model_options(p)
-        p.add_argument("--max-steps", type=int, default=None, help="fitting budget per problem (default: the study's, studies.STUDY_FIT, else the recipe's)")
-        p.add_argument("--group-patience", type=int, default=None, help="steps a share group may go without a better snapshot (default: the study's, else the recipe's)")
-        p.add_argument("--batch-size", type=int, default=None, help="problems per batch (default: by length)")
-        p.add_argument("--text-seed", type=int, default=0, help="seed for random and generated texts")
-        p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-        p.add_argument("--quiet", action="store_true", help="no progress")
+    else:
+        p.add_argument("--out", default=out, help=f"run directory (default {out})")
+    add_arguments(p, spec.every_option)
+    _analysis_arguments(p, spec.analyses, spec.overrides)
 
-    conn = names.add_parser("connectivity", help="paths between a text's solutions, m shared by its seeds (defaults: 467 s wall, 444 CPU-s at one thread, 2026-12-03)")
-    conn.add_argument("--texts", default="windows:8", help="text SPEC (default windows:8: 6 gave 4 texts with both seeds exact, too few for an interval; the paper: 5 texts)")
-    common(conn, length=12, seeds=2)
-    conn.add_argument("--pairs", type=int, default=0, help="same-text pairs per text (default 0: all, as the paper)")
-    conn.add_argument("--bezier-steps", type=int, default=None, help="curve training steps (default: analyze's, 100)")
-    conn.add_argument("--samples-per-step", type=int, default=None, help="t samples per curve step (default: analyze's, 4)")
-    conn.add_argument("--grid", type=int, default=21, help="grid points along each path (default 21; Garipov: 61)")
-    conn.add_argument("--cross-text-pairs", type=int, default=2, help="different-text straight paths (default 2)")
 
-    uniq = names.add_parser("uniqueness", help="C contexts x K continuations, one shared m (defaults: 40 solutions, 304 steps; 34 min wall beside four other jobs, 2026-12-03)")
-    uniq.add_argument("--contexts", type=int, default=10, help="contexts C (default 10, at most 10; 5 or more for an interval)")
-    uniq.add_argument("--per-context", type=int, default=2, help="continuations K per context (default 2)")
-    common(uniq, length=8, seeds=3)
-
-    prob = names.add_parser("probes", help="linear probes of e over many texts, m shared in groups (defaults: 737 s wall, 662 CPU-s at one thread, 2026-12-03)")
-    prob.add_argument("--texts", default="generated:4:10+windows:20+random:20",
-                      help="text SPEC (default: 80 texts, generated:4:10+windows:20+random:20; "
-                           "the paper probes none, Bondarenko et al. 2,000)")
-    prob.add_argument("--group-size", type=int, default=4, help="texts per shared m (default 4)")
-    common(prob, length=8, seeds=1)
-
-    cap = names.add_parser("capacity", help="the capacity search, m shared or not (defaults: 291 s wall, 249 CPU-s at one thread, 2026-12-03; every text reached 32, the grid's top)")
-    cap.add_argument("--texts", default="builtin:5", help="text SPEC (default builtin:5)")
-    cap.add_argument("--lengths", type=_ints, default=(4, 8, 16, 32),
-                     help="comma-separated length grid (default 4,8,16,32; the paper's goes to 1448)")
-    cap.add_argument("--share", default="none", help="none (default) | m")
-    cap.add_argument("--method", default="one-step", help="one-step (default) | mem | both")
-    common(cap, length=None, seeds=1)
+def _analysis_arguments(p, names, overrides: dict | None = None) -> None:
+    for name in names:
+        add_arguments(p, ANALYSES[name].options, (overrides or {}).get(name),
+                      title=f"{name}: {ANALYSES[name].question}", dest=flag_dest(name),
+                      note="analyze's")
 
 
 def _quiet_libraries() -> None:

@@ -1,6 +1,6 @@
 """How far along is a long command? Live progress on stderr while texts are prepared and fitted.
 
-`Progress` supplies the callbacks `geometry.runs.fit_run` takes: `on_texts` draws one bar per
+`Progress` supplies the callbacks `geometry.runs.fit.fit_run` takes: `on_texts` draws one bar per
 text stage (texts tokenised, texts scored), `start` sizes the fit bar once the problems are
 known, `on_step` and `on_group` move it, `on_groups` shows the slowest group in flight. The fit
 bar is drawn only when fitting begins, so the text bars never share the screen with an empty

@@ -35,15 +35,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from protoscope.geometry.decoder import Decoded, Decoder
-from protoscope.geometry.paths import (CURVES, T_SAMPLING, LinearPath, Path, decode_path,
+from protoscope.geometry.engine.decoder import Decoded, Decoder
+from protoscope.geometry.engine.paths import (CURVES, LinearPath, Path, decode_path,
                                        even_grid, join, train_beziers)
-from protoscope.geometry.store import Tensors
-from protoscope.geometry.tables import RECONSTRUCTED, columns
+from protoscope.geometry.store.runstore import Tensors
+from protoscope.geometry.tables import columns
+
+from protoscope.geometry.errors import ProtoscopeError
+from protoscope.options import ALL, spell, takes
 
 from .progress import reporter
+from .registry import options_of
 
-VERSION = 2  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
+VERSION = 3  # 3: the table's max_pairs spells all as "all"; of this analysis's numbers: bump it when a change alters them (analysis/run.py)
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,9 @@ class Budget:
     grid_points: int
     seed: int
     check_every: int
-    max_pairs: int  # same-text pairs per text; -1: all
+    max_pairs: str  # same-text pairs per text: "all" or a count
     cross_text_pairs: int
-    midpoint_steps: int = 0  # the midpoint start's budget (geometry/paths.py); 0: none
+    midpoint_steps: int = 0  # the midpoint start's budget (geometry/engine/paths.py); 0: none
     t_sampling: str = "uniform"
     check_grid: int = 0  # points of the coarse check inside the grid (coarse_grid)
 
@@ -75,15 +79,15 @@ class Pair:
         return self.a["text_id"] == self.b["text_id"]
 
 
-def analyze(store, loaded, progress=None, *, max_pairs: int | None = None,
-            cross_text_pairs: int = 3, grid: int = 61, bezier_steps: int = 100,
-            samples_per_step: int = 4,
-            lr: float = 0.1, seed: int = 0, min_accuracy: float = RECONSTRUCTED,
-            train_batch: int = 64, check_every: int = 5,
-            hold_accuracy: float = RECONSTRUCTED,
-            curves: tuple[str, ...] = ("bezier",), midpoint_steps: int = 0,
-            t_sampling: str = "uniform", check_grid: int = 21) -> dict[str, pd.DataFrame]:
-    """Connectivity tables for the run in `store`, on the run's frozen model `loaded`.
+@takes(options_of("connectivity"), "connectivity")
+def analyze(store, loaded, progress=None, *, max_pairs: int | str, cross_text_pairs: int,
+            grid: int, bezier_steps: int, samples_per_step: int, lr: float, seed: int,
+            min_accuracy: float, train_batch: int, check_every: int, hold_accuracy: float,
+            curves: tuple[str, ...], midpoint_steps: int, t_sampling: str,
+            check_grid: int) -> dict[str, pd.DataFrame]:
+    """Connectivity tables for the run in `store`, on the run's frozen model `loaded`; the
+    options' defaults and bounds are declared in analysis/registry.py (`max_pairs`: ALL or a
+    count per text).
 
     `curves` names the trained curve families, each with the same budget: "bezier" (the
     paper's quadratic curve) and/or "chain" (Garipov et al.'s polygonal chain, one bend).
@@ -93,27 +97,15 @@ def analyze(store, loaded, progress=None, *, max_pairs: int | None = None,
     trains every curve for the whole budget (no early stop). `progress` hears how far it
     is (analysis/progress.py); it is not an option and changes no number.
     """
-    if grid < 2 or bezier_steps < 0 or samples_per_step < 1 or cross_text_pairs < 0 \
-            or check_every < 0:
-        raise ValueError("need grid >= 2, bezier_steps >= 0, samples_per_step >= 1, "
-                         "cross_text_pairs >= 0 and check_every >= 0")
-    if midpoint_steps < 0 or t_sampling not in T_SAMPLING or check_grid < 0:
-        raise ValueError(f"need midpoint_steps >= 0, t_sampling one of {', '.join(T_SAMPLING)} "
-                         f"and check_grid >= 0; got {midpoint_steps}, {t_sampling!r} and "
-                         f"{check_grid}")
     check_grid = coarse_grid(grid, check_grid)
-    if max_pairs is not None and max_pairs < 1:
-        raise ValueError(f"max_pairs must be a positive number or None (all), got {max_pairs}")
-    unknown = [c for c in curves if c not in CURVES]
-    if unknown or not curves:
-        raise ValueError(f"curves must name one or more of {', '.join(CURVES)}, got "
-                         f"{', '.join(map(str, curves)) or 'none'}")
+    if not curves:
+        raise ProtoscopeError(f"--curves must name one or more of {', '.join(CURVES)}")
     rows, e, m = store.solution_vectors()
     vectors = {int(s): (e[i], m[i]) for i, s in enumerate(rows["solution_id"])}
     targets = {t.text_id: torch.tensor(t.token_ids) for t in store.texts()}
     budget = Budget(bezier_steps, samples_per_step, lr, grid, seed, check_every,
-                    -1 if max_pairs is None else max_pairs, cross_text_pairs, midpoint_steps,
-                    t_sampling, check_grid)
+                    spell(max_pairs), cross_text_pairs, midpoint_steps, t_sampling, check_grid)
+    max_pairs = None if max_pairs == ALL else max_pairs
     report = reporter(progress)
     walker = _Walker(loaded, vectors, targets, budget, hold_accuracy, report)
     endpoints = rows[(rows["method"] == "one-step") & (rows["accuracy"] >= min_accuracy)]
@@ -161,7 +153,7 @@ def load_curves(store, kind: str = "bezier") -> dict[int, Path]:
     (empty when none).
 
     Their coordinates are what `connectivity_pairs.moved` says: [e; m], or e alone with the
-    pair's shared m fixed (`geometry.paths.split` turns points back into (e, m)).
+    pair's shared m fixed (`geometry.engine.paths.split` turns points back into (e, m)).
     """
     tensors = store.analysis_tensors("curves") or {}
     out = {}

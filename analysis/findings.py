@@ -53,7 +53,7 @@ baseline" when the whole interval lies under it (a probe that reads nothing can 
 chance out of fold; that is not a disagreement with the paper).
 
 Learned starts: a run in which any solution started from a learned encoder's prediction
-(geometry/starts.py: `start` `encoder:NAME`) puts a text's solutions from different seeds
+(geometry/starts/names.py: `start` `encoder:NAME`) puts a text's solutions from different seeds
 close together, so its uniqueness, connectivity (straight path, curve, curve length) and probe
 rows measure the encoder, not the solution space: they are "inconclusive", their detail
 opening with LEARNED_START and the verdict they would otherwise have, unless the user allows
@@ -72,8 +72,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..geometry.starts import learned, solution_starts
-from ..geometry.tables import CONCATENATED, RECONSTRUCTED, columns
+from ..geometry.starts.names import learned, solution_starts
+from ..geometry.tables import CONCATENATED, RECONSTRUCTED, capacity_per_text, columns
 from .bootstrap import cluster_interval, pair_units
 from .uniqueness import auc_interval
 
@@ -400,8 +400,6 @@ def _radius_row(radii: pd.DataFrame, sweep: pd.DataFrame | None, seed: int) -> d
 
 
 def _capacity_row(cap: pd.DataFrame, manifest: dict, seed: int) -> dict | None:
-    from ..geometry.capacity import capacity_per_text
-
     per_text = capacity_per_text(cap)
     per_text = per_text[per_text["method"] == "one-step"]
     if not len(per_text):

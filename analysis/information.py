@@ -25,18 +25,21 @@ import time
 import pandas as pd
 import torch
 
-from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.scoring import ensure_scored
+from protoscope.geometry.engine.decoder import Decoder
+from protoscope.geometry.store.scoring import ensure_scored
 from protoscope.geometry.tables import capacity_of, columns
 
 from .progress import reporter
+from protoscope.options import takes
+
+from .registry import options_of
 
 VERSION = 1  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
 
 
-def analyze(store, loaded, progress=None, *, batch: int = 64,
-            throughput_batches: tuple[int, ...] = (1, 64),
-            repeats: int = 3) -> dict[str, pd.DataFrame]:
+@takes(options_of("information"), "information")
+def analyze(store, loaded, progress=None, *, batch: int, throughput_batches: tuple[int, ...],
+            repeats: int) -> dict[str, pd.DataFrame]:
     """The information, prompting, attention and throughput tables of a run.
 
     `batch` bounds how many solutions go through the model at once; throughput is timed at

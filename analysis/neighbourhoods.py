@@ -27,31 +27,33 @@ import numpy as np
 import pandas as pd
 import torch
 
-from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.errors import ProtoscopeError
-from protoscope.geometry.tables import CONCATENATED, RECONSTRUCTED, columns, own_vectors
+from protoscope.geometry.engine.decoder import Decoder
+from protoscope.geometry.tables import CONCATENATED, RECONSTRUCTED, columns
+from protoscope.analysis.vectors import own_vectors
 
 from .progress import reporter
 from .vectors import cohorts, cosine_distances, l2_distances, load_solutions, stack
 
 log = logging.getLogger(__name__)
+from protoscope.options import takes
+
+from .registry import options_of
 
 VERSION = 1  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
 
-DEFAULT_RADII = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 MOVES = ("e", CONCATENATED)
 SWEEP_COLUMNS = columns("neighbourhoods")
 RADII_COLUMNS = columns("neighbourhood_radii")
 
 
-def analyze(store, loaded, progress=None, *, radii=DEFAULT_RADII, directions: int = 4,
-            adversarial_steps: int = 5, vectors: str = "e", seed: int = 0,
-            batch_size: int | None = None, k_max: int = 5, umap: bool = True,
-            umap_min_points: int = 15) -> dict[str, pd.DataFrame]:
+@takes(options_of("neighbourhoods"), "neighbourhoods")
+def analyze(store, loaded, progress=None, *, radii: tuple[float, ...], directions: int,
+            adversarial_steps: int, vectors: str, seed: int, batch_size: int | None, k_max: int,
+            umap: bool, umap_min_points: int) -> dict[str, pd.DataFrame]:
     """Tables neighbourhoods, neighbourhood_radii, neighbourhood_purity and maps of a run.
 
     `progress` hears how far it is (analysis/progress.py); it is not an option."""
-    radii = _check(radii, directions, adversarial_steps, vectors, k_max)
+    radii = sorted({float(r) for r in radii} | {0.0})  # 0 anchors every curve
     report = reporter(progress)
     rows, e, m = load_solutions(store)
     texts = {t.text_id: t for t in store.texts()}
@@ -87,17 +89,6 @@ def _on_solutions(report, before: int, n: int, total: int):
         report("solutions", before + (through if phase == "ascent" else 0), total,
                **{phase: f"{through}/{n}"})
     return on_solutions
-
-
-def _check(radii, directions, adversarial_steps, vectors, k_max) -> list[float]:
-    radii = sorted({float(r) for r in radii} | {0.0})  # 0 anchors every curve
-    if radii[0] < 0:
-        raise ProtoscopeError(f"radii must be >= 0, got {radii}")
-    if vectors not in MOVES:
-        raise ProtoscopeError(f"vectors must be one of {MOVES}, got {vectors!r}")
-    if directions < 1 or adversarial_steps < 0 or k_max < 1:
-        raise ProtoscopeError("directions and k_max must be >= 1, adversarial_steps >= 0")
-    return radii
 
 
 class _Space:

@@ -11,7 +11,7 @@ recognising the other seeds of one text. Targets:
 - `bag_of_words`: which tokens of the vocabulary occur in the prefix (multi-label, tokens in
   at least `bag_min` texts and not in all): macro ROC AUC of a ridge read-out;
 - `sentence_embedding`: the prefix's all-MiniLM-L6-v2 embedding (384 wide): R^2;
-- `h_lm`: the prefix's H_LM in nats (texts not scored yet are scored first, geometry/scoring.py,
+- `h_lm`: the prefix's H_LM in nats (texts not scored yet are scored first, geometry/store/scoring.py,
   when a model is given): R^2.
 
 Every probe is reported beside its baseline, the larger of chance (the majority class share;
@@ -47,14 +47,19 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from protoscope.geometry.errors import ProtoscopeError
-from protoscope.geometry.scoring import ensure_scored
-from protoscope.geometry.tables import VECTORS, columns, own_vectors, reconstructed
+from protoscope.geometry.store.scoring import ensure_scored
+from protoscope.geometry.tables import VECTORS, columns, reconstructed
+from protoscope.analysis.vectors import own_vectors
 
 from .bootstrap import cluster_interval
 from .progress import reporter
 from .vectors import cohorts, load_solutions, stack
 
 log = logging.getLogger(__name__)
+from protoscope.options import takes
+
+from .registry import options_of
+from .uniqueness import _sentence_model
 
 VERSION = 1  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
 
@@ -191,17 +196,15 @@ def _permute(y: np.ndarray, groups: np.ndarray, rng) -> np.ndarray:
 
 
 # -- the run's probes -------------------------------------------------------------------------
-def analyze(store, loaded=None, progress=None, *, positions: tuple[int, ...] = (1, 2, 4, 8, 16),
-            folds: int = 5, permutations: int = 10, resamples: int = 1000, min_class: int = 3,
-            bag_min: int = 5, semantic: bool = True, seed: int = 0) -> dict[str, pd.DataFrame]:
+@takes(options_of("probes"), "probes")
+def analyze(store, loaded=None, progress=None, *, positions: tuple[int, ...], folds: int,
+            permutations: int, resamples: int, min_class: int, bag_min: int, semantic: bool,
+            seed: int) -> dict[str, pd.DataFrame]:
     """The probes table of a run: every target x every vector the solutions own.
 
     `progress` hears how far it is (analysis/progress.py); it is not an option."""
-    if folds < 2 or permutations < 1 or resamples < 1 or min_class < 2 or bag_min < 1:
-        raise ProtoscopeError("probes need folds >= 2, permutations >= 1, resamples >= 1, "
-                              "min_class >= 2 and bag_min >= 1")
-    if not positions or min(positions) < 1:
-        raise ProtoscopeError(f"probe positions are 1-based, got {list(positions)}")
+    if not positions:
+        raise ProtoscopeError("--probe-positions must name at least one (1-based) position")
     rows, e, m = load_solutions(store)
     texts = {t.text_id: t for t in (ensure_scored(store, loaded) if loaded is not None
                                     else store.texts())}
@@ -290,8 +293,6 @@ def _decoded(text, length: int, loaded) -> str:
 
 
 def _sentence_embeddings(text, length: int, loaded) -> np.ndarray | None:
-    from .uniqueness import _sentence_model
-
     try:
         model = _sentence_model(None)
         strings = [_decoded(t, length, loaded) for t in text]

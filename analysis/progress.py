@@ -5,7 +5,7 @@ analysis ("bezier curves", "paths walked", "solutions", ...), `done` never decre
 stage and reaching `total` when the stage ends; `detail` holds a few short values worth showing
 beside it (the current curve step, curves held so far). An analysis takes it as the
 positional-or-keyword argument `progress` of its analyze(), not as a keyword-only option:
-options are the budget stamped into the manifest (analysis/options.py), and how a table's
+options are the budget stamped into the manifest (analysis/registry.py), and how a table's
 progress was shown must never make it look out of date. `analysis/run.py` hands each analysis
 one with its name in front of the stage; the terminal side is `protoscope.progress.Progress`.
 """

@@ -3,13 +3,14 @@
 A table is up to date when it was computed from the solutions the store holds now, under
 the options asked for now AND by the analysis's code as it is now: the manifest records, per
 analysis, the solution count, the last solution it saw, the analysis module's `VERSION` and
-every option of its analyze() call (`options.resolve`), so a table computed under another
+every option of its analyze() call (resolved from its declaration in analysis/registry.py),
+so a table computed under another
 budget, or before a fix that changed its numbers, is recomputed, not reused. Bump an analysis's
 `VERSION` when a change alters its numbers: the next `analyze` recomputes that analysis alone.
 A stamp without a version (a manifest older than versions) is out of date. The findings
 table is rebuilt from the tables at the end of every call (it runs no model). A run whose fit
 was interrupted before its texts were scored gets their H_LM here, once, whichever analyses
-run (geometry/scoring.py).
+run (geometry/store/scoring.py).
 
 Progress: each analysis reports how far it is through one callable (analysis/progress.py),
 handed to its analyze() as the positional-or-keyword `progress` argument, never as a
@@ -20,22 +21,22 @@ line every minute.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 from collections.abc import Callable
 
 from ..geometry.errors import ProtoscopeError, StoreError
-from ..geometry.models import load_model
-from ..geometry.runs import now
-from ..geometry.scoring import ensure_scored, unscored
-from ..geometry.store import RunStore
+from ..geometry.models.loading import load_model
+from ..geometry.runs.fit import now
+from ..geometry.store.scoring import ensure_scored, unscored
+from ..geometry.store.runstore import RunStore
 from ..progress import Progress
+from ..options import resolve, stamp_value
 from . import findings
-from .options import resolve, stamp_value
 from .progress import named
+from .registry import ANALYSES as REGISTRY
 
-ANALYSES = ("uniqueness", "connectivity", "neighbourhoods", "information", "probes")
+ANALYSES = tuple(REGISTRY)  # every analysis, in the order `analyze` runs them
 
 
 def solutions_stamp(store: RunStore) -> dict:
@@ -61,10 +62,10 @@ def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = 
     unknown = sorted(set(options) - set(ANALYSES))
     if unknown:
         raise ProtoscopeError(f"options for unknown analysis {unknown[0]!r}")
-    modules = {n: importlib.import_module(f"{__package__}.{n}") for n in names}
+    modules = {n: REGISTRY[n].module for n in names}
     solutions, done = solutions_stamp(store), store.manifest.get("analyses", {})
-    resolved = {n: resolve(modules[n].analyze, options.get(n), n) for n in names}
-    stamps = {n: {**solutions, "version": int(modules[n].VERSION),
+    resolved = {n: resolve(REGISTRY[n].options, options.get(n), n) for n in names}
+    stamps = {n: {**solutions, "version": REGISTRY[n].version,
                   "options": stamp_value(resolved[n])} for n in names}
     todo = [n for n in names if force or done.get(n) != stamps[n]]
     timings: dict[str, float | None] = {n: None for n in names}
@@ -90,6 +91,10 @@ def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = 
                                                **resolved[name])
             except ValueError as err:  # a bad option value: one line, not a traceback
                 raise ProtoscopeError(f"{name}: {err}") from None
+            undeclared = sorted(set(tables) - {*REGISTRY[name].tables, *REGISTRY[name].tensors})
+            if undeclared:  # the registry says what each analysis writes; reports rely on it
+                raise RuntimeError(f"analysis {name} wrote {undeclared[0]!r}, which "
+                                   f"analysis/registry.py does not declare for it")
             for table, frame in tables.items():
                 store.write_analysis(table, frame)
             timings[name] = time.perf_counter() - started
@@ -102,15 +107,6 @@ def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = 
             bars.close()
     findings.write(store)
     return timings
-
-
-def record_capacity(store: RunStore, table) -> None:
-    """A finished capacity search: its table, the findings that read it (the capacity row, a
-    lower bound said with its grid), and the run marked complete. Every caller of
-    `capacity_search` (the command, the study, a sweep job) ends with this."""
-    store.write_analysis("capacity", table)
-    findings.write(store)
-    store.update_manifest(status="complete")
 
 
 def _score(store: RunStore, loaded, quiet: bool) -> None:

@@ -11,7 +11,7 @@ Text distances are taken on the part of each text that was fitted (its first `le
 decoded), since that is all the vectors encode; TF-IDF is fitted on those prefixes.
 An AUC's interval (`auc_interval`: the findings table and the uniqueness study) resamples
 texts, not pairs: pairs share solutions and texts (analysis/bootstrap.py).
-The paper's seed protocol for a same-context experiment is `geometry.runs.protocol_seeds`.
+The paper's seed protocol for a same-context experiment is `geometry.runs.fit.protocol_seeds`.
 
 A cohort of n solutions has n(n-1)/2 pairs (10,000 solutions: 50 million). Past `max_pairs`
 pairs the table holds a sample instead (`sample_pairs`): stratified by pair kind (the budget
@@ -34,14 +34,17 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from protoscope.geometry.errors import ProtoscopeError
-from protoscope.geometry.tables import VECTORS, columns, own_vectors
+from protoscope.geometry.tables import VECTORS, columns
+from protoscope.analysis.vectors import own_vectors
 
 from .bootstrap import RESAMPLES, cluster_interval, pair_units
 from .progress import reporter
 from .vectors import cohorts, cosine_distances, l2_distances, load_solutions, stack
 
 log = logging.getLogger(__name__)
+from protoscope.options import ALL, takes
+
+from .registry import options_of
 
 VERSION = 1  # of this analysis's numbers: bump it when a change alters them (analysis/run.py)
 
@@ -59,9 +62,9 @@ BIN_COLUMNS = columns("uniqueness_bins")
 MAX_PAIRS = 100_000  # pairs per cohort before the table holds a stratified sample
 
 
-def analyze(store, loaded=None, progress=None, *, semantic: bool = True, n_bins: int = 5,
-            semantic_model: str | None = None, max_pairs: int | None = MAX_PAIRS,
-            seed: int = 0) -> dict[str, pd.DataFrame]:
+@takes(options_of("uniqueness"), "uniqueness")
+def analyze(store, loaded=None, progress=None, *, semantic: bool, n_bins: int,
+            semantic_model: str | None, max_pairs: int | str, seed: int) -> dict[str, pd.DataFrame]:
     """The uniqueness tables of a run: every pair (or, past `max_pairs` pairs in a cohort, a
     sample stratified by pair kind, seeded by `seed`; None: every pair), the AUC summary, the
     text-distance bins.
@@ -70,10 +73,7 @@ def analyze(store, loaded=None, progress=None, *, semantic: bool = True, n_bins:
     texts are compared. `semantic=False` skips MiniLM (NaN semantic distances). `progress`
     hears how far it is (analysis/progress.py); it is not an option.
     """
-    if n_bins < 1:
-        raise ProtoscopeError(f"n_bins must be at least 1, got {n_bins}")
-    if max_pairs is not None and max_pairs < 3:
-        raise ProtoscopeError(f"max_pairs must be at least 3 (one per pair kind) or None, got {max_pairs}")
+    max_pairs = None if max_pairs == ALL else max_pairs  # pair_table: None is every pair
     rows, e, m = load_solutions(store)
     texts = {t.text_id: t for t in store.texts()}
     pairs = pair_table(rows, e, m, texts, loaded, semantic, semantic_model, progress,

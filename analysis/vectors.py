@@ -3,7 +3,7 @@
 Distances, neighbourhoods and maps only mean something on vectors that were trained for that
 solution alone: a shared vector (share `m` or `e`) is the same for a whole group, and a vector
 the arrangement never feeds to the model (m under `e*` or `mem`) is just its random start
-(the rule is geometry/tables.py `own_vectors`, which probes follow too).
+(the rule is `own_vectors` here, which probes follow too).
 Solutions are compared only within a *cohort*: one arrangement and one length, since a vector
 fitted for 16 tokens and one fitted for 64 live in different problems.
 """
@@ -17,9 +17,26 @@ import pandas as pd
 import torch
 from scipy.spatial.distance import cdist
 
+from protoscope.geometry.engine.arrangements import parse_arrangement
 from protoscope.geometry.tables import CONCATENATED, VECTORS
 
 log = logging.getLogger(__name__)
+
+
+def own_vectors(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per vector name (`VECTORS`), which solution rows have that vector as their own.
+
+    A vector is a solution's own when its arrangement feeds it to the model (m under `e*` or
+    `mem` is only its random start) and it is not shared by a group (share `e` or `m`): a shared
+    vector is the same for every solution of the group, so it says nothing about one of them.
+    [e; m] is own only when both halves are.
+    """
+    uses = rows["arrangement"].astype(str).map(lambda s: parse_arrangement(s).uses)
+    share = rows["share"].astype(str)
+    # np.array copies: pandas may hand out read-only views, which torch warns about
+    e = np.array(uses.map(lambda u: "e" in u) & (share != "e"), dtype=bool)
+    m = np.array(uses.map(lambda u: "m" in u) & (share != "m"), dtype=bool)
+    return {"e": e, "m": m, CONCATENATED: e & m}
 
 
 def stack(name: str, e: torch.Tensor, m: torch.Tensor) -> np.ndarray:

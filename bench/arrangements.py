@@ -15,14 +15,14 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from protoscope.geometry.models import DEFAULT_MODEL
+from protoscope.geometry.models.loading import DEFAULT_MODEL
 
 from . import common
 
 ARRANGEMENTS = ("e m*", "e m*+1", "bos e m*", "e*", "e*/2 m*/2", "(e m)*")
 LENGTHS = (1, 2, 4, 16)
 
-# PAPER.md, Table 1 (Llama-3.2-1B, mean accuracy), by the spec names of geometry/arrangements.py.
+# PAPER.md, Table 1 (Llama-3.2-1B, mean accuracy), by the spec names of geometry/engine/arrangements.py.
 # The paper's N=256 column has no counterpart here.
 PAPER_TABLE1 = {
     "e*": {1: 1.00, 2: 0.45, 4: 0.17, 256: 0.01},

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.fitting import Fitter
+from protoscope.geometry.engine.decoder import Decoder
+from protoscope.geometry.engine.fitting import Fitter
 
 from . import common
 from .throughput import fixed_work_recipe, step_rate

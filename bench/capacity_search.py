@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from protoscope.geometry.capacity import capacity_per_text, capacity_search, length_grid
-from protoscope.geometry.runs import RunConfig, prepare_run
+from protoscope.geometry.runs.capacity import capacity_search, length_grid
+
+from protoscope.geometry.tables import capacity_per_text
+from protoscope.geometry.runs.fit import RunConfig, prepare_run
 from protoscope.geometry.tables import reconstructed
 
 from . import common

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.fitting import Fitter, Problem, Solution
-from protoscope.geometry.models import DEFAULT_MODEL, load_model
-from protoscope.geometry.recipes import resolve_recipe
-from protoscope.geometry.texts import load_texts
+from protoscope.geometry.engine.decoder import Decoder
+from protoscope.geometry.engine.fitting import Fitter, Problem, Solution
+from protoscope.geometry.models.loading import DEFAULT_MODEL, load_model
+from protoscope.geometry.engine.recipes import resolve_recipe
+from protoscope.geometry.store.texts import load_texts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

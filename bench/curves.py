@@ -26,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import common
@@ -46,7 +45,7 @@ def set_texts(kind: str, count: int, loaded) -> list:
         from .starts import held_out_texts
 
         return held_out_texts(loaded, count)
-    from protoscope.geometry.texts import load_texts
+    from protoscope.geometry.store.texts import load_texts
 
     return load_texts(f"windows:{count}", loaded, with_nll=False)
 
@@ -55,12 +54,12 @@ def fit_pairs(name: str, loaded, root: Path = RUNS, seeds: int = 2, max_steps: i
               fit: bool = True):
     """Fit (or reuse) the run of one set: m shared by each text's seeds, e per seed.
     `fit=False` takes the run as it stands (a fit stopped early: the pairs exact so far)."""
-    from protoscope.geometry.store import RunStore
+    from protoscope.geometry.store.runstore import RunStore
 
     if not fit:
         return RunStore.open(root / name)
-    from protoscope.geometry.recipes import resolve_recipe
-    from protoscope.geometry.runs import RunConfig, fit_run
+    from protoscope.geometry.engine.recipes import resolve_recipe
+    from protoscope.geometry.runs.fit import RunConfig, fit_run
     from protoscope.progress import Progress
 
     kind, count, length = SETS[name]
@@ -91,7 +90,7 @@ CANDIDATES = {  # label: train_beziers keywords (lr is the control point's; S = 
 def load_pairs(store, per_text: int = 1) -> list[dict]:
     """Same-text pairs of a run's exact solutions, chosen as the connectivity analysis does."""
     from protoscope.analysis.connectivity import same_text_pairs
-    from protoscope.geometry.paths import join
+    from protoscope.geometry.engine.paths import join
 
     rows, e, m = store.solution_vectors()
     index = {int(s): i for i, s in enumerate(rows["solution_id"])}
@@ -112,8 +111,8 @@ def train(label: str, recipe: dict, pairs: list[dict], loaded, budget: int = BUD
           check: int = CHECK, grid: int = GRID) -> dict:
     """One candidate on every pair (one batch per arrangement): steps to held and cost."""
     from protoscope.analysis.connectivity import coarse_grid
-    from protoscope.geometry.decoder import Decoder
-    from protoscope.geometry.paths import decode_path, even_grid, train_beziers
+    from protoscope.geometry.engine.decoder import Decoder
+    from protoscope.geometry.engine.paths import decode_path, even_grid, train_beziers
 
     rows = []
     with common.Clock() as clock:
@@ -181,10 +180,10 @@ def _smoke() -> dict:
     """A tiny model, three texts x 2 seeds at 4 tokens, two candidates: every path in seconds."""
     import tempfile
 
-    from protoscope.geometry.models import tiny_model
-    from protoscope.geometry.recipes import resolve_recipe
-    from protoscope.geometry.runs import RunConfig, fit_run
-    from protoscope.geometry.texts import Text, tokenize
+    from protoscope.geometry.models.loading import tiny_model
+    from protoscope.geometry.engine.recipes import resolve_recipe
+    from protoscope.geometry.runs.fit import RunConfig, fit_run
+    from protoscope.geometry.store.texts import Text, tokenize
 
     loaded = tiny_model("llama", seed=0, initializer_range=0.3)
     words = ["the old man walked to the city in the morning",

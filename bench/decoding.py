@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from protoscope.geometry.decoder import Decoder
+from protoscope.geometry.engine.decoder import Decoder
 
 from . import common
 

@@ -24,8 +24,8 @@ import time
 
 import torch
 
-from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.fitting import Fitter
+from protoscope.geometry.engine.decoder import Decoder
+from protoscope.geometry.engine.fitting import Fitter
 
 from . import common
 from .throughput import _problems, fixed_work_recipe

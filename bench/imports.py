@@ -5,9 +5,10 @@ nothing is imported), at module level or inside a function (a function-level imp
 circle from Python but not from a reader). Printed:
 - circles: groups of modules that reach each other (strongly connected components of more
   than one module), over all imports and over module-level imports alone;
-- rule breaks: the engine (geometry/) importing analysis/ or reports/, and reports/ importing
-  the engine (geometry/ modules that run a model: anything but errors, tables, store, parts,
-  texts' pure helpers is counted; see ENGINE_FREE);
+- circles between layers (the packages of LAYERS), where modules of two layers import each
+  other even without a module circle;
+- rule breaks: an import outside what its layer may import (ALLOWED: one way, downwards; the
+  engine never imports analysis or reports, reports never import the engine or run a model);
 - lines of code per top-level package.
 
     python -m protoscope.bench.imports            # this package
@@ -28,9 +29,29 @@ from scipy.sparse.csgraph import connected_components
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = "protoscope"
-# geometry modules that reports/ may read: tables and the store, no model
-ENGINE_FREE = {"geometry.errors", "geometry.tables", "geometry.store", "geometry.parts",
-               "geometry.starts", "geometry.builtin_texts"}
+# The layers, lowest first: a module's layer is the longest prefix of its name listed here
+# ("base": the shared leaves, errors, the table contract, option declarations, progress).
+LAYERS = ("base", "geometry.models", "geometry.engine", "geometry.store", "geometry.starts",
+          "geometry.runs", "analysis", "reports", "workflows", "commands", "cli", "bench")
+BASE = {"__init__", "geometry", "geometry.errors", "geometry.tables", "options", "progress"}
+_GEOMETRY = {"base", "geometry.models", "geometry.engine", "geometry.store", "geometry.starts",
+             "geometry.runs"}
+# What each layer may import (itself always): one way, downwards.
+ALLOWED = {
+    "base": set(),
+    "geometry.models": {"base"},
+    "geometry.engine": {"base", "geometry.models"},
+    "geometry.store": {"base", "geometry.models"},
+    "geometry.starts": {"base", "geometry.models", "geometry.engine", "geometry.store"},
+    "geometry.runs": {"base", "geometry.models", "geometry.engine", "geometry.store",
+                      "geometry.starts"},
+    "analysis": _GEOMETRY,
+    "reports": {"base", "geometry.store", "analysis"},  # never the engine, never a model
+    "workflows": _GEOMETRY | {"analysis", "reports"},
+    "commands": _GEOMETRY | {"analysis", "reports", "workflows"},
+    "cli": {"base", "analysis", "workflows", "commands"},  # declarations; commands when it runs
+    "bench": set(LAYERS),
+}
 
 
 def modules(root: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -99,15 +120,35 @@ def circles(edges: dict[str, set[str]], names: list[str]) -> list[list[str]]:
                   for g, k in groups.items() if k > 1)
 
 
+def layer(name: str) -> str:
+    """The layer of a module: base, or the longest prefix of its name in LAYERS."""
+    if name in BASE:
+        return "base"
+    parts = name.split(".")
+    for k in range(len(parts), 0, -1):
+        if ".".join(parts[:k]) in LAYERS:
+            return ".".join(parts[:k])
+    return name.split(".")[0]
+
+
 def rule_breaks(found: dict[str, list[tuple[str, bool, int]]]) -> list[str]:
     out = []
     for src, targets in sorted(found.items()):
+        here = layer(src)
         for dst, _, line in targets:
-            if src.startswith("geometry") and dst.split(".")[0] in ("analysis", "reports"):
-                out.append(f"{src}:{line} imports {dst} (the engine imports no analysis or report)")
-            if src.startswith("reports") and dst.startswith("geometry") and dst not in ENGINE_FREE:
-                out.append(f"{src}:{line} imports {dst} (reports never import the engine)")
-    return out
+            there = layer(dst)
+            if there != here and there not in ALLOWED.get(here, set(LAYERS)):
+                out.append(f"{src}:{line} imports {dst} ({here} may import "
+                           f"{', '.join(sorted(ALLOWED.get(here, ()))) or 'nothing of the package'})")
+    return list(dict.fromkeys(out))  # one line per import statement
+
+
+def layer_circles(found: dict[str, list[tuple[str, bool, int]]]) -> list[list[str]]:
+    edges: dict[str, set[str]] = {}
+    for src, targets in found.items():
+        edges.setdefault(layer(src), set()).update(layer(d) for d, _, _ in targets)
+    names = sorted(set(edges) | {d for ds in edges.values() for d in ds})
+    return circles({a: bs - {a} for a, bs in edges.items()}, names)
 
 
 def graph(root: pathlib.Path = ROOT) -> dict:
@@ -119,13 +160,14 @@ def graph(root: pathlib.Path = ROOT) -> dict:
     top = {a: {b for b, level, _ in t if level} for a, t in found.items()}
     lines = Counter()
     for name, path in mods.items():
-        lines[name.split(".")[0] if "." in name else "(root modules)"] += \
+        lines[layer(name)] += \
             sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
     return {"modules": len(names),
             "function_level_imports": len({(a, line) for a, t in found.items()
                                            for _, level, line in t if not level}),  # statements
             "circles_all_imports": circles(every, names),
             "circles_module_level": circles(top, names),
+            "circles_between_layers": layer_circles(found),
             "rule_breaks": rule_breaks(found), "lines": dict(sorted(lines.items()))}
 
 
@@ -139,7 +181,7 @@ def main(argv=None) -> None:
         print(json.dumps(g, indent=2))
         return
     print(f"{g['modules']} modules, {g['function_level_imports']} imports inside functions")
-    for key in ("circles_all_imports", "circles_module_level"):
+    for key in ("circles_all_imports", "circles_module_level", "circles_between_layers"):
         print(f"{key.replace('_', ' ')}: {len(g[key])}")
         for c in g[key]:
             print("  " + " <-> ".join(c))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from protoscope.geometry.decoder import Decoder
+from protoscope.geometry.engine.decoder import Decoder
 
 from . import common
 

@@ -4,7 +4,7 @@
 5,000 most frequent English words); `measure` loads the model, then runs the fit-run sequence
 on that file into a temporary run and stops at the first optimiser step, reporting seconds to
 each stage: model loaded, texts tokenised, texts scored (per-token NLL for H_LM; since scoring
-waits for the end of the fit, geometry/scoring.py, a run stopped at its first step has no
+waits for the end of the fit, geometry/store/scoring.py, a run stopped at its first step has no
 `texts_scored` mark and `scored_tokens` 0), first step.
 
     python -m protoscope.bench.prepare_texts write --out /tmp/texts-10000.jsonl --count 10000
@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from protoscope.geometry.models import DEFAULT_MODEL, load_model
-from protoscope.geometry.recipes import resolve_recipe
-from protoscope.geometry.runs import RunConfig, fit_run, use_threads
+from protoscope.geometry.models.loading import DEFAULT_MODEL, load_model
+from protoscope.geometry.engine.recipes import resolve_recipe
+from protoscope.geometry.runs.fit import RunConfig, fit_run, use_threads
 
 from . import common
 

@@ -55,8 +55,8 @@ def _bulk(rows: list[dict]) -> list[dict]:
 
 def store_throughput(size: int, appends: int, folder: Path) -> dict:
     """Fill a store to `size` solutions, then time `appends` single-solution appends."""
-    from protoscope.geometry.store import RunStore
-    from protoscope.geometry.texts import Text
+    from protoscope.geometry.store.runstore import RunStore
+    from protoscope.geometry.store.texts import Text
 
     g = torch.Generator().manual_seed(size)
     store = RunStore.create(folder / f"store-{size}", {"model": {"name": "synthetic", "d_model": D_MODEL}},
@@ -250,8 +250,8 @@ def synthetic_run(folder: Path, size: int, d: int = 64) -> Path:
     import numpy as np
 
     from protoscope.analysis import neighbourhoods, uniqueness
-    from protoscope.geometry.store import RunStore
-    from protoscope.geometry.texts import Text
+    from protoscope.geometry.store.runstore import RunStore
+    from protoscope.geometry.store.texts import Text
 
     rng = np.random.default_rng(0)
     texts = [Text(f"line-{i:05d}", "file", None, f"text number {i} word{i % 97} other{i % 13}",

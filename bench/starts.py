@@ -66,7 +66,7 @@ KINDS = ("nearest", "ridge", "mlp", "end-to-end")  # the encoders trained when a
 
 def held_out_texts(loaded, count: int) -> list:
     """`count` texts: the prose sentences first, then random words (about half of each)."""
-    from protoscope.geometry.texts import Text, random_texts, tokenize
+    from protoscope.geometry.store.texts import Text, random_texts, tokenize
 
     n_prose = min(len(PROSE), (count + 1) // 2)
     records = [(f"heldout-prose-{i}", "file", s) for i, s in enumerate(PROSE[:n_prose])]
@@ -78,7 +78,7 @@ def held_out_texts(loaded, count: int) -> list:
 def disjoint(held_out, train, length: int, name: str) -> dict:
     """Do the held-out texts share a text, a prefix, a paragraph or a context with the training
     texts `train` (of a run, or those a universal m file records), named `name`?"""
-    from protoscope.geometry.builtin_texts import PARAGRAPHS
+    from protoscope.geometry.store.builtin_texts import PARAGRAPHS
 
     strings = {t.text for t in train}
     prefixes = {t.token_ids[:length] for t in train}
@@ -107,7 +107,7 @@ def _shingles(text: str) -> set:
 
 
 def _problems(texts, seeds: int, length: int):
-    from protoscope.geometry.fitting import Problem
+    from protoscope.geometry.engine.fitting import Problem
 
     return [Problem(t.text_id, s, t.prefix(length)) for t in texts for s in range(seeds)]
 
@@ -116,10 +116,10 @@ def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None
         m_from: str | None = None, loaded=None, overrides: dict | None = None,
         spread: float | None = None) -> dict:
     """Fit one configuration on the held-out problems: zero-step accuracy, steps, success, time."""
-    from protoscope.geometry.decoder import Decoder
-    from protoscope.geometry.encoder import (PERTURBATION, encoder_starts, load_encoder,
+    from protoscope.geometry.engine.decoder import Decoder
+    from protoscope.geometry.starts.encoder import (PERTURBATION, encoder_starts, load_encoder,
                                              recipe_starts, zero_step_accuracy)
-    from protoscope.geometry.fitting import Fitter
+    from protoscope.geometry.engine.fitting import Fitter
 
     loaded = loaded or common.model()
     base = common.recipe(recipe)
@@ -142,13 +142,13 @@ def job(label: str, s: dict, recipe: str = "default", encoder: str | None = None
     else:
         e0, m0 = recipe_starts(problems, rec, loaded.info)
     if m_from:
-        from protoscope.geometry.frozen import load_frozen_m
+        from protoscope.geometry.starts.frozen import load_frozen_m
 
         frozen = load_frozen_m(m_from)
         m0 = frozen.expand(len(problems), -1)
         extra["m_from"] = pathlib.Path(m_from).name
         if pathlib.Path(m_from).is_file():  # what the universal m file says of its training
-            from protoscope.geometry.universal import read_universal_m
+            from protoscope.geometry.starts.universal import read_universal_m
 
             meta = read_universal_m(m_from)[1]
             extra["universal_m"] = {k: meta[k] for k in ("n_texts", "length", "epochs", "steps",
@@ -198,8 +198,8 @@ def seed_spread(groups) -> dict:
 
 def train(run: str, kinds, out_dir, loaded=None) -> dict:
     """Train each kind of encoder on `run`; {kind: {"path", "seconds"}}."""
-    from protoscope.geometry.encoder import train_encoder
-    from protoscope.geometry.store import RunStore
+    from protoscope.geometry.starts.train import train_encoder
+    from protoscope.geometry.store.runstore import RunStore
 
     loaded = loaded or common.model()
     store = RunStore.open(run)
@@ -217,7 +217,7 @@ def train(run: str, kinds, out_dir, loaded=None) -> dict:
 
 def frozen_m_available() -> str | None:
     """Why a frozen m cannot run here (None: it can)."""
-    from protoscope.geometry.fitting import Fitter
+    from protoscope.geometry.engine.fitting import Fitter
 
     if "frozen_m" not in inspect.signature(Fitter).parameters:
         return "this engine cannot keep m frozen"
@@ -232,11 +232,11 @@ def check_universal_m(m_from: str, loaded, s: dict) -> tuple[dict | None, str | 
     encoder universal-m` file records, or a run's) must be disjoint from the held-out texts by
     text, prefix and word run, as the encoders' training run must be; a file that records none
     cannot be checked and is not run."""
-    from protoscope.geometry.arrangements import parse_arrangement
+    from protoscope.geometry.engine.arrangements import parse_arrangement
     from protoscope.geometry.errors import ProtoscopeError
-    from protoscope.geometry.frozen import check_frozen_m, load_frozen_m
-    from protoscope.geometry.store import RunStore
-    from protoscope.geometry.universal import read_universal_m, recorded_texts
+    from protoscope.geometry.starts.frozen import check_frozen_m, load_frozen_m
+    from protoscope.geometry.store.runstore import RunStore
+    from protoscope.geometry.starts.universal import read_universal_m, recorded_texts
 
     path = pathlib.Path(m_from)
     try:
@@ -362,7 +362,7 @@ def measured(settings: dict | None = None, train_run: str | None = None, kinds=K
              on_result=None, spreads=()) -> dict:
     """The whole comparison; the entry point bench/run.py calls as an extra. `only`, `workers`,
     `keep` and `on_result` as in `compare`."""
-    from protoscope.geometry.encoder import SHIPPED
+    from protoscope.geometry.starts.encoder import SHIPPED
 
     s = {**SETTINGS, **(settings or {})}
     started = time.perf_counter()
@@ -372,7 +372,7 @@ def measured(settings: dict | None = None, train_run: str | None = None, kinds=K
         encoder_dir = encoder_dir or tempfile.mkdtemp(prefix="protoscope-encoders-")
         result["trained"] = train(train_run, kinds, encoder_dir, loaded=loaded)
         encoders.update({k: v["path"] for k, v in result["trained"].items()})
-        from protoscope.geometry.store import RunStore
+        from protoscope.geometry.store.runstore import RunStore
 
         result["disjoint"] = disjoint(held_out_texts(loaded or common.model(), s["texts"]),
                                       RunStore.open(train_run).texts(), s["length"],
@@ -398,7 +398,7 @@ def measured(settings: dict | None = None, train_run: str | None = None, kinds=K
 def disjoint_encoders(encoders: dict[str, str], loaded, s: dict) -> dict:
     """For each given encoder that saved its training texts (ENC.texts.jsonl.gz): are the
     held-out texts disjoint from them (`disjoint`)? Encoders that saved none are not listed."""
-    from protoscope.geometry.encoder import load_encoder, training_texts
+    from protoscope.geometry.starts.encoder import load_encoder, training_texts
 
     out = {}
     for name, path in encoders.items():
@@ -411,12 +411,12 @@ def disjoint_encoders(encoders: dict[str, str], loaded, s: dict) -> dict:
 
 def _smoke() -> dict:
     """A tiny model, a tiny training run, two held-out texts: every code path in seconds."""
-    from protoscope.geometry.models import tiny_model
-    from protoscope.geometry.recipes import resolve_recipe
-    from protoscope.geometry.runs import RunConfig, fit_run
-    from protoscope.geometry.decoder import Decoder
-    from protoscope.geometry.texts import Text, tokenize
-    from protoscope.geometry.universal import UniversalConfig, save_universal_m, train_universal_m
+    from protoscope.geometry.models.loading import tiny_model
+    from protoscope.geometry.engine.recipes import resolve_recipe
+    from protoscope.geometry.runs.fit import RunConfig, fit_run
+    from protoscope.geometry.engine.decoder import Decoder
+    from protoscope.geometry.store.texts import Text, tokenize
+    from protoscope.geometry.starts.universal import UniversalConfig, save_universal_m, train_universal_m
 
     loaded = tiny_model("llama", seed=0, initializer_range=0.3)
     words = ["the old man walked to the city in the morning", "money and power are not what we need",

@@ -121,7 +121,7 @@ def batched_speedup(n_problems: int, length: int, steps: int, arrangement: str =
 def utilisation(rate: dict, length: int, arrangement: str = "bos e m*") -> dict:
     """FLOP/s of the fitting loop at one measured batch size against the matmul peak."""
     loaded = common.model()
-    from protoscope.geometry.arrangements import parse_arrangement
+    from protoscope.geometry.engine.arrangements import parse_arrangement
 
     input_len = parse_arrangement(arrangement).input_length(length)
     flops = model_flops(loaded, rate["batch"], input_len, length)

@@ -2,15 +2,15 @@
 
 Analyses write tidy tables into RUN/analysis/ and reports read them (docs/tables.md describes
 every column). This module is the single statement of that contract, with no model and no
-plotting, so geometry/, analysis/, reports/ and bench/ all import it:
+plotting, so geometry/, analysis/, reports/ and bench/ all import it (it imports nothing of the
+package but errors):
 
 - `RECONSTRUCTED`: a solution reconstructs its text at accuracy >= 0.99 (the paper's threshold),
   tested with `reconstructed(accuracy)`;
 - the capacity rule, `capacity_of`: a text's capacity is the longest prefix length reconstructed
   (0 when none was);
 - the concatenated vector [e; m] is named `e+m` (`CONCATENATED`) wherever a table names vectors;
-- the own-vector rule, `own_vectors`: a vector is a solution's own when the arrangement feeds it
-  to the model and no group shares it; [e; m] is own only when both halves are;
+- the capacity per text, `capacity_per_text`: the best of a text's seeds per method;
 - `COLUMNS`: the columns of every analysis table, in order. `conform` puts a frame in that order
   and raises on a missing or unknown column (RunStore.write_analysis calls it); `read` names
   columns a report needs and raises when one is not in the contract.
@@ -18,8 +18,10 @@ plotting, so geometry/, analysis/, reports/ and bench/ all import it:
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # frames come in; the module itself needs no pandas (the CLI reads it first)
+    import pandas as pd
 
 RECONSTRUCTED = 0.99
 CONCATENATED = "e+m"
@@ -84,24 +86,6 @@ def capacity_of(table: pd.DataFrame, by: list[str] | tuple[str, ...]) -> pd.Data
     return out.astype(int).reset_index()
 
 
-def own_vectors(rows: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Per vector name (`VECTORS`), which solution rows have that vector as their own.
-
-    A vector is a solution's own when its arrangement feeds it to the model (m under `e*` or
-    `mem` is only its random start) and it is not shared by a group (share `e` or `m`): a shared
-    vector is the same for every solution of the group, so it says nothing about one of them.
-    [e; m] is own only when both halves are.
-    """
-    from .arrangements import parse_arrangement
-
-    uses = rows["arrangement"].astype(str).map(lambda s: parse_arrangement(s).uses)
-    share = rows["share"].astype(str)
-    # np.array copies: pandas may hand out read-only views, which torch warns about
-    e = np.array(uses.map(lambda u: "e" in u) & (share != "e"), dtype=bool)
-    m = np.array(uses.map(lambda u: "m" in u) & (share != "m"), dtype=bool)
-    return {"e": e, "m": m, CONCATENATED: e & m}
-
-
 def columns(table: str) -> list[str]:
     """The contract's columns of one analysis table, in order (ValueError for an unknown one)."""
     if table not in COLUMNS:
@@ -132,3 +116,12 @@ def conform(table: str, frame: pd.DataFrame) -> pd.DataFrame:
         what = f"lacks column {missing[0]!r}" if missing else f"has unknown column {unknown[0]!r}"
         raise ValueError(f"the {table} table {what} (table contract: {', '.join(wanted)})")
     return frame[wanted]
+
+
+def capacity_per_text(table: pd.DataFrame) -> pd.DataFrame:
+    """Longest reconstructed prefix per (text, method): the best of the seeds (0 if none)."""
+    out = capacity_of(table, ["text_id", "source", "method"])
+    ok = table[table["reconstructed"].astype(bool)]
+    h = ok.sort_values("length").groupby(["text_id", "method"]).last()["h_lm_nats"]
+    out["h_lm_nats"] = [h.get((t, m), 0.0) for t, m in zip(out["text_id"], out["method"])]
+    return out

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis.findings import text_findings
 from ..geometry.errors import ProtoscopeError
 from . import figures_compare as fc
 from .figures import esc
 from .page import Html, Section, html_table, meta_list, render_page, write_page
-from .report import open_run
+from .report import findings_table, learned_starts_note, open_run
 
 _SHOWN_IDS = 8  # how many known ids an "unknown text id" message lists
 _SOLUTION_COLUMNS = ["solution_id", "seed", "length", "arrangement", "share", "method",
@@ -127,9 +128,6 @@ def compare_sections(store, text_id: str, pair_id=None) -> list[Section]:
 
 
 def text_findings_section(store, text_id: str) -> Section:
-    from ..analysis.findings import text_findings
-    from .report import findings_table, learned_starts_note
-
     table = text_findings(store.analysis, store.solutions(), store.manifest or {}, text_id)
     return Section("findings", "Findings", learned_starts_note(store) + [findings_table(
         table, "No table of this run answers a question about this text yet.")])

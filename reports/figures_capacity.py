@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..geometry.capacity import capacity_per_text
-from ..geometry.tables import RECONSTRUCTED, capacity_of, read
+from ..geometry.tables import RECONSTRUCTED, capacity_of, capacity_per_text, read
 from .figures import base_figure, color, esc, lines_with_gaps, no_data, usable
 
 _METHOD_DASH = {"one-step": "solid", "mem": "dash"}
@@ -136,7 +135,7 @@ def hlm_vs_capacity(information: pd.DataFrame | None,
 
 def _hlm_at_capacity(capacity: pd.DataFrame | None) -> pd.DataFrame | None:
     """Per text, the longest one-step prefix reconstructed in a capacity search and its H_LM
-    (geometry.capacity.capacity_per_text, the same rule the capacity command prints)."""
+    (geometry.tables.capacity_per_text, the same rule the capacity command prints)."""
     rows = usable(capacity, read("capacity", "text_id", "source", "method", "length",
                                      "reconstructed", "h_lm_nats"))
     if rows is None:

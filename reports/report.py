@@ -16,7 +16,9 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..geometry.store import RunStore
+from ..analysis.findings import (allows_learned_starts, findings, inconclusive_reason,
+                                 learned_starts, paper_silent)
+from ..geometry.store.runstore import RunStore
 from ..geometry.tables import read
 from . import figures_capacity as cap
 from . import figures_connectivity as conn
@@ -72,7 +74,6 @@ def run_findings(store, allow_learned_starts: bool | None = None) -> pd.DataFram
     not written it (a capacity run, an older run), when the stored one predates the `evidence`
     column (and so its verdict rule), or when `allow_learned_starts` asks otherwise than the
     manifest's choice the stored table was built under."""
-    from ..analysis.findings import allows_learned_starts, findings
 
     manifest = store.manifest or {}
     allow = allows_learned_starts(manifest, allow_learned_starts)
@@ -85,7 +86,6 @@ def run_findings(store, allow_learned_starts: bool | None = None) -> pd.DataFram
 
 def findings_table(table: pd.DataFrame, empty: str) -> Html:
     """Findings as a table a reader scans first: interval beside the estimate, verdict last."""
-    from ..analysis.findings import inconclusive_reason, paper_silent
 
     if table is None or table.empty:
         return paragraph(empty, "no-data")
@@ -133,7 +133,6 @@ def findings_section(store, allow_learned_starts: bool | None = None) -> Section
 
 def learned_starts_note(store, allow_learned_starts: bool | None = None) -> list[Html]:
     """One sentence above the findings when solutions started from a learned encoder."""
-    from ..analysis.findings import allows_learned_starts, learned_starts
 
     manifest = store.manifest or {}
     starts = learned_starts(store.solutions(), manifest)

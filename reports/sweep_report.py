@@ -20,6 +20,7 @@ from ..geometry.tables import capacity_of, reconstructed
 from .figures import esc
 from .figures_sweep import capacity_vs_hlm, symbol_key
 from .page import Html, Section, html_table, meta_list, paragraph, render_page, write_page
+from .report import build_report
 
 
 def is_sweep(folder: Path | str) -> bool:
@@ -165,8 +166,6 @@ def _hlm_section(results: pd.DataFrame) -> Section:
 
 
 def _job_report(folder: Path, job: dict) -> str | None:
-    from .report import build_report
-
     run = folder / job["run"]
     if not ((run / "solutions.parquet").exists() or (run / "parts" / "index.json").exists()):
         return None  # no solution stored yet (a job in flight stores parts, store.py)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from protoscope.geometry.models import resolve_device, tiny_model
+from protoscope.geometry.models.loading import resolve_device, tiny_model
 
 
 def pytest_addoption(parser):
@@ -76,8 +76,8 @@ def one_thread():
 @pytest.fixture
 def config(tmp_path):
     """A run config of three short texts in a .txt file on the "tiny" model, 2 seeds at 3 tokens."""
-    from protoscope.geometry.recipes import resolve_recipe
-    from protoscope.geometry.runs import RunConfig
+    from protoscope.geometry.engine.recipes import resolve_recipe
+    from protoscope.geometry.runs.fit import RunConfig
 
     path = tmp_path / "texts.txt"
     path.write_text("the cat sat on the mat\n\nwe went to the city at night\n\nthis is a good one for you\n")

@@ -21,7 +21,7 @@ import pandas as pd
 from safetensors.numpy import save_file
 
 from protoscope.analysis.findings import findings
-from protoscope.geometry.store import FORMAT
+from protoscope.geometry.store.runstore import FORMAT
 from protoscope.geometry.tables import COLUMNS, CONCATENATED, VECTORS, conform, reconstructed
 
 SCRIPT_TEXT = "<script>window.__pwned=1</script> a text that must show as text"

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from protoscope.analysis import connectivity, information, neighbourhoods, probes, uniqueness
-from protoscope.analysis.options import resolve, stamp_value
+from protoscope.analysis.registry import ANALYSES as REGISTRY
+from protoscope.options import resolve, stamp_value
 from protoscope.analysis.run import ANALYSES, run_analyses
-from protoscope.geometry.decoder import Decoder
+from protoscope.geometry.engine.decoder import Decoder
 from protoscope.geometry.errors import ProtoscopeError
-from protoscope.geometry.paths import join, train_beziers
-from protoscope.geometry.store import RunStore
+from protoscope.geometry.engine.paths import join, train_beziers
+from protoscope.geometry.store.runstore import RunStore
 from protoscope.progress import Progress
 
 from test_probes import FAST, planted_store  # noqa: F401 (a fixture)
@@ -131,10 +132,9 @@ def test_information_uniqueness_and_probes_report_start_and_end(tiny, planted_st
 
 def test_progress_is_no_option_and_leaves_the_stamp_alone(tiny, tmp_path):
     for name in ANALYSES:
-        module = __import__(f"protoscope.analysis.{name}", fromlist=["analyze"])
-        assert "progress" not in resolve(module.analyze, None, name), name
+        assert "progress" not in resolve(REGISTRY[name].options, None, name), name
     with pytest.raises(ProtoscopeError, match="no option 'progress'"):
-        resolve(connectivity.analyze, {"progress": print}, "connectivity")
+        resolve(REGISTRY["connectivity"].options, {"progress": print}, "connectivity")
     path, loaded = tiny_run()
     copy = tmp_path / "run"
     shutil.copytree(path, copy)
@@ -147,7 +147,7 @@ def test_progress_is_no_option_and_leaves_the_stamp_alone(tiny, tmp_path):
         again = run_analyses(store, only=["connectivity"], loaded=loaded, quiet=True,
                              options=options)  # no callback this time: still up to date
     assert again == {"connectivity": None}
-    assert stamp["options"] == stamp_value(resolve(connectivity.analyze, CONNECTIVITY,
+    assert stamp["options"] == stamp_value(resolve(REGISTRY["connectivity"].options, CONNECTIVITY,
                                                     "connectivity"))
     assert calls.stages() == ["connectivity: bezier curves", "connectivity: paths walked"]
 
@@ -177,8 +177,8 @@ def test_a_bar_per_stage_on_stderr(capsys):
 
 
 def test_a_sweep_job_line_carries_its_analysis_progress(tmp_path):
-    from protoscope.geometry.models import save_tiny_model
-    from protoscope.sweep import read_sweep_file, run_sweep
+    from protoscope.geometry.models.loading import save_tiny_model
+    from protoscope.workflows.sweep import read_sweep_file, run_sweep
 
     model = save_tiny_model(tmp_path / "tiny", "llama", 0, initializer_range=0.3)
     file = tmp_path / "sweep.toml"

@@ -4,10 +4,10 @@ prefix as the one-step arrangement?"""
 
 from __future__ import annotations
 
-from protoscope.geometry.capacity import (capacity_per_text, capacity_search, length_grid,
-                                          method_arrangement)
-from protoscope.geometry.recipes import resolve_recipe
-from protoscope.geometry.runs import RunConfig, prepare_run
+from protoscope.geometry.runs.capacity import capacity_search, length_grid, method_arrangement
+from protoscope.geometry.tables import capacity_per_text
+from protoscope.geometry.engine.recipes import resolve_recipe
+from protoscope.geometry.runs.fit import RunConfig, prepare_run
 from tiny_run import TEXTS, single_thread, tiny_loaded
 
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from protoscope.cli import build_parser, main
-from protoscope.geometry.models import tiny_model
-from protoscope.geometry.store import RunStore
+from protoscope.geometry.models.loading import tiny_model
+from protoscope.geometry.store.runstore import RunStore
 
 COMMANDS = ["fit", "capacity", "study", "analyze", "report", "compare", "demo"]
 
@@ -54,8 +54,8 @@ def test_capacity_climbs_until_two_failures(model_folder, tmp_path, capsys):
 
 
 def test_protocol_seeds_first_of_context():
-    from protoscope.geometry.runs import protocol_seeds
-    from protoscope.geometry.texts import Text
+    from protoscope.geometry.runs.fit import protocol_seeds
+    from protoscope.geometry.store.texts import Text
 
     texts = [Text(i, "generated", c, "x", (1,)) for i, c in
              [("a", "c0"), ("b", "c0"), ("c", "c1"), ("d", "c0")]] + [Text("e", "file", None, "x", (1,))]
@@ -91,7 +91,8 @@ def test_threads_below_one_get_one_line(model_folder, tmp_path, capsys):
             "--out", str(tmp_path / "run"), "--threads", "0"]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "protoscope: error: --threads must be at least 1, got 0"
+    assert err.strip() == ("protoscope: error: protoscope fit: argument --threads: must be an "
+                           "integer >= 1, got '0' (see --help)")
     assert not (tmp_path / "run").exists()
 
 

@@ -4,10 +4,10 @@ solutions, summaries consistent with the grids, cross-text pairs scored against 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from protoscope.analysis import connectivity
-from protoscope.geometry.store import RunStore
+from protoscope.geometry.errors import ProtoscopeError
+from protoscope.geometry.store.runstore import RunStore
 
 from tiny_run import LENGTH, tiny_run
 
@@ -141,5 +141,5 @@ def test_sampling_and_shared_m():
 
 def test_bad_options_raise():
     path, loaded = tiny_run()
-    with pytest.raises(ValueError, match="max_pairs"):
+    with pytest.raises(ProtoscopeError, match="--pairs must be an integer >= 1 or all, got 0"):
         connectivity.analyze(RunStore.open(path), loaded, max_pairs=0)

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from protoscope.geometry import tables
-from protoscope.geometry.tables import COLUMNS, CONCATENATED, capacity_of, conform, own_vectors
+from protoscope.geometry.tables import COLUMNS, CONCATENATED, capacity_of, conform
+from protoscope.analysis.vectors import own_vectors
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "tables.md"
 
@@ -176,10 +177,10 @@ def _tiny_copy(tmp_path_factory, name: str, analyses, capacity: bool = False):
     import shutil
 
     from protoscope.analysis.run import run_analyses
-    from protoscope.geometry.capacity import capacity_search
-    from protoscope.geometry.recipes import resolve_recipe
-    from protoscope.geometry.runs import RunConfig
-    from protoscope.geometry.store import RunStore
+    from protoscope.geometry.runs.capacity import capacity_search
+    from protoscope.geometry.engine.recipes import resolve_recipe
+    from protoscope.geometry.runs.fit import RunConfig
+    from protoscope.geometry.store.runstore import RunStore
     from tiny_run import ARRANGEMENT, single_thread, tiny_run
 
     path, loaded = tiny_run()

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from protoscope.geometry.arrangements import LAYOUTS, parse_arrangement
-from protoscope.geometry.decoder import Decoder
+from protoscope.geometry.engine.arrangements import LAYOUTS, parse_arrangement
+from protoscope.geometry.engine.decoder import Decoder
 from protoscope.geometry.errors import ProtoscopeError
 
 SPECS = list(LAYOUTS) + ["bos " + s for s in LAYOUTS]

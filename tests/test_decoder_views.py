@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.models import tiny_model
+from protoscope.geometry.engine.decoder import Decoder
+from protoscope.geometry.models.loading import tiny_model
 
 FAMILIES = ["tiny_llama", "tiny_neox", "fit_llama"]
 

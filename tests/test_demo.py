@@ -14,8 +14,8 @@ import re
 import numpy as np
 import pytest
 
-from protoscope.demo import run_demo
-from protoscope.geometry.store import RunStore
+from protoscope.workflows import studies
+from protoscope.geometry.store.runstore import RunStore
 
 pytestmark = pytest.mark.integration
 
@@ -27,9 +27,10 @@ SMALL = {"connectivity": {"max_pairs": 1, "bezier_steps": 10, "cross_text_pairs"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
-    timings = run_demo(str(out), quiet=True, texts="builtin:1+generated:1:1+random:1", length=4,
-                       seeds=2, max_steps=400, options=SMALL)
-    return out, timings
+    result = studies.run("demo", str(out), quiet=True, texts="builtin:1+generated:1:1+random:1",
+                         length=4, seeds=2, max_steps=400, options=SMALL)
+    assert set(result.pages) == {"report", "compare"}
+    return out, result.seconds
 
 
 def test_demo_fits_every_source_and_converges(demo):
@@ -48,7 +49,8 @@ def test_demo_writes_every_analysis_and_both_pages(demo):
     assert len(list(out.glob("compare-*.html"))) == 1
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
-    assert manifest["demo_seconds"] == timings
+    assert manifest["study_seconds"] == {k: round(v, 1) for k, v in timings.items()}
+    assert manifest["protocol"]["name"] == "demo"
     assert set(timings) >= {"fit", "analysis:uniqueness", "analysis:connectivity",
                             "analysis:neighbourhoods", "analysis:information", "pages", "total"}
     assert timings["total"] >= timings["fit"] > 0

@@ -7,14 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from protoscope.cli import main
-from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.encoder import (
-    encoder_starts, load_encoder, recipe_starts, train_encoder, zero_step_accuracy)
-from protoscope.geometry.fitting import Problem
-from protoscope.geometry.models import save_tiny_model
-from protoscope.geometry.recipes import resolve_recipe
-from protoscope.geometry.runs import RunConfig, fit_run
-from protoscope.geometry.store import RunStore
+from protoscope.geometry.engine.decoder import Decoder
+from protoscope.geometry.starts.encoder import (
+    encoder_starts, load_encoder, recipe_starts, zero_step_accuracy)
+from protoscope.geometry.starts.train import train_encoder
+from protoscope.geometry.engine.fitting import Problem
+from protoscope.geometry.models.loading import save_tiny_model
+from protoscope.geometry.engine.recipes import resolve_recipe
+from protoscope.geometry.runs.fit import RunConfig, fit_run
+from protoscope.geometry.store.runstore import RunStore
 
 from tiny_run import ARRANGEMENT, LENGTH, SEEDS, cli_fitted_run, tiny_run
 
@@ -165,8 +166,8 @@ def test_the_starts_bench_smoke_mode_runs(capsys):
 def test_the_shipped_encoder_is_the_default_models_and_intact():
     """`fit --init encoder` on a fresh install: the package's encoder loads (its tensors match
     the sha256 its JSON records), is for the default model, and names no machine path."""
-    from protoscope.geometry.encoder import KINDS, SHIPPED, load_encoder
-    from protoscope.geometry.models import DEFAULT_MODEL
+    from protoscope.geometry.starts.encoder import KINDS, SHIPPED, load_encoder
+    from protoscope.geometry.models.loading import DEFAULT_MODEL
 
     shipped = sorted(SHIPPED.glob("*.json"))
     assert shipped, "no encoder ships in the package"
@@ -236,7 +237,7 @@ def test_seed_spread_is_the_median_distance_between_one_texts_solutions():
     from types import SimpleNamespace as NS
 
     from protoscope.bench.starts import seed_spread
-    from protoscope.geometry.fitting import FittedGroup
+    from protoscope.geometry.engine.fitting import FittedGroup
 
     e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
     m = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])

@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from protoscope.cli import main
-from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.encoder import (encoder_starts, load_encoder, text_features, train_encoder,
-                                         zero_step_accuracy)
-from protoscope.geometry.end_to_end import Options, split_texts
-from protoscope.geometry.fitting import Problem
-from protoscope.geometry.models import save_tiny_model
-from protoscope.geometry.store import RunStore
-from protoscope.geometry.texts import Text
+from protoscope.geometry.engine.decoder import Decoder
+from protoscope.geometry.starts.encoder import encoder_starts, load_encoder, text_features, zero_step_accuracy
+from protoscope.geometry.starts.train import train_encoder
+from protoscope.geometry.starts.end_to_end import Options, split_texts
+from protoscope.geometry.engine.fitting import Problem
+from protoscope.geometry.models.loading import save_tiny_model
+from protoscope.geometry.store.runstore import RunStore
+from protoscope.geometry.store.texts import Text
 
 from tiny_run import ARRANGEMENT, LENGTH, cli_fitted_run, single_thread, tiny_loaded
 
@@ -39,9 +39,9 @@ SEED = 3  # a split whose held-out loss improves on a random tiny model (seed 0'
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A run of 8 texts x 2 seeds at 6 tokens on the tiny Llama and an encoder trained on it."""
-    from protoscope.geometry.recipes import resolve_recipe
-    from protoscope.geometry.runs import RunConfig, fit_run
-    from protoscope.geometry.texts import Text, tokenize
+    from protoscope.geometry.engine.recipes import resolve_recipe
+    from protoscope.geometry.runs.fit import RunConfig, fit_run
+    from protoscope.geometry.store.texts import Text, tokenize
 
     loaded = tiny_loaded()
     texts = [Text(i, "file", c, t, tokenize(loaded, t)) for i, c, t in TEXTS]
@@ -214,7 +214,7 @@ def test_extra_texts_train_it_without_solutions(trained):
     """Texts with no solution join the training (the loss needs none); a text the run holds is
     not added twice, one too short for the run's length is left out, and both are counted."""
     store, loaded, _, _ = trained
-    from protoscope.geometry.texts import tokenize
+    from protoscope.geometry.store.texts import tokenize
 
     new = ["the boat sailed out of the harbour at dawn", "green hills rolled away to the far blue sky",
            "a letter came for him on a cold grey morning"]
@@ -265,7 +265,7 @@ MORE = ["the boat left the harbour before the sun came up over the hills",
 
 
 def _more_texts(loaded):
-    from protoscope.geometry.texts import tokenize
+    from protoscope.geometry.store.texts import tokenize
 
     return [Text(f"m{i}", "file", None, t, tokenize(loaded, t)) for i, t in enumerate(MORE)]
 
@@ -288,7 +288,7 @@ def test_texts_alone_train_one_encoder_for_several_lengths_from_a_given_start(tr
     with pytest.raises(Exception, match="length-conditioned"):
         more.predict(features)
     base_e, _ = encoder.predict(features, [4, 4])
-    from protoscope.geometry.end_to_end import length_conditioned, predict
+    from protoscope.geometry.starts.network import length_conditioned, predict
     zero = length_conditioned(encoder.tensors)
     assert torch.allclose(predict(zero, features, int(loaded.info.d_model), [4, 4])[0], base_e)
 
@@ -364,7 +364,7 @@ def test_the_spread_sets_how_far_seeds_start_from_the_prediction(trained):
 
 
 def test_an_encoder_trained_on_texts_saves_them_for_disjointness_checks(trained, tmp_path):
-    from protoscope.geometry.encoder import training_texts
+    from protoscope.geometry.starts.encoder import training_texts
 
     store, loaded, encoder, _ = trained
     more = train_encoder(None, loaded, "end-to-end", seed=SEED, options=Options(holdout=0.0, epochs=1),

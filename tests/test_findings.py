@@ -10,7 +10,7 @@ import pytest
 
 from protoscope.analysis import findings as fd
 from protoscope.analysis.run import run_analyses
-from protoscope.geometry.store import RunStore
+from protoscope.geometry.store.runstore import RunStore
 
 from tiny_run import tiny_run
 

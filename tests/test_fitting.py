@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.fitting import Fitter, Problem, _RowAdam, make_groups, seeded_vector
-from protoscope.geometry.recipes import resolve_recipe
+from protoscope.geometry.engine.decoder import Decoder
+from protoscope.geometry.engine.fitting import Fitter, Problem, _RowAdam, make_groups, seeded_vector
+from protoscope.geometry.engine.recipes import resolve_recipe
 
 
 def _problems(loaded, texts=3, seeds=2, n=4, group=None):
@@ -189,7 +189,7 @@ def test_the_length_curriculum_counts_every_step(fit_llama):
 
 
 def test_a_checkpoint_resumes_in_process_and_keeps_problems_it_did_not_hold(fit_llama, tmp_path):
-    from protoscope.geometry.checkpoints import FitCheckpoint
+    from protoscope.geometry.store.checkpoints import FitCheckpoint
 
     class Kill(Exception):
         pass

@@ -3,10 +3,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.fitting import Fitter, Problem
-from protoscope.geometry.recipes import resolve_recipe
-from protoscope.geometry.store import RunStore
+from protoscope.geometry.engine.decoder import Decoder
+from protoscope.geometry.engine.fitting import Fitter, Problem
+from protoscope.geometry.engine.recipes import resolve_recipe
+from protoscope.geometry.store.runstore import RunStore
 from test_reliability import cli, fit_args, ns, one_line  # noqa: F401  (ns: the fixture)
 
 

@@ -5,10 +5,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from protoscope.analysis import information
-from protoscope.geometry.store import RunStore
+from protoscope.geometry.store.runstore import RunStore
 from protoscope.geometry.tables import reconstructed
 
 from tiny_run import LENGTH, SEEDS, TEXTS, tiny_run

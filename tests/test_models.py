@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from protoscope.geometry import models
+from protoscope.geometry.models import loading as models
 from protoscope.geometry.errors import ProtoscopeError
-from protoscope.geometry.models import (
+from protoscope.geometry.models.loading import (
     DEFAULT_MODEL, load_model, resolve_device, resolve_dtype, save_tiny_model, tiny_model)
 
 
@@ -58,9 +58,9 @@ def test_info_fields(request, fixture, family):
 def test_gemma_embedding_scale_is_the_scaled_one_everywhere(tiny_gemma):
     """Gemma multiplies embedding rows by sqrt(d_model) inside its embedding module; the scale
     protoscope records, initialises from and puts BOS at is that of the scaled rows."""
-    from protoscope.geometry.decoder import Decoder
-    from protoscope.geometry.fitting import Fitter, Problem, _Batch
-    from protoscope.geometry.recipes import Recipe
+    from protoscope.geometry.engine.decoder import Decoder
+    from protoscope.geometry.engine.fitting import Fitter, Problem, _Batch
+    from protoscope.geometry.engine.recipes import Recipe
 
     raw = tiny_gemma.model.get_input_embeddings().weight.detach().double()
     root_d = tiny_gemma.info.d_model ** 0.5

@@ -9,7 +9,7 @@ import torch
 
 from protoscope.analysis import neighbourhoods as nb
 from protoscope.geometry.errors import ProtoscopeError
-from protoscope.geometry.store import RunStore
+from protoscope.geometry.store.runstore import RunStore
 from protoscope.geometry.tables import RECONSTRUCTED
 from tiny_run import SEEDS, single_thread, tiny_run
 

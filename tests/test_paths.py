@@ -4,10 +4,10 @@ a trained curve that is never worse than the straight segment it starts from."""
 import pytest
 import torch
 
-from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.paths import (BezierPath, LinearPath, bernstein, decode_path, even_grid,
+from protoscope.geometry.engine.decoder import Decoder
+from protoscope.geometry.engine.paths import (BezierPath, LinearPath, bernstein, decode_path, even_grid,
                                        join, split, train_bezier)
-from protoscope.geometry.store import RunStore
+from protoscope.geometry.store.runstore import RunStore
 
 from tiny_run import ARRANGEMENT, tiny_run
 

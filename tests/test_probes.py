@@ -9,8 +9,8 @@ import torch
 from protoscope.analysis import probes
 from protoscope.analysis.probes import COLUMNS, macro_auc, score_probe
 from protoscope.geometry.errors import ProtoscopeError
-from protoscope.geometry.store import RunStore
-from protoscope.geometry.texts import Text
+from protoscope.geometry.store.runstore import RunStore
+from protoscope.geometry.store.texts import Text
 
 FAST = dict(permutations=3, resamples=300)
 
@@ -139,7 +139,7 @@ def test_shared_m_is_not_probed(planted_store, tmp_path):
 
 
 def test_bad_analysis_options(planted_store):
-    with pytest.raises(ProtoscopeError, match="1-based"):
+    with pytest.raises(ProtoscopeError, match="--probe-positions must be comma-separated integers >= 1"):
         probes.analyze(planted_store, positions=(0,))
     with pytest.raises(ProtoscopeError, match="folds"):
         probes.analyze(planted_store, folds=1)

@@ -28,12 +28,12 @@ import torch
 
 from tiny_run import single_thread
 from protoscope.cli import main
-from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.fitting import Fitter, Problem
-from protoscope.geometry.models import tiny_model
-from protoscope.geometry.recipes import resolve_recipe
-from protoscope.geometry.store import RunStore
-from protoscope.geometry.texts import tokenize
+from protoscope.geometry.engine.decoder import Decoder
+from protoscope.geometry.engine.fitting import Fitter, Problem
+from protoscope.geometry.models.loading import tiny_model
+from protoscope.geometry.engine.recipes import resolve_recipe
+from protoscope.geometry.store.runstore import RunStore
+from protoscope.geometry.store.texts import tokenize
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEXTS = "the time of the day\n\nwe can see it now\n\nthis is a good one for you\n"
@@ -184,18 +184,18 @@ BAD_FIT = {  # case: (options for fit_args, words the one line must contain)
     "length longer than the text": ({"length": 50}, ["has 5 tokens", "a prefix of 50"]),
     "length beyond the context": ({"texts": "{root}/long.txt", "length": 128},
                                   ["length 128 needs 129 input positions", "context", "(128)"]),
-    "seeds 0": ({"seeds": 0}, ["--seeds must be at least 1, got 0"]),
-    "seeds negative": ({"seeds": -2}, ["--seeds must be at least 1, got -2"]),
+    "seeds 0": ({"seeds": 0}, ["argument --seeds: must be an integer >= 1, got '0'"]),
+    "seeds negative": ({"seeds": -2}, ["argument --seeds: must be an integer >= 1, got '-2'"]),
     "unknown arrangement": ({"arrangement": "e q*"}, ["unknown arrangement 'e q*'", "allowed"]),
-    "unknown share": ({"share": "x"}, ["--share must be one of"]),
+    "unknown share": ({"share": "x"}, ["argument --share: must be one of none, m, e"]),
     "unknown model id": ({"model": "no-such-org/no-such-model"},
                          ["unknown model 'no-such-org/no-such-model'", "not a local folder"]),
     "unknown model folder": ({"model": "{root}/no-such-folder"}, ["unknown model", "no-such-folder"]),
     "folder without a model": ({"model": "{root}/not-a-model"}, ["cannot load", "not-a-model"]),
     "unknown device": ({"device": "tpu"}, ["unknown device 'tpu'", "allowed: cpu, cuda"]),
     "unavailable device": ({"device": "cuda:99"}, ["device 'cuda:99' is not available"]),
-    "unknown dtype": ({"dtype": "float8"}, ["unknown dtype 'float8'", "float32"]),
-    "unknown recipe": ({"recipe": "fancy"}, ["unknown recipe 'fancy'", "default, paper"]),
+    "unknown dtype": ({"dtype": "float8"}, ["argument --dtype: must be one of float32", "got 'float8'"]),
+    "unknown recipe": ({"recipe": "fancy"}, ["argument --recipe: must be one of default, paper", "got 'fancy'"]),
 }
 
 
@@ -227,7 +227,7 @@ def test_bad_fit_input_gets_one_line(case, ns, tmp_path, capfd, monkeypatch):
         def load_model(*args, **kwargs):  # a bad text source must not wait for a model load
             raise AssertionError("the model was loaded before the texts were checked")
 
-        monkeypatch.setattr("protoscope.geometry.runs.load_model", load_model)
+        monkeypatch.setattr("protoscope.geometry.runs.fit.load_model", load_model)
     out = tmp_path / "run"
     rc, _, err = cli(fit_args(ns, out=out, **options), capfd)
     one_line(rc, err, *needles)
@@ -271,7 +271,7 @@ def test_an_unusable_out_gets_one_line_before_the_model_loads(case, command, ns,
     def load_model(*args, **kwargs):
         raise AssertionError("the model was loaded before --out was checked")
 
-    monkeypatch.setattr("protoscope.geometry.runs.load_model", load_model)
+    monkeypatch.setattr("protoscope.geometry.runs.fit.load_model", load_model)
     common = ["--model", ns.model, "--seeds", "1", "--out", ns.root / where, "--quiet"]
     argv = {"fit": ["fit", "--texts", ns.texts, "--length", "2", *common],
             "capacity": ["capacity", "--texts", ns.texts, "--lengths", "2,4", *common],
@@ -576,9 +576,9 @@ def test_the_unsafe_loading_check_finds_what_it_looks_for():
 
 
 def test_no_module_loads_pickles_or_trusts_remote_code_by_default():
-    modules = [p for folder in ("geometry", "analysis", "reports") for p in (ROOT / folder).rglob("*.py")]
+    modules = [p for folder in ("geometry", "analysis", "reports", "workflows", "bench") for p in (ROOT / folder).rglob("*.py")]
     modules += sorted(ROOT.glob("*.py"))
-    assert any(p.name == "store.py" for p in modules)
+    assert any(p.name == "runstore.py" for p in modules)
     problems = {str(p.relative_to(ROOT)): found for p in modules
                 if (found := unsafe_loading(p.read_text(encoding="utf-8")))}
     assert not problems, problems

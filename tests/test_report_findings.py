@@ -11,7 +11,7 @@ import pytest
 
 from protoscope.analysis import findings as fd
 from protoscope.analysis.run import run_analyses
-from protoscope.geometry.store import RunStore
+from protoscope.geometry.store.runstore import RunStore
 from protoscope.reports.compare import build_compare
 from protoscope.reports.report import build_report
 
@@ -179,7 +179,7 @@ def test_analyze_records_allow_learned_starts_and_report_follows_it(tmp_path, ca
     writes each solution's start, analyze and report keep the verdicts inconclusive until
     --allow-learned-starts, which analyze records for report."""
     from protoscope.cli import main
-    from protoscope.geometry.starts import solution_starts
+    from protoscope.geometry.starts.names import solution_starts
 
     from test_runs import appended_rows
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from protoscope.geometry.errors import ProtoscopeError
-from protoscope.geometry.runs import RunConfig, fit_run, use_threads
-from protoscope.geometry.store import RunStore
+from protoscope.geometry.runs.fit import RunConfig, fit_run, use_threads
+from protoscope.geometry.store.runstore import RunStore
 
 
 
@@ -91,16 +91,16 @@ def test_use_threads():
         torch.set_num_threads(before)
 
 
-def test_the_demo_does_not_import_the_command_layer():
-    code = ("import sys, protoscope.demo; "
+def test_the_studies_do_not_import_the_command_layer():
+    code = ("import sys, protoscope.workflows.studies; "
             "sys.exit('protoscope.commands' in sys.modules or 'protoscope.cli' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
 
 
 def test_texts_are_scored_only_up_to_the_longest_fitted_prefix(config, fit_llama, tmp_path):
-    from protoscope.geometry.runs import prepare_run
-    from protoscope.geometry.scoring import ensure_scored
-    from protoscope.geometry.texts import token_nll
+    from protoscope.geometry.runs.fit import prepare_run
+    from protoscope.geometry.store.scoring import ensure_scored
+    from protoscope.geometry.store.texts import token_nll
 
     calls = Calls()
     store, _, texts = prepare_run(tmp_path / "run", config, loaded=fit_llama,
@@ -117,7 +117,7 @@ def test_texts_are_scored_only_up_to_the_longest_fitted_prefix(config, fit_llama
 
 
 def test_a_mix_keeps_only_its_texts_and_scores_none(fit_llama, tmp_path):
-    from protoscope.geometry.runs import load_text_mix
+    from protoscope.geometry.runs.fit import load_text_mix
 
     calls = Calls()
     texts = load_text_mix(RunConfig(texts="builtin:2", lengths=(4,)), fit_llama,
@@ -130,7 +130,7 @@ def test_a_text_too_short_is_refused_before_scoring(config, fit_llama, tmp_path,
     def token_nll(*args, **kwargs):
         raise AssertionError("texts were scored before their lengths were checked")
 
-    monkeypatch.setattr("protoscope.geometry.scoring.token_nll", token_nll)
+    monkeypatch.setattr("protoscope.geometry.store.scoring.token_nll", token_nll)
     too_long = RunConfig(model="tiny", texts=config.texts, seeds=1, lengths=(3, 40))
     with pytest.raises(ProtoscopeError, match="a prefix of 40"):
         fit_run(tmp_path / "run", too_long, loaded=fit_llama)
@@ -150,7 +150,7 @@ def appended_rows(monkeypatch) -> list[dict]:
 
 
 def test_each_solution_records_where_its_search_began(config, fit_llama, tmp_path, monkeypatch):
-    from protoscope.geometry.starts import solution_starts
+    from protoscope.geometry.starts.names import solution_starts
 
     built = appended_rows(monkeypatch)
     fitted = fit_run(tmp_path / "run", config, loaded=fit_llama)
@@ -166,7 +166,7 @@ def test_each_solution_records_where_its_search_began(config, fit_llama, tmp_pat
 def test_the_start_values():
     import pandas as pd
 
-    from protoscope.geometry.starts import encoder_start, learned, solution_starts, start_of
+    from protoscope.geometry.starts.names import encoder_start, learned, solution_starts, start_of
 
     assert start_of(-1, "normal") == "normal" and start_of(3, "embedding") == "warm"
     assert start_of(-1, "embedding", "/runs/geometry/encoders/enc") == "encoder:enc"

@@ -13,13 +13,13 @@ import pytest
 
 from protoscope.analysis import information, probes
 from protoscope.analysis.run import run_analyses
-from protoscope.geometry import scoring
-from protoscope.geometry.capacity import capacity_search
-from protoscope.geometry.recipes import resolve_recipe
-from protoscope.geometry.runs import RunConfig, fit_run, prepare_run
-from protoscope.geometry.scoring import ensure_scored
-from protoscope.geometry.store import RunStore
-from protoscope.geometry.texts import load_texts
+from protoscope.geometry.store import scoring
+from protoscope.geometry.runs.capacity import capacity_search
+from protoscope.geometry.engine.recipes import resolve_recipe
+from protoscope.geometry.runs.fit import RunConfig, fit_run, prepare_run
+from protoscope.geometry.store.scoring import ensure_scored
+from protoscope.geometry.store.runstore import RunStore
+from protoscope.geometry.store.texts import load_texts
 from tiny_run import single_thread, tiny_run
 
 TEXTS = "the cat sat on the mat\n\nwe went to the city at night\n\nthis is a good one for you\n"

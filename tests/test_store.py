@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 
-from protoscope.geometry import parts as parts_module
-from protoscope.geometry import store as store_module
+from protoscope.geometry.store import parts as parts_module
+from protoscope.geometry.store import runstore as store_module
 from protoscope.geometry.errors import StoreError
-from protoscope.geometry.store import RunStore
-from protoscope.geometry.texts import Text
+from protoscope.geometry.store.runstore import RunStore
+from protoscope.geometry.store.texts import Text
 
 
 def _row(text_id, seed, e_row, m_row):
@@ -189,7 +189,7 @@ def test_a_torn_part_is_named(store, suffix, damage):
 def test_a_second_writer_is_refused_while_the_lock_is_held(store):
     """Another process holds the run's lock: an append here is refused, not interleaved."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from protoscope.geometry.store import RunStore\n"
+        [sys.executable, "-c", "import sys, time; from protoscope.geometry.store.runstore import RunStore\n"
          "with RunStore(sys.argv[1]).lock():\n    print('held', flush=True); time.sleep(60)",
          str(store.path)], stdout=subprocess.PIPE, text=True)
     try:

@@ -4,10 +4,9 @@ one line and exit status 2."""
 
 import pytest
 
-from protoscope import studies
+from protoscope.workflows import studies
 from protoscope.cli import main
-from protoscope.geometry.models import tiny_model
-from protoscope.geometry.store import RunStore
+from protoscope.geometry.models.loading import tiny_model
 
 WORDS = ("the cat sat on the mat and then we all went to the city at night with the old dog "
          "while the rain kept falling on the roofs of the small houses by the river")
@@ -18,9 +17,10 @@ def loaded():
     return tiny_model("llama", seed=0, initializer_range=0.3)
 
 
-def _common(tmp_path, loaded, name, **kw):
-    return studies.Common(out=str(tmp_path / name), model="tiny-llama", max_steps=80,
-                          quiet=True, loaded=loaded, generate_tokens=12, **kw)
+def _study(name, tmp_path, loaded, out, options=None, **values):
+    """The study `name` on the tiny model, into tmp_path/out."""
+    values = {"model": "tiny-llama", "max_steps": 80, "quiet": True, "generate_tokens": 12, **values}
+    return studies.run(name, str(tmp_path / out), options=options, loaded=loaded, **values)
 
 
 def _protocol_ok(store, name):
@@ -45,9 +45,9 @@ def text_file(tmp_path):
 
 
 def test_connectivity_study_shares_m_by_a_texts_seeds_and_walks_e(tmp_path, loaded, text_file):
-    result = studies.connectivity(_common(tmp_path, loaded, "conn"), texts=text_file, length=4,
-                                  seeds=3, pairs=1, bezier_steps=4, samples_per_step=2, grid=5,
-                                  cross_text_pairs=1)
+    result = _study("connectivity", tmp_path, loaded, "conn", texts=text_file, length=4, seeds=3,
+                    options={"connectivity": dict(max_pairs=1, bezier_steps=4, samples_per_step=2,
+                                                  grid=5, cross_text_pairs=1)})
     rows = result.store.solutions()
     assert len(rows) == 9 and (rows["share"] == "m").all()
     per_text = rows.groupby("text_id")["m_index"].nunique()
@@ -63,8 +63,8 @@ def test_connectivity_study_shares_m_by_a_texts_seeds_and_walks_e(tmp_path, load
 
 
 def test_uniqueness_study_is_the_papers_seed_protocol_with_one_m(tmp_path, loaded):
-    result = studies.uniqueness(_common(tmp_path, loaded, "uniq"), contexts=2, per_context=2,
-                                seeds=2, length=4)
+    result = _study("uniqueness", tmp_path, loaded, "uniq", contexts=2, per_context=2, seeds=2,
+                    length=4)
     rows = result.store.solutions()
     seeds = rows.groupby("text_id")["seed"].count().to_dict()
     assert seeds == {"gen-c00-k00": 2, "gen-c00-k01": 1, "gen-c01-k00": 2, "gen-c01-k01": 1}
@@ -74,14 +74,14 @@ def test_uniqueness_study_is_the_papers_seed_protocol_with_one_m(tmp_path, loade
     assert set(pairs["pair_kind"]) == {"same_text", "same_context", "different_context"}
     _protocol_ok(result.store, "uniqueness")
     summary = result.summary
-    assert {"auc", "low", "high"} <= set(summary.columns)
+    assert {"estimate", "low", "high", "verdict"} <= set(summary.columns)
     # 4 texts: fewer than the 5 a bootstrap over texts needs, so no interval at this n
     assert summary["low"].isna().all() and summary["high"].isna().all()
 
 
 def test_probes_study_mixes_share_groups_and_probes_e(tmp_path, loaded):
-    result = studies.probes(_common(tmp_path, loaded, "probes", text_seed=3),
-                            texts="random:8+windows:8", length=4, seeds=1, group_size=4)
+    result = _study("probes", tmp_path, loaded, "probes", text_seed=3,
+                    texts="random:8+windows:8", length=4, seeds=1, group_size=4)
     rows = result.store.solutions()
     assert len(rows) == 16 and rows["m_index"].nunique() == 4
     # groups are drawn at random: no group holds only one source's texts
@@ -95,8 +95,8 @@ def test_probes_study_mixes_share_groups_and_probes_e(tmp_path, loaded):
 
 
 def test_capacity_study_with_m_shared(tmp_path, loaded, text_file):
-    result = studies.capacity(_common(tmp_path, loaded, "cap"), texts=text_file,
-                              lengths=(2, 4), seeds=1, share="m")
+    result = _study("capacity", tmp_path, loaded, "cap", texts=text_file, lengths=(2, 4), seeds=1,
+                    share="m")
     table = result.store.analysis("capacity")
     assert set(table["length"]) <= {2, 4} and len(table)
     assert (result.store.solutions()["share"] == "m").all()
@@ -112,10 +112,11 @@ def test_capacity_study_with_m_shared(tmp_path, loaded, text_file):
 
 
 def test_a_study_run_again_resumes_without_refitting(tmp_path, loaded):
-    common = _common(tmp_path, loaded, "again")
-    first = studies.probes(common, texts="random:8", length=3, seeds=1, group_size=2)
+    first = _study("probes", tmp_path, loaded, "again", texts="random:8", length=3, seeds=1,
+                   group_size=2)
     before = first.store.solutions()
-    again = studies.probes(common, texts="random:8", length=3, seeds=1, group_size=2)
+    again = _study("probes", tmp_path, loaded, "again", texts="random:8", length=3, seeds=1,
+                   group_size=2)
     assert again.store.solutions().equals(before)
 
 
@@ -127,13 +128,15 @@ def test_differences_name_each_setting_once():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["study", "connectivity", "--seeds", "1"], "--seeds must be at least 2"),
-    (["study", "connectivity", "--grid", "0"], "--grid must be at least 1"),
-    (["study", "probes", "--group-size", "0"], "--group-size must be at least 1"),
-    (["study", "uniqueness", "--contexts", "0"], "--contexts must be at least 1"),
+    (["study", "connectivity", "--seeds", "1"], "argument --seeds: must be an integer >= 2"),
+    (["study", "connectivity", "--grid", "1"], "argument --grid: must be an integer >= 2"),
+    (["study", "connectivity", "--pairs", "0"], "argument --pairs: must be an integer >= 1 or all"),
+    (["study", "probes", "--group-size", "0"], "argument --group-size: must be an integer >= 1"),
+    (["study", "uniqueness", "--contexts", "0"], "argument --contexts: must be an integer >= 1"),
     (["study", "capacity", "--texts", "random:2", "--lengths", "4,2"], "--lengths must be increasing"),
-    (["study", "capacity", "--texts", "random:2", "--lengths", "4", "--share", "e"], "--share must be none or m"),
-    (["study", "probes", "--max-steps", "0"], "--max-steps must be at least 1"),
+    (["study", "capacity", "--texts", "random:2", "--lengths", "4", "--share", "e"],
+     "argument --share: must be one of none, m"),
+    (["study", "probes", "--max-steps", "0"], "argument --max-steps: must be an integer >= 1"),
     (["study", "nothing"], "invalid choice"),
     (["experiment", "uniqueness", "--contexts", "2"], "protoscope study uniqueness"),
 ])
@@ -144,37 +147,38 @@ def test_bad_study_options_are_one_line_and_exit_2(argv, message, tmp_path, caps
     assert not (tmp_path / "r" / "manifest.json").exists()
 
 
-def _cli_defaults(study: str) -> dict:
+@pytest.mark.parametrize("study", studies.STUDIES)
+def test_each_study_has_a_plan_a_summary_and_one_default_per_option(study):
+    """A study's declaration (workflows/protocols.py) is the only statement of its defaults:
+    the command line leaves every flag unset (so `given` passes only what was typed) and
+    its help shows the declared default."""
     from protoscope.cli import build_parser
 
-    parser = build_parser()
-    args = parser.parse_args(["study", study, "--out", "x"])
-    return vars(args)
-
-
-@pytest.mark.parametrize("study", studies.STUDIES)
-def test_each_study_size_has_one_default_on_the_command_line_and_in_the_api(study):
-    """The command line's defaults are the study functions' (a study's size written twice
-    drifts: the curve budget once had three defaults)."""
-    import inspect
-
-    given = _cli_defaults(study)
-    function = {"connectivity": studies.connectivity, "uniqueness": studies.uniqueness,
-                "probes": studies.probes, "capacity": studies.capacity}[study]
-    for name, param in inspect.signature(function).parameters.items():
-        if param.kind is not inspect.Parameter.KEYWORD_ONLY or name not in given:
-            continue
-        if param.default is inspect.Parameter.empty:
-            continue
-        cli = given[name]
-        if name == "pairs":  # 0 on the command line is "all", None in the API
-            cli = None if cli == 0 else cli
-        assert cli == param.default, f"study {study} --{name.replace('_', '-')}"
+    assert study in studies.PLANS and study in studies.SUMMARIES
+    argv = ["demo"] if study == "demo" else ["study", study, "--out", "x"]
+    args = vars(build_parser().parse_args(argv))
+    spec = studies.STUDIES[study]
+    for option in spec.every_option:
+        if option.cli:
+            assert args[option.name] is None, option.name
+    for analysis in spec.overrides:
+        assert analysis in spec.analyses and set(spec.overrides[analysis]) <= {
+            o.name for o in studies.ANALYSES[analysis].options}
 
 
 def test_a_study_too_small_for_an_interval_says_so_before_it_fits(tmp_path, loaded, capsys):
-    studies.connectivity(_common(tmp_path, loaded, "small"), texts="builtin:2", length=4,
-                         seeds=2, bezier_steps=2, grid=3)
+    _study("connectivity", tmp_path, loaded, "small", texts="builtin:2", length=4, seeds=2,
+           options={"connectivity": {"bezier_steps": 2, "grid": 3}})
     err = capsys.readouterr().err
     assert err.count("need at least 5 for an interval") == 1
     assert "study connectivity: 2 texts with pairs" in err
+
+
+def test_unknown_study_options_are_one_line(tmp_path, loaded):
+    from protoscope.geometry.errors import ProtoscopeError
+
+    with pytest.raises(ProtoscopeError, match="no option 'pairs'"):
+        _study("connectivity", tmp_path, loaded, "x", pairs=1)
+    with pytest.raises(ProtoscopeError, match="runs no analysis 'probes'"):
+        _study("connectivity", tmp_path, loaded, "x", options={"probes": {}})
+    assert not (tmp_path / "x" / "manifest.json").exists()

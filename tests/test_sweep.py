@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from protoscope import cli
-from protoscope.geometry.models import save_tiny_model
-from protoscope.geometry.store import RunStore
-from protoscope.sweep import RESULT_COLUMNS, plan_sweep, read_sweep_file, run_sweep
+from protoscope.geometry.models.loading import save_tiny_model
+from protoscope.geometry.store.runstore import RunStore
+from protoscope.workflows.sweep import RESULT_COLUMNS, plan_sweep, read_sweep_file, run_sweep
 
 SWEEP = """
 models = [{models}]

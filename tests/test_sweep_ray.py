@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from protoscope.geometry.store import RunStore
-from protoscope.sweep import FAULT_ENV, read_sweep_file, run_sweep
+from protoscope.geometry.store.runstore import RunStore
+from protoscope.workflows.jobs import FAULT_ENV
+from protoscope.workflows.sweep import read_sweep_file, run_sweep
 
 from test_sweep import local_sweep, model_folder, sweep_file, tiny_folder  # noqa: F401
 

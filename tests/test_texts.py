@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 import wordfreq
 
-from protoscope.geometry.builtin_texts import PARAGRAPHS
+from protoscope.geometry.store.builtin_texts import PARAGRAPHS
 from protoscope.geometry.errors import ProtoscopeError
-from protoscope.geometry.texts import (
+from protoscope.geometry.store.texts import (
     SOURCES, WINDOW_START, WINDOW_WORDS, Text, builtin_texts, generated_texts, load_texts,
     parse_text_spec, random_texts, read_text_file, token_nll, tokenize, window_texts)
 
@@ -311,7 +311,7 @@ def test_load_texts_builtin_and_random(tiny_llama):
 
 @pytest.mark.integration
 def test_builtin_texts_suit_the_default_model():
-    from protoscope.geometry.models import load_model
+    from protoscope.geometry.models.loading import load_model
 
     loaded = load_model()
     texts = load_texts("builtin", loaded, with_nll=False)

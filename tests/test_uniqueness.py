@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from protoscope.analysis import uniqueness as uq
-from protoscope.geometry.errors import ProtoscopeError
-from protoscope.geometry.store import RunStore
-from protoscope.geometry.texts import Text
+from protoscope.geometry.store.runstore import RunStore
+from protoscope.geometry.store.texts import Text
 from tiny_run import LENGTH, SEEDS, single_thread, tiny_run
 
 

@@ -1,4 +1,4 @@
-"""A universal m trained over many texts (geometry/universal.py): it beats a random m, its file
+"""A universal m trained over many texts (geometry/starts/universal.py): it beats a random m, its file
 is what `fit --m-from FILE` keeps bit for bit, an interrupted training resumes to the same m,
 and bad input is one line."""
 import random
@@ -6,11 +6,11 @@ import random
 import pytest
 import torch
 
-from protoscope.geometry.decoder import Decoder
-from protoscope.geometry.frozen import load_frozen_m
-from protoscope.geometry.store import RunStore
-from protoscope.geometry.texts import Text, tokenize
-from protoscope.geometry.universal import (UniversalConfig, checkpoint_path, read_universal_m,
+from protoscope.geometry.engine.decoder import Decoder
+from protoscope.geometry.starts.frozen import load_frozen_m
+from protoscope.geometry.store.runstore import RunStore
+from protoscope.geometry.store.texts import Text, tokenize
+from protoscope.geometry.starts.universal import (UniversalConfig, checkpoint_path, read_universal_m,
                                            recorded_texts, save_universal_m,
                                            train_universal_m)
 from test_reliability import cli, fit_args, ns, one_line  # noqa: F401  (ns: the fixture)
@@ -163,7 +163,7 @@ def test_the_starts_bench_runs_a_universal_m_only_when_its_texts_are_disjoint(fi
     record, why = check_universal_m(str(plain), fit_llama, s)
     assert record is None and "records no training texts" in why
     # the fitting loop's own refusal (frozen.py) is the bench's reason: an m of other weights
-    from protoscope.geometry.models import tiny_model
+    from protoscope.geometry.models.loading import tiny_model
 
     other = tiny_model("llama", seed=1, initializer_range=0.3)
     assert other.info.d_model == fit_llama.info.d_model
@@ -172,7 +172,7 @@ def test_the_starts_bench_runs_a_universal_m_only_when_its_texts_are_disjoint(fi
 
 
 def test_the_command_interrupted_resumes_from_its_checkpoint(ns, tmp_path, capfd, monkeypatch):  # noqa: F811
-    from protoscope.geometry import universal
+    from protoscope.geometry.starts import universal
 
     whole, cut = tmp_path / "whole.safetensors", tmp_path / "cut.safetensors"
     rc, _, err = cli(universal_args(ns, whole, epochs=3, patience=3), capfd)

@@ -21,10 +21,10 @@ import tempfile
 
 import torch
 
-from protoscope.geometry.models import LoadedModel, tiny_model
-from protoscope.geometry.recipes import resolve_recipe
-from protoscope.geometry.runs import RunConfig, fit_run
-from protoscope.geometry.texts import Text, tokenize
+from protoscope.geometry.models.loading import LoadedModel, tiny_model
+from protoscope.geometry.engine.recipes import resolve_recipe
+from protoscope.geometry.runs.fit import RunConfig, fit_run
+from protoscope.geometry.store.texts import Text, tokenize
 
 ARRANGEMENT = "bos e m*"
 LENGTH = 6
@@ -72,7 +72,7 @@ def cli_fitted_run(root: pathlib.Path, paragraphs: list[str]) -> tuple[pathlib.P
     """A saved tiny Llama, a text file of `paragraphs` and a 4-token, 2-seed run of them fitted
     through the command line in `root/run`: (root, model folder, text file)."""
     from protoscope.cli import main
-    from protoscope.geometry.models import save_tiny_model
+    from protoscope.geometry.models.loading import save_tiny_model
 
     model = save_tiny_model(root / "model", "llama", seed=0, initializer_range=0.3)
     texts = root / "t.txt"
