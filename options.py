@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .geometry.errors import ProtoscopeError
 
 ALL = "all"
-KINDS = ("int", "float", "str", "bool", "ints", "floats", "names")
-_METAVAR = {"int": "N", "float": "X", "str": "NAME", "ints": "N,N,...", "floats": "X,X,...",
+KINDS = ("int", "float", "str", "bool", "ints", "floats", "names", "path")
+_METAVAR = {"int": "N", "float": "X", "str": "NAME", "path": "DIR", "ints": "N,N,...", "floats": "X,X,...",
             "names": "NAME,..."}
 
 
@@ -68,7 +69,7 @@ class Option:
             elif self.kind == "bool":
                 value = {"true": True, "false": False, "1": True, "0": False}[text.lower()]
             else:
-                value = {"int": int, "float": float, "str": str}[self.kind](text)
+                value = {"int": int, "float": float, "str": str, "path": str}[self.kind](text)
         except (ValueError, KeyError):
             raise argparse.ArgumentTypeError(
                 f"expected {self.expected()}, got {text!r}") from None
@@ -78,7 +79,8 @@ class Option:
             raise argparse.ArgumentTypeError(f"must be {self.expected()}, got {text!r}") from None
 
     def expected(self) -> str:
-        what = {"int": "an integer", "float": "a number", "str": "a name", "bool": "true or false",
+        what = {"int": "an integer", "float": "a number", "str": "a name", "path": "a path",
+                "bool": "true or false",
                 "ints": "comma-separated integers", "floats": "comma-separated numbers",
                 "names": "comma-separated names"}[self.kind]
         bounds = []
@@ -118,6 +120,8 @@ class Option:
                     raise bad
             if self.kind in ("str", "names") and not isinstance(item, str):
                 raise bad
+            if self.kind == "path" and not isinstance(item, (str, os.PathLike)):
+                raise bad
             if self.kind == "bool" and not isinstance(item, bool):
                 raise bad
             if self.least is not None and item < self.least:
@@ -128,6 +132,8 @@ class Option:
                 raise bad
         if self.kind == "float":
             value = float(value)
+        if self.kind == "path":
+            value = os.fspath(value)
         return value
 
 

@@ -92,7 +92,7 @@ class Progress:
         now = time.perf_counter()
         if now - self.last_line >= self.every:
             self.last_line = now
-            shown = "; ".join(f"group {_label(g.key)}: step {g.steps}, worst {g.worst:.2f}, "
+            shown = "; ".join(f"group {group_label(g.key)}: step {g.steps}, worst {g.worst:.2f}, "
                               f"exact {g.exact}/{g.members}" for g in groups[:8])
             more = f"; ... {len(groups) - 8} more" if len(groups) > 8 else ""
             self.echo(f"protoscope: {self.desc}: {len(groups)} groups in flight: {shown}{more}")
@@ -138,5 +138,19 @@ class Progress:
             self._bar.close()
 
 
-def _label(key) -> str:
+def each(*callbacks: Callable | None) -> Callable | None:
+    """One callback calling each given one in order (None when none is given): a bar and a
+    log hearing the same events."""
+    given = [c for c in callbacks if c is not None]
+    if not given:
+        return None
+
+    def call(*args, **kwargs) -> None:
+        for callback in given:
+            callback(*args, **kwargs)
+    return call
+
+
+def group_label(key) -> str:
+    """A share group's key as one name: its parts joined by slashes."""
     return "/".join(str(k) for k in key) if isinstance(key, tuple) else str(key)

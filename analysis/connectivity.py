@@ -257,9 +257,9 @@ class _Walker:
         its step, its curves still training, and every curve held so far."""
         done, held = len(curves), sum(bool(c.held) for c in curves.values())
 
-        def on_step(step: int, active: int, chunk_held: int) -> None:
+        def on_step(step: int, active: int, chunk_held: int, loss: float) -> None:
             self.report(stage, done, total, step=f"{step}/{self.budget.bezier_steps}",
-                        training=active, held=held + chunk_held)
+                        training=active, held=held + chunk_held, loss=round(loss, 4))
         return on_step
 
     def _train_chunk(self, chunk: list[Pair], moved: str, arrangement: str,

@@ -30,7 +30,7 @@ from ..geometry.models.loading import load_model
 from ..geometry.runs.fit import now
 from ..geometry.store.scoring import ensure_scored, unscored
 from ..geometry.store.runstore import RunStore
-from ..progress import Progress
+from ..progress import Progress, each
 from ..options import resolve, stamp_value
 from . import findings
 from .progress import named
@@ -47,11 +47,13 @@ def solutions_stamp(store: RunStore) -> dict:
 
 def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = False,
                  quiet: bool = False, loaded=None, options: dict | None = None,
-                 progress: Callable[..., None] | None = None) -> dict:
+                 progress: Callable[..., None] | None = None,
+                 listen: Callable[..., None] | None = None) -> dict:
     """Run the selected analyses; returns seconds per analysis (None: already up to date).
 
     `progress(stage, done, total, **detail)` hears each analysis's progress (default: a
-    `Progress` of its own, bars or, under `quiet`, a line a minute on stderr)."""
+    `Progress` of its own, bars or, under `quiet`, a line a minute on stderr); `listen`, when
+    given, hears the same calls beside it (a TensorBoard log)."""
     names = list(only or ANALYSES)
     unknown = [n for n in names if n not in ANALYSES]
     if unknown:
@@ -81,6 +83,7 @@ def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = 
     _score(store, loaded, quiet)
     bars = Progress(quiet=quiet, desc="analyze") if progress is None else None
     progress = bars.on_analysis if bars else progress
+    progress = each(progress, listen)
     try:
         for name in todo:
             started = time.perf_counter()

@@ -42,7 +42,8 @@ def find_browser() -> str:
     return path
 
 
-def _file_name(name: str, fig: go.Figure) -> str:
+def figure_name(name: str, fig: go.Figure) -> str:
+    """A figure's name: its place on the page (section-NN) and its title, slugged."""
     title = re.sub(r"<[^>]*>|&[a-z#0-9]+;", "", fig.layout.title.text or "")
     slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60]
     return f"{name}-{slug}" if slug else name
@@ -60,7 +61,7 @@ def export_figures(figures: list[tuple[str, go.Figure]], folder: Path | str,
     folder.mkdir(parents=True, exist_ok=True)
     jobs = []
     for name, fig in figures:
-        path = folder / f"{_file_name(name, fig)}.{fmt}"
+        path = folder / f"{figure_name(name, fig)}.{fmt}"
         height = fig.layout.height or 450
         jobs.append({"fig": fig, "path": path,
                      "opts": {"format": fmt, "width": _WIDTH, "height": height}})

@@ -3,6 +3,7 @@ that never go back and end at their total, the callback changes no table and no 
 the terminal side (`Progress.on_analysis`) draws a bar, or under quiet the timed line a sweep
 job prefixes with its id."""
 
+import math
 import re
 import shutil
 
@@ -72,9 +73,10 @@ def test_curve_training_calls_back_after_every_step(tiny):
         train_beziers(Decoder(loaded, ARRANGEMENT), torch.stack([a0, a0]), torch.stack([a0, b0]),
                       torch.stack([target, target]), steps=6, samples_per_step=2, grid=11,
                       check_every=3, on_step=lambda *a: steps.append(a))
-    assert [s for s, _, _ in steps] == list(range(1, 7))
-    assert all(active + held <= 2 for _, active, held in steps)
-    assert steps[0][1:] == (1, 1)  # one curve training, the one that holds already stopped
+    assert [s for s, _, _, _ in steps] == list(range(1, 7))
+    assert all(active + held <= 2 for _, active, held, _ in steps)
+    assert steps[0][1:3] == (1, 1)  # one curve training, the one that holds already stopped
+    assert all(math.isfinite(loss) and loss >= 0 for *_, loss in steps)  # the step's mean loss
 
 
 def test_connectivity_reports_curves_then_paths_and_changes_no_number(tiny):

@@ -81,3 +81,86 @@ def test_the_api_names_resolve_and_the_declared_choices_are_the_engines():
         ps.no_such_name
     assert settings.SHARES == fitting.SHARES
     assert "seeds" in ps.describe("fit") and "[connectivity]" in ps.describe("analyze")
+
+
+# -- the notebook face: texts a caller holds, figures inline, TensorBoard curves -------------------
+def test_texts_given_as_a_list_or_series_are_fitted_and_pinned(model, tmp_path):
+    texts = ["the cat sat on the mat today", "a dog ran in the park again"]
+    with single_thread():
+        run = ps.fit(tmp_path / "run", 3, model=model, **{**FIT, "texts": texts})
+    assert [t.text for t in run.texts] == texts and len(run.solutions) == 4
+    assert run.manifest["config"]["texts"].startswith("given:2:")
+    with single_thread():  # the same texts as a Series: the same run, resumed (nothing to fit)
+        again = ps.fit(tmp_path / "run", 3, model=model,
+                       **{**FIT, "texts": __import__("pandas").Series(texts)})
+    assert len(again.solutions) == 4
+    with pytest.raises(ps.ProtoscopeError, match="differs in: texts"):
+        ps.fit(tmp_path / "run", 3, model=model, **{**FIT, "texts": texts[:1] + ["other words"]})
+
+
+def test_a_runs_figures_are_the_reports_plotly_figures(model, tmp_path):
+    import plotly.graph_objects as go
+
+    with single_thread():
+        run = ps.fit(tmp_path / "run", 3, model=model, **FIT)
+        ps.analyze(run, only=["uniqueness"], options={"uniqueness": {"semantic": False}})
+    names = list(run.figures())
+    assert any(n.startswith("uniqueness-01") for n in names), names
+    figure = run.figure("uniqueness-01")
+    assert isinstance(figure, go.Figure) and len(figure.data) > 0
+    assert figure.to_plotly_json() == run.figures()[next(n for n in names
+                                                          if n.startswith("uniqueness-01"))].to_plotly_json()
+    with pytest.raises(ps.ProtoscopeError, match="names no figure of .*; its figures: "):
+        run.figure("no-such-figure")
+    with pytest.raises(ps.ProtoscopeError, match="names several figures"):
+        run.figure("uniqueness")
+
+
+def _scalars(folder) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_fit_and_curve_training_write_tensorboard_events(model, tmp_path):
+    pytest.importorskip("tensorboard")
+    with single_thread():
+        run = ps.fit(tmp_path / "run", 3, model=model, log_dir=tmp_path / "tb", **FIT)
+        plain = ps.fit(tmp_path / "plain", 3, model=model, **FIT)
+        ps.analyze(run, only=["connectivity"], log_dir=tmp_path / "tb-curves",
+                   options={"connectivity": {"grid": 5, "check_grid": 5, "bezier_steps": 6,
+                                             "check_every": 0, "cross_text_pairs": 0,
+                                             "min_accuracy": 0.0, "hold_accuracy": 1.01}})
+    assert all(np.array_equal(a, b) for a, b in zip(run.vectors()[1:], plain.vectors()[1:]))
+    fit = _scalars(tmp_path / "tb")
+    group = next(t for t in fit if t.startswith("fit/loss/")).removeprefix("fit/loss/")
+    loss, worst = fit[f"fit/loss/{group}"], fit[f"fit/worst_accuracy/{group}"]
+    mean = fit[f"fit/mean_accuracy/{group}"]
+    steps = [s for s, _ in loss]
+    assert steps == sorted(steps) and steps[0] == 1 and len(steps) > 3
+    assert all(w <= m + 1e-6 and 0 <= w <= 1 for (_, w), (_, m) in zip(worst, mean))
+    assert steps[-1] <= run.solutions["steps"].max()  # a group's step is its slowest member's
+    assert 0 < loss[-1][1] < loss[0][1]  # the fit's loss fell
+    curves = _scalars(tmp_path / "tb-curves")
+    assert len(curves["analyze/connectivity: bezier curves/loss"]) == 6  # one point a step
+    assert all(s == 0 for _, s in curves["analyze/connectivity: bezier curves/held_share"])
+    logs = ps.open_run(run).manifest["logs"]
+    assert logs == {"fit": str((tmp_path / "tb").resolve()),
+                    "analyze": str((tmp_path / "tb-curves").resolve())}
+
+
+def test_a_log_dir_without_tensorboard_is_one_line(model, tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(ps.ProtoscopeError, match=r"--log-dir needs TensorBoard: pip install"):
+        ps.fit(tmp_path / "run", 3, model=model, log_dir=tmp_path / "tb", **FIT)
+    assert not (tmp_path / "run" / "manifest.json").exists()

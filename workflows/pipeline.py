@@ -23,10 +23,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 
 from ..analysis.findings import write as write_findings
 from ..analysis.registry import ANALYSES
@@ -44,15 +44,18 @@ from ..geometry.starts.encoder import KINDS, check_model, load_encoder, shipped_
 from ..geometry.starts.end_to_end import checkpoint_path
 from ..geometry.starts.train import train_encoder as train
 from ..geometry.store.runstore import RunStore
-from ..geometry.store.texts import Text
+from ..geometry.store.texts import Text, records_of, texts_label, to_texts
 from ..geometry.tables import reconstructed
 from ..options import describe, resolve
-from ..progress import Progress
+from ..progress import Progress, each
 from ..reports.compare import build_compare
 from ..reports.figures_encoder import write_training_page
-from ..reports.report import build_report
+from ..reports.figures_export import figure_name
+from ..reports.page import figures_of
+from ..reports.report import build_report, report_sections
 from ..reports.sweep_report import build_sweep_report, is_sweep
 from . import settings
+from .event_log import EventLog
 from .protocols import STUDIES
 
 RunLike = "str | Path | Run | RunStore"
@@ -60,7 +63,8 @@ RunLike = "str | Path | Run | RunStore"
 
 @dataclass
 class Run:
-    """A run directory, read: its solutions, texts, vectors, tables and findings."""
+    """A run directory, read: its solutions, texts, vectors, tables and findings. Each read
+    is of the folder as it is now, so a Run stays true after a later fit or analyze."""
 
     path: Path
 
@@ -68,7 +72,7 @@ class Run:
         self.path = Path(self.path)
         self.store  # a missing or damaged run fails here, in one line
 
-    @cached_property
+    @property
     def store(self) -> RunStore:
         return RunStore.open(self.path)
 
@@ -98,6 +102,23 @@ class Run:
         """The findings table: one row per question the run's tables answer."""
         table = self.store.analysis("findings")
         return table if table is not None else pd.DataFrame()
+
+    def figures(self) -> dict[str, go.Figure]:
+        """Every figure of the report that has data, by name (section-NN-title, the names
+        `report --static` gives its files), in page order."""
+        sections = report_sections(self.store)
+        return {figure_name(name, fig): fig for name, fig in figures_of(sections)}
+
+    def figure(self, name: str) -> go.Figure:
+        """One figure of the report, the plotly Figure the page draws (shown inline in
+        Jupyter): by its full name or a prefix only it has, e.g. "connectivity-01"."""
+        figures = self.figures()
+        matches = [n for n in figures if n == name] or [n for n in figures if n.startswith(name)]
+        if len(matches) != 1:
+            known = ", ".join(figures) or "none (run analyze first)"
+            what = "names several figures" if matches else "names no figure"
+            raise ProtoscopeError(f"{name!r} {what} of {self.path}; its figures: {known}")
+        return figures[matches[0]]
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}: {len(self.solutions)} solutions)"
@@ -145,24 +166,57 @@ def fit(out, length: int, *, loaded: LoadedModel | None = None, **options) -> Ru
     """Fit (or resume) `seeds` solutions of every text at `length` tokens into `out`.
 
     Interrupted, it keeps every finished solution; called again, it fits only what is missing.
-    `loaded`: a model already loaded (else `model` is loaded). Options (settings.FIT):
+    `texts` is a text SPEC or the texts themselves: a list of strings, a pandas Series (ids
+    from its index), a DataFrame or `datasets.Dataset` (its "text" column) or a dataset column
+    (`geometry.store.texts.records_of`); given texts are labelled in the config by their count
+    and digest, so resuming with other texts is refused. `log_dir`: TensorBoard event files of
+    the fit (workflows/event_log.py). `loaded`: a model already loaded (else `model` is
+    loaded). Options (settings.FIT):
     """
     if not isinstance(length, int) or isinstance(length, bool) or length < 1:
         raise ProtoscopeError(f"--length must be at least 1, got {length!r}")
+    texts = options.get("texts")
+    records = None if texts is None or isinstance(texts, str) else records_of(texts)
+    if records is not None:
+        options = {**options, "texts": texts_label(records)}
     opts = fit_options(options)
     config = run_config(opts, lengths=(length,))
     if config.start.partition(":")[2]:  # a missing or damaged encoder fails before the model loads
         load_encoder(config.start.partition(":")[2])
+    if records is None:
+        _check_new_texts(out, config, opts["overwrite"])
+    log = EventLog(opts["log_dir"]) if opts["log_dir"] else None
     use_threads(opts["threads"])
+    if records is not None:
+        loaded = loaded or load_model(config.model, device=opts["device"], dtype=config.dtype)
     bar = Progress(quiet=opts["quiet"], every=opts["progress_seconds"])
+    callbacks = bar.callbacks()
+    if log is not None:
+        callbacks["on_groups"] = each(callbacks["on_groups"], log.on_groups)
     try:
         fitted = fit_run(out, config, device=opts["device"], overwrite=opts["overwrite"],
                          batch_size=opts["batch_size"], loaded=loaded,
+                         texts=None if records is None else to_texts(loaded, records, "file"),
                          checkpoint_every=(opts["checkpoint_steps"], opts["checkpoint_seconds"]),
-                         **bar.callbacks())
+                         **callbacks)
     finally:
         bar.close()
+        if log is not None:
+            log.close()
+    if log is not None:
+        _record_log(fitted.store, "fit", log.path)
     return Run(fitted.store.path)
+
+
+def _check_new_texts(out, config: RunConfig, overwrite: bool) -> None:
+    """A new run's text spec, checked before the run folder (its lock) or a model exists."""
+    if overwrite or not (Path(out) / "manifest.json").exists():
+        check_text_spec(config.texts)
+
+
+def _record_log(store: RunStore, what: str, path: Path) -> None:
+    """The run folder says where its TensorBoard events went (manifest `logs`)."""
+    store.update_manifest(logs={**store.manifest.get("logs", {}), what: str(path.resolve())})
 
 
 @dataclass
@@ -195,7 +249,7 @@ def fit_and_analyze(out, config: RunConfig, *, analyses: Sequence[str] = (),
         bar = progress or Progress(quiet=quiet)
         callbacks = bar.callbacks()
         if on_group is not None:
-            callbacks["on_group"] = _each(callbacks.get("on_group"), on_group)
+            callbacks["on_group"] = each(callbacks.get("on_group"), on_group)
         try:
             if config.kind == "capacity":
                 store, table = capacity_run(out, config, device=device, overwrite=overwrite,
@@ -224,18 +278,6 @@ def fit_and_analyze(out, config: RunConfig, *, analyses: Sequence[str] = (),
     return Fitted(store, loaded, list(texts), seconds)
 
 
-def _each(*callbacks: Callable | None) -> Callable | None:
-    """One callback calling each given one in order (None when none is given)."""
-    given = [c for c in callbacks if c is not None]
-    if not given:
-        return None
-
-    def call(*args, **kwargs) -> None:
-        for callback in given:
-            callback(*args, **kwargs)
-    return call
-
-
 # -- the capacity search ----------------------------------------------------------------------------
 def capacity(out, *, loaded: LoadedModel | None = None, **options) -> Run:
     """The longest prefix each text's solutions reconstruct, over a grid of lengths (a lower
@@ -246,6 +288,7 @@ def capacity(out, *, loaded: LoadedModel | None = None, **options) -> Run:
     lengths = settings.check_lengths(opts["lengths"] or tuple(length_grid(256)))
     config = run_config(opts, lengths=lengths, kind="capacity",
                         methods=settings.METHODS[opts["method"]], warm_start=opts["warm_start"])
+    _check_new_texts(out, config, opts["overwrite"])
     use_threads(opts["threads"])
     bar = Progress(None, opts["quiet"], desc="capacity")
     try:
@@ -293,20 +336,30 @@ def _length_line(echo: Callable[[str], None] | None) -> Callable | None:
 def analyze(run: RunLike, only: Sequence[str] | None = None, *, options: Mapping | None = None,
             force: bool = False, device: str = "cpu", threads: int | None = None,
             quiet: bool = False, allow_learned_starts: bool = False,
-            loaded: LoadedModel | None = None, progress: Callable | None = None) -> dict:
+            loaded: LoadedModel | None = None, progress: Callable | None = None,
+            log_dir: str | Path | None = None) -> dict:
     """Run the analyses `only` names (default: all) on a run, under its lock, recomputing a
     table only when its solutions, options or code version changed; returns seconds per
     analysis (None: up to date). `options`: {analysis: {keyword: value}} (analysis/registry.py;
     `protoscope options analyze` lists them). `allow_learned_starts` is recorded: findings and
-    later reports give learned-start runs ordinary verdicts only when it is set."""
+    later reports give learned-start runs ordinary verdicts only when it is set. `log_dir`:
+    TensorBoard event files of the curves' training (workflows/event_log.py)."""
     store = RunStore.open(_path(run))
+    log = EventLog(log_dir) if log_dir else None
     use_threads(threads)
     with store.lock():
         store.update_manifest(allow_learned_starts=bool(allow_learned_starts))
-        timings = run_analyses(store, only=list(only) if only else None, device=device,
-                               force=force, quiet=quiet, loaded=loaded, options=dict(options or {}),
-                               progress=progress)
+        try:
+            timings = run_analyses(store, only=list(only) if only else None, device=device,
+                                   force=force, quiet=quiet, loaded=loaded,
+                                   options=dict(options or {}), progress=progress,
+                                   listen=log.on_analysis if log else None)
+        finally:
+            if log is not None:
+                log.close()
         record_threads(store, "analyze")
+        if log is not None:
+            _record_log(store, "analyze", log.path)
     return timings
 
 

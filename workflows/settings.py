@@ -18,7 +18,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 SHARES = ("none", "m", "e")  # geometry/engine/fitting.SHARES, which a test keeps equal
 METHODS = {"one-step": ("one-step",), "mem": ("mem",), "both": ("one-step", "mem")}
 TEXTS_HELP = ("builtin | windows:COUNT | random:COUNT | generated:CONTEXTS:PER_CONTEXT | "
-              "FILE.txt | FILE.jsonl; join several with '+'")
+              "FILE.txt | FILE.jsonl | parquet:FILE[:COLUMN[,ID_COLUMN]] | csv:FILE[:COLUMN[,ID_COLUMN]] | "
+              "hf:DIR[:SPLIT[:COLUMN[,ID_COLUMN]]]; join several with '+'")
 
 MODEL = (
     Option("model", "str", DEFAULT_MODEL, "alias, local folder or hub id"),
@@ -83,13 +84,17 @@ STARTS = (
     Option("curriculum", "bool", False, "length curriculum: fit N/4, then N/2, then N tokens, "
            "each warm-started from the last (steps count every stage)"),
 )
-FIT = TEXTS + SOLUTIONS + MODEL + RECIPE + STARTS + RUNNING
-CAPACITY = FIT[:] + (
+LOGGING = (
+    Option("log_dir", "path", None, "also write TensorBoard event files here: per share group and "
+           "step, loss and worst and mean accuracy (the tensorboard extra)"),
+)
+CAPACITY = TEXTS + SOLUTIONS + MODEL + RECIPE + STARTS + RUNNING + (
     Option("lengths", "ints", None, "the length grid, increasing, or none for the paper's "
            "sqrt-2 grid up to 256", least=1),
     Option("method", "str", "one-step", "one-step, mem, or both", choices=tuple(METHODS)),
     Option("warm_start", "bool", True, "start each length from the last one's solutions"),
 )
+FIT = TEXTS + SOLUTIONS + MODEL + RECIPE + STARTS + RUNNING + LOGGING
 
 
 def split_init(init: str | None) -> tuple[str | None, str]:

@@ -109,6 +109,8 @@ class GroupProgress:
     steps: int
     worst: float
     exact: int
+    mean: float = math.nan  # mean accuracy of its members now
+    loss: float = math.nan  # mean total loss of its members now
 
 
 @dataclass
@@ -310,7 +312,7 @@ class _Batch:
         self.keys: list[Hashable] = []
         cols = ("group", "e_row", "m_row", "steps", "restarts", "since")
         self.p = {c: torch.zeros(0, dtype=torch.long, device=dev) for c in cols}
-        for c in ("seconds", "run_best", "snap_acc", "snap_loss", "snap_c", "acc_now"):
+        for c in ("seconds", "run_best", "snap_acc", "snap_loss", "snap_c", "acc_now", "loss_now"):
             self.p[c] = torch.zeros(0, device=dev)
         self.g_acc = torch.zeros(0, device=dev)
         self.g_loss = torch.zeros(0, device=dev)
@@ -419,9 +421,10 @@ class _Batch:
         p, out = self.p, []
         for slot, key in enumerate(self.keys):
             members = p["group"] == slot
-            acc = p["acc_now"][members]
+            acc, loss = p["acc_now"][members], p["loss_now"][members]
             out.append(GroupProgress(key, int(members.sum()), int(p["steps"][members].min()),
-                                     float(acc.min()), int((acc >= self.r.stop_accuracy).sum())))
+                                     float(acc.min()), int((acc >= self.r.stop_accuracy).sum()),
+                                     float(acc.mean()), float(loss[torch.isfinite(loss)].mean())))
         return out
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
@@ -472,6 +475,8 @@ class _Batch:
         for name in ("e", "m"):
             adam = getattr(self, f"adam_{name}")
             adam.m1, adam.m2, adam.t = (tensors[f"adam_{name}.{k}"].to(dev) for k in ("m1", "m2", "t"))
+        if "p.loss_now" not in tensors:  # a checkpoint written before the loss was kept
+            tensors["p.loss_now"] = torch.full_like(tensors["p.acc_now"], math.nan)
         self.p = {c: tensors[f"p.{c}"].to(dev) for c in self.p}
         self.capacity = int(state["capacity"])
         self.keys = [_key(k) for k in state["keys"]]
@@ -489,7 +494,7 @@ class _Batch:
         finite = torch.isfinite(loss)
         torch.where(finite, loss, 0.0).sum().backward()
         acc, c_tokens, loss = out.accuracy, out.c_tokens.float(), loss.detach()
-        p["acc_now"] = acc
+        p["acc_now"], p["loss_now"] = acc, loss
         # An arrangement without m (`e*`, `mem`) leaves M without a gradient: it stays put.
         grad_e = E.grad if E.grad is not None else torch.zeros_like(E)
         grad_m = M.grad if M.grad is not None else torch.zeros_like(M)

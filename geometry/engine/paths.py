@@ -236,8 +236,9 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
     (decoder evaluations its training steps made) and `trained_steps` (steps behind the
     returned control point). A curve that did not hold and whose mean grid loss ended above
     its straight start's is returned straight (`trained_steps` 0): stochastic t can
-    overshoot, and a worse curve answers nothing. `on_step(step, training, held)` is called
-    after every step with the number of curves still training and held so far.
+    overshoot, and a worse curve answers nothing. `on_step(step, training, held, loss)` is
+    called after every step with the number of curves still training, held so far, and the
+    step's mean loss over the curves it trained.
     """
     _check_moved(moved)
     blend = _blend(kind)
@@ -289,6 +290,7 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
         optimiser.zero_grad()
         loss.sum().backward()
         optimiser.step()
+        step_loss = float(loss.detach()[owner.unique().to(loss.device)].mean())
         used[active] += 1
         points_used += torch.bincount(owner, minlength=n_curves)
         mid_now = active & on_mid
@@ -309,7 +311,7 @@ def train_beziers(decoder: Decoder, a: torch.Tensor, b: torch.Tensor, targets: t
                 held[done], active[done] = True, False
                 stopped[done.to(device)] = control.detach()[done.to(device)]
         if on_step is not None:
-            on_step(step, int(active.sum()), int(held.sum()))
+            on_step(step, int(active.sum()), int(held.sum()), step_loss)
     control = torch.where(active.to(device)[:, None] | ~held.to(device)[:, None],
                           control.detach(), stopped)
     end_loss, end_acc, _ = _grid_eval(decoder, a, control, b, targets, moved, fixed, grid,

@@ -37,7 +37,8 @@ from ..starts.names import start_of
 from ..store.checkpoints import FitCheckpoint
 from ..store.runstore import RunStore
 from ..store.scoring import ensure_scored
-from ..store.texts import Text, load_texts, parse_text_spec, read_text_file
+from ..store.texts import (TABLE_SOURCES, Text, load_texts, parse_text_spec, read_table_texts,
+                           read_text_file)
 
 
 PROTOCOLS = ("all", "first-of-context")
@@ -198,6 +199,8 @@ def check_text_spec(spec: str) -> None:
         source, params = parse_text_spec(part)
         if source == "file":
             read_text_file(params["path"])
+        elif source in TABLE_SOURCES:
+            read_table_texts(source, **params)
 
 
 def check_same_run(store: RunStore, config: RunConfig, loaded: LoadedModel) -> None:

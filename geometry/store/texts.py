@@ -4,7 +4,14 @@ A text SPEC names a source: `builtin` (the paragraphs in builtin_texts.py), `win
 (COUNT non-overlapping windows of WINDOW_WORDS words from inside those paragraphs, past the
 part that serves as a context for generated texts), `random:COUNT` (words drawn uniformly from
 the 100k most frequent English words), `generated:C:K` (K continuations sampled from the model
-for each of C contexts) or a path to a `.txt` / `.jsonl` file. `load_texts` turns a spec into `Text` records: token ids plus the per-token negative
+for each of C contexts), a path to a `.txt` / `.jsonl` file, or a column of a table where
+researchers keep texts: `parquet:FILE[:COLUMN[,ID_COLUMN]]`, `csv:FILE[:COLUMN[,ID_COLUMN]]`
+or a local Hugging Face dataset `hf:DIR[:SPLIT[:COLUMN[,ID_COLUMN]]]` (a folder written by
+`Dataset.save_to_disk`, or a folder of the dataset's own parquet/csv/json files; nothing is
+fetched from a hub). COLUMN defaults to `text`; ids come from ID_COLUMN when named, else
+file-000, file-001, ...; a `context_id` column, when there, groups texts by context. A Python
+API caller may also give the texts themselves (`records_of`). All of these are source "file":
+texts the user brought. `load_texts` turns a spec into `Text` records: token ids plus the per-token negative
 log-likelihood under the model run normally, whose sum is the paper's H_LM (nats here;
 `bits=True` divides by ln 2).
 
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import random
@@ -41,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -49,7 +58,10 @@ from protoscope.geometry.errors import ProtoscopeError
 
 SOURCES = ("builtin", "random", "generated", "file")
 SPEC_FORMS = ("builtin, windows:COUNT, random:COUNT, generated:CONTEXTS:PER_CONTEXT, "
-              "or a path to a .txt or .jsonl file")
+              "a path to a .txt or .jsonl file, parquet:FILE[:COLUMN[,ID_COLUMN]], "
+              "csv:FILE[:COLUMN[,ID_COLUMN]] or hf:DIR[:SPLIT[:COLUMN[,ID_COLUMN]]]")
+TABLE_SOURCES = ("parquet", "csv", "hf")  # a column of a table or a local dataset
+TEXT_COLUMN = "text"
 CONTEXT_TOKENS = 32
 RANDOM_VOCAB = 100_000
 # Windows start past the first WINDOW_START words of a paragraph: its opening serves as the
@@ -137,12 +149,15 @@ def parse_text_spec(spec: str) -> tuple[str, dict]:
     """Validate a SPEC without a model, so the CLI fails before a slow model load.
 
     Returns (source, params): ("builtin", {}), ("windows", {"count"}), ("random", {"count"}),
-    ("generated", {"contexts", "per_context"}) or ("file", {"path"}).
+    ("generated", {"contexts", "per_context"}), ("file", {"path"}) or, for a table's column,
+    ("parquet" | "csv" | "hf", {"path", "split", "column", "id_column"}).
     """
     spec = spec.strip()
     head, *args = spec.split(":")
     if spec == "builtin":
         return "builtin", {}
+    if head in TABLE_SOURCES:
+        return head, _table_spec(head, args, spec)
     if head == "windows" and len(args) == 1:
         count, available = _positive_int(args[0], "COUNT", spec), len(window_texts())
         if count > available:
@@ -163,6 +178,24 @@ def parse_text_spec(spec: str) -> tuple[str, dict]:
             raise ProtoscopeError(f"text file {spec} does not exist or is not a file")
         return "file", {"path": Path(spec)}
     raise ProtoscopeError(f"unknown text spec {spec!r}; use {SPEC_FORMS}")
+
+
+def _table_spec(kind: str, args: list[str], spec: str) -> dict:
+    """parquet:FILE[:COLUMN[,ID_COLUMN]], csv:FILE[:...], hf:DIR[:SPLIT[:COLUMN[,ID_COLUMN]]]."""
+    most = 3 if kind == "hf" else 2
+    if not args or not args[0] or len(args) > most:
+        form = "DIR[:SPLIT[:COLUMN[,ID_COLUMN]]]" if kind == "hf" else "FILE[:COLUMN[,ID_COLUMN]]"
+        raise ProtoscopeError(f"text spec {spec!r}: use {kind}:{form}")
+    path = Path(args[0])
+    split = (args[1] or None) if kind == "hf" and len(args) > 1 else None
+    columns = args[2 if kind == "hf" else 1] if len(args) > (2 if kind == "hf" else 1) else ""
+    column, _, id_column = columns.partition(",")
+    if kind == "hf" and not path.is_dir():
+        raise ProtoscopeError(f"dataset folder {path} does not exist or is not a folder")
+    if kind != "hf" and not path.is_file():
+        raise ProtoscopeError(f"{kind} file {path} does not exist or is not a file")
+    return {"path": path, "split": split, "column": column or TEXT_COLUMN,
+            "id_column": id_column or None}
 
 
 # ---------------------------------------------------------------- sources
@@ -391,6 +424,112 @@ def read_text_file(path) -> list[tuple[str, str | None, str]]:
     return records
 
 
+def read_table_texts(kind: str, path, split: str | None = None, column: str = TEXT_COLUMN,
+                     id_column: str | None = None) -> list[tuple[str, str | None, str]]:
+    """(text_id, context_id, text) from a column of a parquet or csv file or a local dataset."""
+    where = f"{kind}:{path}"
+    if kind == "parquet":
+        frame = _read_frame(lambda: pd.read_parquet(path), where, "is not a parquet file")
+    elif kind == "csv":
+        frame = _read_frame(lambda: pd.read_csv(path, dtype=str, keep_default_na=False),
+                            where, "is not a CSV file")
+    else:
+        frame, where = _dataset_frame(Path(path), split)
+    return records_of(frame, column=column, id_column=id_column, where=where)
+
+
+def _read_frame(read, where: str, what: str) -> pd.DataFrame:
+    try:
+        return read()
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        first = (str(exc).splitlines() or [""])[0].split(". ")[0][:160]
+        raise ProtoscopeError(f"{where} {what} ({first})") from None
+
+
+def _dataset_frame(path: Path, split: str | None) -> tuple[pd.DataFrame, str]:
+    """One split of a dataset saved with save_to_disk, or of a folder of its data files."""
+    import os
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # a local folder; never a hub
+    try:
+        import datasets
+    except ImportError:
+        raise ProtoscopeError("hf: texts need the datasets package: pip install "
+                              "'protoscope[datasets]'") from None
+    saved = (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()
+    try:
+        data = (datasets.load_from_disk(str(path)) if saved
+                else datasets.load_dataset(str(path)))
+    except Exception as exc:  # datasets raises many kinds for a folder that is not a dataset
+        raise ProtoscopeError(f"hf:{path} is not a local dataset ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+    if isinstance(data, datasets.DatasetDict):
+        splits = list(data)
+        if split is None and len(splits) != 1:
+            raise ProtoscopeError(f"hf:{path} holds splits {', '.join(splits)}; name one: "
+                                  f"hf:{path}:{splits[0]}")
+        split = split or splits[0]
+        if split not in data:
+            raise ProtoscopeError(f"hf:{path} has no split {split!r}; it holds "
+                                  f"{', '.join(splits)}")
+        data = data[split]
+    elif split is not None and split != str(data.split or split):
+        raise ProtoscopeError(f"hf:{path} is one split ({data.split}), not {split!r}")
+    return data.to_pandas(), f"hf:{path}" + (f":{split}" if split else "")
+
+
+def records_of(texts, column: str = TEXT_COLUMN, id_column: str | None = None,
+               where: str = "texts") -> list[tuple[str, str | None, str]]:
+    """(text_id, context_id, text) from texts a caller holds: a list of strings, a pandas
+    Series (ids from its index unless that is the default 0..n-1), a DataFrame or a
+    `datasets.Dataset` (its `column`, ids from `id_column`, contexts from `context_id`), or a
+    dataset column. Each text must be a non-empty string; ids must be unique."""
+    if hasattr(texts, "to_pandas") and hasattr(texts, "column_names"):  # a datasets.Dataset
+        texts = texts.to_pandas()
+    if isinstance(texts, pd.DataFrame):
+        if column not in texts.columns:
+            raise ProtoscopeError(f"{where} has no column {column!r}; its columns: "
+                                  f"{', '.join(map(str, texts.columns))}")
+        if id_column is not None and id_column not in texts.columns:
+            raise ProtoscopeError(f"{where} has no id column {id_column!r}")
+        ids = texts[id_column] if id_column else None
+        contexts = texts["context_id"] if "context_id" in texts.columns else None
+        texts = texts[column].reset_index(drop=True)
+    elif isinstance(texts, pd.Series):
+        default = isinstance(texts.index, pd.RangeIndex) and texts.index.start == 0
+        ids, contexts = (None if default else pd.Series(texts.index)), None
+        texts = texts.reset_index(drop=True)
+    elif isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__"):
+        raise ProtoscopeError(f"{where}: give a text spec, or a list, Series or dataset "
+                              f"column of strings, not {type(texts).__name__}")
+    else:
+        texts, ids, contexts = pd.Series(list(texts), dtype=object), None, None
+    if texts.empty:
+        raise ProtoscopeError(f"{where} holds no texts")
+    records = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ProtoscopeError(f"{where}: text {i} is {'empty' if isinstance(text, str) else type(text).__name__}, "
+                                  "not a non-empty string")
+        text_id = f"file-{i:03d}" if ids is None else ids.iloc[i]
+        if not isinstance(text_id, str):
+            text_id = None if text_id is None or text_id != text_id else str(text_id)
+        if not text_id:
+            raise ProtoscopeError(f"{where}: text {i} has no id")
+        context = None if contexts is None else contexts.iloc[i]
+        context = None if context is None or context != context or context == "" else str(context)
+        records.append((text_id, context, text))
+    _check_unique([r[0] for r in records], where)
+    return records
+
+
+def texts_label(records: Sequence[tuple[str, str | None, str]]) -> str:
+    """The config's `texts` for texts a caller gave: their count and a digest, so a resume
+    with other texts is refused as another config."""
+    digest = hashlib.sha256(json.dumps(list(records)).encode()).hexdigest()[:12]
+    return f"given:{len(records)}:{digest}"
+
+
 # ---------------------------------------------------------------- loading
 
 
@@ -402,7 +541,7 @@ def _check_unique(ids: list[str], where: str) -> None:
         seen.add(text_id)
 
 
-def _to_texts(loaded, records: Sequence[tuple[str, str | None, str]], source: str,
+def to_texts(loaded, records: Sequence[tuple[str, str | None, str]], source: str,
               progress=None) -> list[Text]:
     """Text records from (text_id, context_id, text), tokenised in chunks (one tokenizer call
     per chunk, not per text) with `progress("tokenised", done, total)` after each."""
@@ -432,18 +571,20 @@ def load_texts(spec: str, loaded, seed: int = 0, random_words: int = 400,
     """
     source, params = parse_text_spec(spec)
     if source == "builtin":
-        texts = _to_texts(loaded, [(i, None, t) for i, t in builtin_texts()], "builtin", progress)
+        texts = to_texts(loaded, [(i, None, t) for i, t in builtin_texts()], "builtin", progress)
     elif source == "windows":  # built-in prose, so the same source as the paragraphs
-        texts = _to_texts(loaded, [(i, None, t) for i, t in window_texts()[:params["count"]]],
+        texts = to_texts(loaded, [(i, None, t) for i, t in window_texts()[:params["count"]]],
                           "builtin", progress)
     elif source == "random":
-        texts = _to_texts(loaded, [(i, None, t) for i, t in
+        texts = to_texts(loaded, [(i, None, t) for i, t in
                                    random_texts(params["count"], seed, random_words)], "random", progress)
     elif source == "generated":
         texts = generated_texts(loaded, params["contexts"], params["per_context"], seed,
                                 generate_tokens)
+    elif source in TABLE_SOURCES:
+        texts = to_texts(loaded, read_table_texts(source, **params), "file", progress)
     else:
-        texts = _to_texts(loaded, read_text_file(params["path"]), "file", progress)
+        texts = to_texts(loaded, read_text_file(params["path"]), "file", progress)
     _check_unique([t.text_id for t in texts], f"text spec {spec!r}")
     if with_nll:
         nlls = token_nll(loaded, [t.token_ids for t in texts], progress=progress,
