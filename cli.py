@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # `python cli.py ...` runs the installed package'
     if __name__ == "__main__":
         sys.exit(_main())
 
-from .analysis.registry import ANALYSES, flag_dest  # noqa: E402
+from .analysis.registry import ANALYSES, DEFAULT, flag_dest  # noqa: E402
 from .geometry.errors import ProtoscopeError  # noqa: E402
 from .options import add_arguments  # noqa: E402
 from .workflows import settings  # noqa: E402
@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ana = sub.add_parser("analyze", help="run the analyses on a run directory")
     ana.add_argument("run")
-    ana.add_argument("--only", default=None, help=f"comma-separated, of: {','.join(ANALYSES)} (default: all)")
+    ana.add_argument("--only", default=None, help=f"comma-separated, of: {','.join(ANALYSES)} (default: "
+                     f"{','.join(DEFAULT)}; the others are asked for by name)")
     ana.add_argument("--force", action="store_true", help="recompute tables that are up to date")
     ana.add_argument("--device", default="cpu")
     _threads_option(ana)

@@ -190,6 +190,15 @@ def findings(analysis: Callable[[str], pd.DataFrame | None], solutions: pd.DataF
     probes = analysis("probes")
     if probes is not None and len(probes):
         rows.extend(geometry(row) for row in _probe_rows(probes))
+    spectrum = analysis("spectrum")
+    if spectrum is not None and len(spectrum):
+        rows.append(_spectrum_row(spectrum, seed))
+    paths = analysis("trajectories")
+    if paths is not None and len(paths):
+        rows.append(_path_row(paths, seed))
+    intrinsic = analysis("intrinsic_dimension")
+    if intrinsic is not None and len(intrinsic):
+        rows.extend(_dimension_rows(intrinsic, seed))
     rows = [r for r in rows if r is not None]
     table = pd.DataFrame(rows, columns=COLUMNS)
     return table.astype({"estimate": float, "low": float, "high": float, "n": int,
@@ -431,6 +440,92 @@ def _capacity_row(cap: pd.DataFrame, manifest: dict, seed: int) -> dict | None:
                   f"{detail}")
     return _row("capacity (tokens, median over texts)", estimate, low, high, n, paper,
                 verdict_, "texts", claim, detail, BOUNDED)
+
+
+def _spectrum_row(spectrum: pd.DataFrame, seed: int) -> dict | None:
+    """The stiff count of [e; m] (e where m is not the solutions' own), median over solutions:
+    the paper gives no value; where every eigenvalue found was stiff the count is a lower
+    bound (Lanczos found that many within its top k)."""
+    block = CONCATENATED if (spectrum["block"] == CONCATENATED).any() else "e"
+    rows = spectrum[spectrum["block"] == block]
+    values = rows["stiff"].to_numpy(float)
+    stat = _weighted_median(values)
+    low, high, n = cluster_interval(stat, rows["text_id"].astype(str).to_numpy(), None, seed)
+    censored, k = int(rows["stiff_censored"].astype(bool).sum()), int(rows["k"].max())
+    detail = (f"{stat(np.ones(len(values))):g} stiff directions of the top {k}: median over "
+              f"{len(rows)} solutions of the Hessian eigenvalues of {block} above "
+              f"{_share(rows)} of the top one, among the top {k} (Lanczos); median top "
+              f"eigenvalue {float(np.median(rows['top'])):.3g}")
+    if censored:
+        detail = (f"{LOWER_BOUND} its top {k} eigenvalues, all stiff, on {censored} of "
+                  f"{len(rows)} solutions (there the count is at least {k}); {detail}")
+    return _row(f"stiff Hessian directions (top-k, {block})", stat(np.ones(len(values))), low,
+                high, n, np.nan, "inconclusive", "texts",
+                f"{NO_PAPER_VALUE}: the paper measures no Hessian", detail,
+                BOUNDED if censored else OBSERVED)
+
+
+def _path_row(paths: pd.DataFrame, seed: int) -> dict:
+    """The share of a path's variance in its first two principal components, median over
+    solutions; the paper gives no value (progressive cramming reports 65.7% for
+    autoregressive memory vectors)."""
+    values = paths["pc12"].to_numpy(float)
+    stat = _weighted_median(values)
+    low, high, n = cluster_interval(stat, paths["text_id"].astype(str).to_numpy(), None, seed)
+    exact = paths["first_exact_share"].dropna()
+    estimate = stat(np.ones(len(values)))
+    detail = (f"{estimate:.0%} of a path's variance in PC1 + PC2: median over {len(paths)} "
+              f"solution paths (their last restart, {int(paths['points'].median())} kept points "
+              f"each at the median)")
+    detail += (f"; the text first appeared at {float(exact.median()):.0%} of the steps (median "
+               f"of {len(exact)})" if len(exact) else
+               f"; no kept point reached accuracy {RECONSTRUCTED}")
+    return _row("path variance in its first two components", estimate, low,
+                high, n, np.nan, "inconclusive", "texts",
+                f"{NO_PAPER_VALUE} (progressive cramming: 65.7% for [mem] vectors)", detail)
+
+
+def _dimension_rows(intrinsic: pd.DataFrame, seed: int) -> list[dict]:
+    """Per subspace kind, over all texts and (when there are several) per source: the median
+    over texts of the smallest K that reconstructed. An upper bound (a smaller K that failed
+    within its budget is not shown impossible); texts no K reconstructed are counted in the
+    detail, not given a value."""
+    out = []
+    for kind, of_kind in intrinsic.groupby("kind"):
+        sources = sorted(of_kind["source"].astype(str).unique())
+        groups = [("", of_kind)] + ([(s, of_kind[of_kind["source"] == s]) for s in sources]
+                                    if len(sources) > 1 else [])
+        for source, rows in groups:
+            row = _dimension_row(rows, f"{kind} subspace" + (f", {source}" if source else ""),
+                                 seed)
+            if row is not None:
+                out.append(row)
+    return out
+
+
+def _dimension_row(rows: pd.DataFrame, what: str, seed: int) -> dict | None:
+    found = rows[rows["found"].astype(bool)]
+    if not len(found):
+        return None
+    missing = len(rows) - len(found)
+    tried = sorted({int(k) for ks in rows["dims_tried"] for k in str(ks).split(",")})
+    values = found["d_int"].to_numpy(float)
+    stat = _weighted_median(values)
+    low, high, n = cluster_interval(stat, found["text_id"].astype(str).to_numpy(), None, seed)
+    detail = (f"an upper bound: the smallest K of {tried} at which a seed reconstructed the "
+              f"text within the fit's budget; a smaller K may reconstruct with a longer search")
+    if missing:
+        detail += (f"; {missing} of {len(rows)} texts were not reconstructed at any K up to "
+                   f"{max(tried)} within the budget (left out, not evidence that none exists)")
+    return _row(f"intrinsic dimension (smallest K reconstructing, {what})",
+                stat(np.ones(len(values))), low, high, n, np.nan, "inconclusive", "texts",
+                f"{NO_PAPER_VALUE} (progressive cramming: 64 tokens in a rank-32 subspace, "
+                "[mem] vectors)", detail, BOUNDED)
+
+
+def _share(rows: pd.DataFrame) -> str:
+    share = (rows["threshold"] / rows["top"]).dropna()
+    return f"{float(share.median()):.2g}" if len(share) else "a share"
 
 
 def _probe_rows(probes: pd.DataFrame) -> list[dict]:

@@ -35,6 +35,7 @@ class Analysis:
     figures: str  # the reports module that draws its tables
     findings: tuple[str, ...] = ()  # the findings rows its tables feed
     tensors: tuple[str, ...] = ()  # what it writes as NAME.safetensors instead of a table
+    default: bool = True  # run by `analyze` without --only (and by the demo)
 
     @property
     def module(self):
@@ -116,6 +117,22 @@ UNIQUENESS = (
            "stratified by pair kind", least=3, all=True, flag="uniqueness-pairs"),
     Option("seed", "int", 0, "seed of the pair sample", least=0, flag=""),
 )
+SPECTRUM = (
+    Option("eigs", "int", 10, "top Hessian eigenvalues per solution and block (Lanczos)",
+           least=1),
+    Option("solutions", "int", 4, "solutions measured, the first seed of each text first",
+           least=1, all=True, flag="spectrum-solutions"),
+    Option("threshold", "float", 0.01, "a direction is stiff above this share of the top "
+           "eigenvalue", positive=True, flag="stiff-threshold"),
+    Option("step", "float", 1e-3, "finite-difference step of a Hessian-vector product, "
+           "relative to |[e; m]|", positive=True, flag=""),
+    Option("tol", "float", 1e-3, "Lanczos relative tolerance", positive=True, flag=""),
+    Option("seed", "int", 0, "seed of the Lanczos start vectors", least=0, flag=""),
+)
+TRAJECTORIES = (
+    Option("min_points", "int", 3, "fewest kept points a path needs to be described", least=2,
+           flag="path-min-points"),
+)
 
 ANALYSES: dict[str, Analysis] = {a.name: a for a in (
     Analysis("uniqueness", "are a text's solutions closer to each other than to other texts'?",
@@ -138,8 +155,19 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
              "reports.figures_information"),
     Analysis("probes", "what about its text can a linear probe read from e?", ("probes",),
              PROBES, "reports.figures_information", ("probe: ",)),
+    Analysis("spectrum", "how many directions around a solution are stiff (top Hessian "
+             "eigenvalues)?", ("spectrum", "spectrum_eigenvalues"), SPECTRUM,
+             "reports.figures_dimension", ("stiff Hessian directions (top-k, ",),
+             default=False),
+    Analysis("trajectories", "how flat is the path the optimiser took, and where on it does "
+             "the text appear?", ("trajectories", "trajectory_points"), TRAJECTORIES,
+             "reports.figures_dimension", ("path variance in its first two components",)),
+    Analysis("dimension", "in how few dimensions can a text be reconstructed (subspace fits)?",
+             ("dimension", "intrinsic_dimension"), (), "reports.figures_dimension",
+             ("intrinsic dimension (smallest K reconstructing",)),
 )}
 NAMES = tuple(ANALYSES)
+DEFAULT = tuple(n for n, a in ANALYSES.items() if a.default)  # `analyze` without --only
 # findings rows no analysis feeds: the capacity search (geometry/runs/capacity.py) writes its table
 SEARCH_FINDINGS = {"capacity": ("capacity (tokens, median over texts)",)}
 

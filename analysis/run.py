@@ -34,7 +34,7 @@ from ..progress import Progress, each
 from ..options import resolve, stamp_value
 from . import findings
 from .progress import named
-from .registry import ANALYSES as REGISTRY
+from .registry import ANALYSES as REGISTRY, DEFAULT
 
 ANALYSES = tuple(REGISTRY)  # every analysis, in the order `analyze` runs them
 
@@ -54,7 +54,7 @@ def run_analyses(store: RunStore, only=None, device: str = "cpu", force: bool = 
     `progress(stage, done, total, **detail)` hears each analysis's progress (default: a
     `Progress` of its own, bars or, under `quiet`, a line a minute on stderr); `listen`, when
     given, hears the same calls beside it (a TensorBoard log)."""
-    names = list(only or ANALYSES)
+    names = list(only or DEFAULT)
     unknown = [n for n in names if n not in ANALYSES]
     if unknown:
         raise ProtoscopeError(f"unknown analysis {unknown[0]!r}: allowed are {', '.join(ANALYSES)}")

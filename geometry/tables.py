@@ -65,6 +65,18 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                  "detail", "evidence"),
     "throughput": ("method", "length", "batch", "tokens", "seconds", "tokens_per_second",
                    "accuracy", "stand_in"),
+    "spectrum": ("solution_id", "text_id", "seed", "length", "block", "dimension", "k", "top",
+                 "smallest_found", "threshold", "stiff", "stiff_censored", "converged",
+                 "products", "seconds"),
+    "spectrum_eigenvalues": ("solution_id", "block", "rank", "eigenvalue"),
+    "trajectories": ("solution_id", "text_id", "seed", "length", "points", "steps", "pc1", "pc2",
+                     "pc12", "path_length", "displacement", "first_exact_step",
+                     "first_exact_share"),
+    "trajectory_points": ("solution_id", "text_id", "step", "accuracy", "loss", "x", "y"),
+    "dimension": ("text_id", "source", "length", "kind", "dim", "seeds", "accuracy",
+                  "reconstructed"),
+    "intrinsic_dimension": ("text_id", "source", "length", "kind", "d_int", "found",
+                            "dims_tried", "largest_tried", "h_lm_bits"),
 }
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from ..analysis.findings import text_findings
 from ..geometry.errors import ProtoscopeError
 from . import figures_compare as fc
+from . import figures_dimension as dim
 from .figures import esc
 from .page import Html, Section, html_table, meta_list, render_page, write_page
 from .report import findings_table, learned_starts_note, open_run
@@ -124,6 +125,10 @@ def compare_sections(store, text_id: str, pair_id=None) -> list[Section]:
                        fc.path_tokens(tokens, chosen, "linear"),
                        fc.path_tokens(tokens, chosen, "bezier")]
     sections.append(Section("path", "Along a path", path_blocks))
+    points = store.analysis("trajectory_points")
+    if points is not None and len(points):  # a run that kept its optimisation paths
+        sections.append(Section("trajectories", "Optimisation paths",
+                                [dim.text_paths(points, text_id)]))
     return sections
 
 

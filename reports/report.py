@@ -22,6 +22,7 @@ from ..geometry.store.runstore import RunStore
 from ..geometry.tables import read
 from . import figures_capacity as cap
 from . import figures_connectivity as conn
+from . import figures_dimension as dim
 from . import figures_information as info
 from . import figures_neighbourhoods as hood
 from . import figures_uniqueness as uniq
@@ -66,7 +67,8 @@ def build_report(run_dir: Path | str, static: str | None = None,
 def report_sections(store, allow_learned_starts: bool | None = None) -> list[Section]:
     """The report's sections, in reading order (usable from a notebook without writing HTML)."""
     return [findings_section(store, allow_learned_starts), overview(store), capacity(store),
-            uniqueness(store), connectivity(store), neighbourhoods(store), information(store)]
+            uniqueness(store), connectivity(store), neighbourhoods(store), information(store),
+            shape(store)]
 
 
 def run_findings(store, allow_learned_starts: bool | None = None) -> pd.DataFrame:
@@ -288,3 +290,22 @@ def information(store) -> Section:
                      text_columns=("continuation",), max_rows=200)
     return _section("information", "Information", blocks, "No information analysis in this run.")
 
+
+
+def shape(store) -> Section:
+    """The shape of the solution set: intrinsic dimension, the local spectrum, the
+    optimiser's paths."""
+    table = store.analysis("spectrum")
+    blocks = [dim.reconstruction_vs_dim(store.analysis("dimension")),
+              dim.dimension_vs_hlm(store.analysis("intrinsic_dimension")),
+              dim.eigenvalue_spectra(store.analysis("spectrum_eigenvalues")),
+              dim.stiff_vs_radius(table, store.analysis("neighbourhood_radii")),
+              dim.path_variance(store.analysis("trajectories")),
+              dim.path_accuracy(store.analysis("trajectory_points"))]
+    blocks += [Html("<h3>Stiff directions per solution</h3>")] if table is not None else []
+    blocks += _table(table, read("spectrum", "solution_id", "text_id", "block", "dimension", "k",
+                                 "top", "threshold", "stiff", "stiff_censored", "converged",
+                                 "products", "seconds"))
+    return _section("shape", "Shape: dimension, local spectrum, optimisation paths", blocks,
+                    "No subspace fits (fit --subspace K), no spectrum analysis (analyze --only "
+                    "spectrum) and no trajectories (fit --trajectory-every K) in this run.")

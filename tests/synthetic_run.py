@@ -115,7 +115,45 @@ def _analysis_tables(rng: np.random.Generator, solutions: pd.DataFrame) -> dict:
     tables.update(_neighbourhoods(rng, solutions, source))
     tables.update(_information(rng, solutions, source))
     tables["positions"] = _positions(rng, solutions)
+    tables.update(_shape(rng, solutions, source))
     return tables
+
+
+def _shape(rng, solutions, source) -> dict:
+    """Spectra of two solutions, a path per solution, subspace results per text."""
+    spectrum, values = [], []
+    for sid, text_id in zip(solutions["solution_id"][:2], solutions["text_id"][:2]):
+        for block, dim in (("e", D_MODEL), ("e+m", 2 * D_MODEL)):
+            eig = np.sort(rng.gamma(1.0, 2.0, 4))[::-1]
+            stiff = int((eig > 0.01 * eig[0]).sum())
+            spectrum.append({"solution_id": int(sid), "text_id": text_id, "seed": 0,
+                             "length": LENGTH, "block": block, "dimension": dim, "k": 4,
+                             "top": eig[0], "smallest_found": eig[-1], "threshold": 0.01 * eig[0],
+                             "stiff": stiff, "stiff_censored": stiff == 4, "converged": True,
+                             "products": 30, "seconds": 0.5})
+            values += [{"solution_id": int(sid), "block": block, "rank": r + 1, "eigenvalue": v}
+                       for r, v in enumerate(eig)]
+    paths, points = [], []
+    for sid, text_id, seed in zip(solutions["solution_id"], solutions["text_id"], solutions["seed"]):
+        steps = np.arange(0, 60, 10)
+        acc = np.minimum(1.0, np.linspace(0, 1.2, len(steps)))
+        pc1 = float(rng.uniform(0.5, 0.9))
+        paths.append({"solution_id": int(sid), "text_id": text_id, "seed": int(seed),
+                      "length": LENGTH, "points": len(steps), "steps": 50, "pc1": pc1,
+                      "pc2": (1 - pc1) / 2, "pc12": pc1 + (1 - pc1) / 2, "path_length": 3.0,
+                      "displacement": 2.0, "first_exact_step": 40.0, "first_exact_share": 0.8})
+        points += [{"solution_id": int(sid), "text_id": text_id, "step": int(st), "accuracy": a,
+                    "loss": 5 * (1 - a), "x": float(i), "y": float(rng.normal())}
+                   for i, (st, a) in enumerate(zip(steps, acc))]
+    dims = [{"text_id": t, "source": source[t], "length": LENGTH, "kind": "random", "dim": k,
+             "seeds": 1, "accuracy": min(1.0, k / 16), "reconstructed": k >= 16}
+            for t in sorted(source) for k in (4, 16, 64)]
+    intrinsic = [{"text_id": t, "source": source[t], "length": LENGTH, "kind": "random",
+                  "d_int": 16.0, "found": True, "dims_tried": "4,16,64", "largest_tried": 64,
+                  "h_lm_bits": float(rng.uniform(10, 40))} for t in sorted(source)]
+    return {"spectrum": pd.DataFrame(spectrum), "spectrum_eigenvalues": pd.DataFrame(values),
+            "trajectories": pd.DataFrame(paths), "trajectory_points": pd.DataFrame(points),
+            "dimension": pd.DataFrame(dims), "intrinsic_dimension": pd.DataFrame(intrinsic)}
 
 
 def _capacity(rng, source) -> pd.DataFrame:

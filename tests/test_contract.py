@@ -119,6 +119,13 @@ EXPECTED_REPORT = [
     "information | Attention to e vs m by layer | drawn",
     "information | Proto-tokens used as a prompt: overlap with the text | drawn",
     "information | Decoding throughput | drawn",
+    # the tiny run has no subspace fits and kept no paths (tests/test_dimension.py draws those)
+    "shape | Texts reconstructed vs subspace dimension | no data",
+    "shape | Intrinsic dimension vs information held (H_LM) | no data",
+    "shape | Top Hessian eigenvalues per solution | drawn",
+    "shape | Top eigenvalue of e vs the neighbourhood radius | drawn",
+    "shape | Variance of each optimisation path in its first components | no data",
+    "shape | Accuracy along the optimisation paths | no data",
 ]
 EXPECTED_COMPARE = [  # text t0
     "distances | Pairwise cosine distance (e+m) | drawn",
@@ -169,6 +176,7 @@ OPTIONS = {  # small budgets: the test is about which tables and figures exist, 
     "information": {"throughput_batches": (1,), "repeats": 1},
     "probes": {"positions": (1, 2), "folds": 2, "permutations": 1, "resamples": 10,
                "semantic": False},
+    "spectrum": {"eigs": 3, "solutions": 2},
 }
 
 

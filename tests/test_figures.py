@@ -179,9 +179,9 @@ def test_report_embeds_plotlyjs_once_and_no_cdn(run):
     assert page.count("cdn.plot.ly") == get_plotlyjs().count("cdn.plot.ly")
     for raw in RAW_HOSTILE:
         assert raw not in page
-    assert page.count(FIGURE_DIV) == 24
+    assert page.count(FIGURE_DIV) == 30
     for anchor in ("overview", "capacity", "uniqueness", "connectivity", "neighbourhoods",
-                   "information"):
+                   "information", "shape"):
         assert f'<section id="{anchor}">' in page
 
 
@@ -202,7 +202,7 @@ def test_compare_page_for_a_hostile_text_id(run):
     page = path.read_text(encoding="utf-8")
     for raw in RAW_HOSTILE + (HOSTILE_ID,):
         assert raw not in page
-    assert page.count(FIGURE_DIV) == 5
+    assert page.count(FIGURE_DIV) == 6  # with the text's optimisation paths
 
 
 def test_unknown_text_id_names_known_ones(run):

@@ -148,12 +148,15 @@ def run_config(opts: Mapping, **fields) -> RunConfig:
     recipe = resolve_recipe(opts["recipe"], init=recipe_init,
                             curriculum=True if opts.get("curriculum") else None,
                             **{k: opts.get(k) for k in settings.RECIPE_FIELDS})
-    return RunConfig(model=opts["model"], texts=opts["texts"], seeds=opts["seeds"],
-                     arrangement=opts["arrangement"], share=opts["share"],
-                     group_size=opts["group_size"], recipe=recipe, text_seed=opts["text_seed"],
-                     generate_tokens=opts["generate_tokens"], dtype=opts["dtype"],
-                     m_from=opts.get("m_from") or "", start=start,
-                     **({} if spread is None else {"start_spread": spread}), **fields)
+    given = dict(model=opts["model"], texts=opts["texts"], seeds=opts["seeds"],
+                 arrangement=opts["arrangement"], share=opts["share"],
+                 group_size=opts["group_size"], recipe=recipe, text_seed=opts["text_seed"],
+                 generate_tokens=opts["generate_tokens"], dtype=opts["dtype"],
+                 m_from=opts.get("m_from") or "", start=start,
+                 trajectory_every=opts.get("trajectory_every") or 0,
+                 subspace=opts.get("subspace") or "",
+                 **({} if spread is None else {"start_spread": spread}))
+    return RunConfig(**{**given, **fields})  # the run's own fields decide
 
 
 def fit_options(values: Mapping | None = None, where: str = "fit") -> dict:

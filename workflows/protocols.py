@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..analysis.registry import ANALYSES
+from ..analysis.registry import ANALYSES, DEFAULT
 from ..options import Option, describe
 from . import settings
 
@@ -64,6 +64,8 @@ def _sizes(length: int | None, seeds: int, least_seeds: int = 1, max_steps: int 
 
 
 PROBE_TEXTS = "generated:4:10+windows:20+random:20"  # 80 texts: sized for a 2-core CPU
+DIMENSION_TEXTS = "windows:5+generated:5:1+random:5"  # 5 texts of each source
+SUBSPACE_KINDS = ("random", "pca")  # geometry/engine/subspace.KINDS, which a test keeps equal
 DEMO_TEXTS = "builtin:5+generated:1:3+random:2"  # 10 texts: 7 gave 6 pairs, an interval down to 0.5
 
 STUDIES: dict[str, Study] = {s.name: s for s in (
@@ -108,11 +110,22 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           (), {},  # the capacity search writes its own table (no analysis runs)
           {"model": PAPER_MODELS, "arrangement": "e m*", "recipe": PAPER_RECIPE, "seeds": None,
            "lengths": "4, 5, 8, ... 1448 (powers of sqrt 2)", "share": "none"},),
+    Study("dimension", "intrinsic dimension by random-subspace fits (Li et al. 2018): per "
+          "text the smallest K at which a fit in a K-dimensional slice of [e; m] reconstructs it",
+          (Option("texts", "str", DIMENSION_TEXTS, "text SPEC (5 texts per source: an "
+                  "interval per source needs 5)"),
+           Option("dims", "ints", (4, 16, 64, 256), "subspace dimensions K tried, increasing",
+                  least=1),
+           Option("kind", "str", "random", "random (a seeded basis per seed) or pca (the token "
+                  "embeddings' top directions)", choices=SUBSPACE_KINDS))
+          + _sizes(16, 1, max_steps=500),
+          ("dimension",), {},
+          {},),  # the paper measures no dimension: no protocol of its to differ from
     Study("demo", "the main job on the default model, end to end: mixed texts x 2 seeds, m "
           "per text, every analysis, the report and a compare page (427 s wall, 410 CPU-s at "
           "one thread, 2026-12-03)",
           (Option("texts", "str", DEMO_TEXTS, "text SPEC"),) + _sizes(8, 2, max_steps=400),
-          tuple(ANALYSES),
+          DEFAULT,
           {"connectivity": {"max_pairs": 1, "grid": 21, "cross_text_pairs": 1},
            "neighbourhoods": {"directions": 3, "adversarial_steps": 3}},
           {"model": PAPER_MODELS, "arrangement": "e m*", "recipe": PAPER_RECIPE,

@@ -84,9 +84,14 @@ STARTS = (
     Option("curriculum", "bool", False, "length curriculum: fit N/4, then N/2, then N tokens, "
            "each warm-started from the last (steps count every stage)"),
 )
-LOGGING = (
+RECORDING = (  # what a fit keeps beside its solutions
     Option("log_dir", "path", None, "also write TensorBoard event files here: per share group and "
            "step, loss and worst and mean accuracy (the tensorboard extra)"),
+    Option("subspace", "str", None, "fit [e; m] = x0 + P z in a K-dimensional subspace: K or "
+           "K,K,...[:random|pca] (random: a seeded orthonormal basis per seed; pca: the token "
+           "embeddings' top directions); no restarts", flag="subspace"),
+    Option("trajectory_every", "int", 0, "keep each solution's path, its vectors every this many "
+           "steps, in RUN/trajectories (0: none; the trajectories analysis reads them)", least=0),
 )
 CAPACITY = TEXTS + SOLUTIONS + MODEL + RECIPE + STARTS + RUNNING + (
     Option("lengths", "ints", None, "the length grid, increasing, or none for the paper's "
@@ -94,7 +99,7 @@ CAPACITY = TEXTS + SOLUTIONS + MODEL + RECIPE + STARTS + RUNNING + (
     Option("method", "str", "one-step", "one-step, mem, or both", choices=tuple(METHODS)),
     Option("warm_start", "bool", True, "start each length from the last one's solutions"),
 )
-FIT = TEXTS + SOLUTIONS + MODEL + RECIPE + STARTS + RUNNING + LOGGING
+FIT = TEXTS + SOLUTIONS + MODEL + RECIPE + STARTS + RUNNING + RECORDING
 
 
 def split_init(init: str | None) -> tuple[str | None, str]:

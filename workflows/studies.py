@@ -21,6 +21,8 @@ paper does not say), and `differs` one sentence per setting where the two part.
 - probes: many texts (the model's own continuations, random words, windows of the built-in
   prose) with m shared by random groups of a few texts; linear probes of e.
 - capacity: the capacity search with m shared or not.
+- dimension: fits in K-dimensional random (or PCA) subspaces of [e; m] for a grid of K, and
+  per text the smallest K that reconstructs it (an upper bound on its intrinsic dimension).
 - demo: the main job end to end on a few mixed texts (m per text, two seeds), every analysis,
   the report and one compare page; sized to finish in under 8 minutes on a 2-core CPU.
 
@@ -282,6 +284,30 @@ def _capacity(opts: dict, analysis: dict) -> Plan:
                 (too_few("study capacity", count_texts(opts["texts"]), "texts"),))
 
 
+def _dimension(opts: dict, analysis: dict) -> Plan:
+    dims = sorted(set(opts["dims"]))
+    config = _config(opts, share="none", group_size=0, lengths=(opts["length"],),
+                     subspace=f"{','.join(map(str, dims))}:{opts['kind']}")
+    texts = count_texts(opts["texts"])
+    return Plan(config, {**fit_settings(config), "text_spec": opts["texts"], "texts": texts,
+                         "seeds": opts["seeds"], "length": opts["length"], "kind": opts["kind"],
+                         "dims": ", ".join(map(str, dims)),
+                         "search": "each K fitted from the recipe's start (no warm start along "
+                                   "K), no restarts; d_int is the smallest K reconstructed "
+                                   "within the budget, an upper bound"},
+                (too_few("study dimension", texts, "texts"),))
+
+
+def dimension_summary(store: RunStore) -> pd.DataFrame:
+    """Per source and kind: texts, texts reconstructed at some K, median d_int of those."""
+    table = store.analysis("intrinsic_dimension")
+    if table is None or table.empty:
+        return pd.DataFrame()
+    return (table.groupby(["source", "kind"], as_index=False)
+            .agg(texts=("text_id", "size"), found=("found", "sum"),
+                 median_d_int=("d_int", "median"), largest_tried=("largest_tried", "max")))
+
+
 def _demo(opts: dict, analysis: dict) -> Plan:
     config = _config(opts, share="m", group_size=1, lengths=(opts["length"],))
     conn = analysis["connectivity"]
@@ -336,11 +362,11 @@ def capacity_summary(store: RunStore) -> pd.DataFrame:
 # -- what each study does with its options, by name (its declaration: workflows/protocols.py) -----
 PLANS: dict[str, Callable[[dict, dict], Plan]] = {
     "connectivity": _connectivity, "uniqueness": _uniqueness, "probes": _probes,
-    "capacity": _capacity, "demo": _demo}
+    "capacity": _capacity, "dimension": _dimension, "demo": _demo}
 SUMMARIES: dict[str, Callable[[RunStore], pd.DataFrame]] = {
     "connectivity": connectivity_summary,
     "uniqueness": findings_summary("same-text", "same-context"),
-    "probes": _table("probes"), "capacity": capacity_summary,
+    "probes": _table("probes"), "capacity": capacity_summary, "dimension": dimension_summary,
     "demo": findings_summary("straight path", "curve")}
 
 

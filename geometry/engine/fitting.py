@@ -98,6 +98,12 @@ class Solution:
     converged: bool
     status: str  # converged | budget | stalled | failed
     failure: str | None = None
+    # With `trajectory_every` K: the path the search took, one row per K steps and a last row
+    # for the kept vectors: [step, restart, accuracy, total loss, e (d), m (d)] (PATH_FIELDS).
+    path: torch.Tensor | None = None
+
+
+PATH_FIELDS = ("step", "restart", "accuracy", "loss")  # a path row's leading columns, then e, m
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,8 @@ class Fitter:
     def __init__(self, decoder: Decoder, recipe: Recipe, share: str = "none",
                  batch_size: int | None = None, progress: Callable | None = None,
                  on_step: Callable | None = None, checkpoint: Checkpoint | None = None,
-                 on_groups: Callable | None = None, frozen_m: torch.Tensor | None = None):
+                 on_groups: Callable | None = None, frozen_m: torch.Tensor | None = None,
+                 trajectory_every: int = 0):
         if share not in SHARES:
             raise ProtoscopeError(f"unknown share mode {share!r}: allowed are {', '.join(SHARES)}")
         self.decoder, self.recipe, self.share = decoder, recipe, share
@@ -203,6 +210,8 @@ class Fitter:
         self.on_step = on_step  # called with the accuracies of the active problems each step
         self.checkpoint = checkpoint  # saves the in-flight groups now and then (checkpoints.py)
         self.on_groups = on_groups  # called each step with GroupProgress of the groups in flight
+        # every this many steps each problem's vectors are kept as its path (0: no paths)
+        self.trajectory_every = int(trajectory_every)
         # A universal m (frozen.py): every problem's m starts there and never moves or restarts.
         self.frozen_m = None if frozen_m is None else frozen_m.detach().float().cpu().clone()
         info = decoder.loaded.info
@@ -261,7 +270,8 @@ class Fitter:
 
         stage_fitter = Fitter(self.decoder, replace(self.recipe, curriculum=False), share=self.share,
                               batch_size=self.batch_size, on_step=self.on_step,
-                              on_groups=self.on_groups, frozen_m=self.frozen_m)
+                              on_groups=self.on_groups, frozen_m=self.frozen_m,
+                              trajectory_every=self.trajectory_every)
         current = list(problems)
         spent: dict[tuple, list[float]] = {(p.text_id, p.seed): [0, 0, 0.0] for p in problems}
         if len(spent) != len(problems):
@@ -320,6 +330,7 @@ class _Batch:
         self.g_since = torch.zeros(0, dtype=torch.long, device=dev)  # steps since that best improved
         self.release = self.r.share_policy == "release"
         self.failures: dict[int, str] = {}  # id(problem) -> reason of the last fault
+        self.paths: dict[int, list[torch.Tensor]] = {}  # id(problem) -> its path rows so far
 
     # -- membership -------------------------------------------------------------------------
     def admit(self) -> None:
@@ -457,6 +468,9 @@ class _Batch:
             "groups": [{"key": g.key, "members": g.members, "steps": g.steps, "worst": g.worst,
                         "exact": g.exact} for g in self.group_progress()],
         }
+        for i, prob in enumerate(self.problems):
+            if self.paths.get(id(prob)):
+                tensors[f"path.{i}"] = torch.stack(self.paths[id(prob)])
         return tensors, state
 
     def restore(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
@@ -475,6 +489,8 @@ class _Batch:
         for name in ("e", "m"):
             adam = getattr(self, f"adam_{name}")
             adam.m1, adam.m2, adam.t = (tensors[f"adam_{name}.{k}"].to(dev) for k in ("m1", "m2", "t"))
+        self.paths = {id(prob): list(tensors[f"path.{i}"]) for i, prob in enumerate(self.problems)
+                      if f"path.{i}" in tensors}
         if "p.loss_now" not in tensors:  # a checkpoint written before the loss was kept
             tensors["p.loss_now"] = torch.full_like(tensors["p.acc_now"], math.nan)
         self.p = {c: tensors[f"p.{c}"].to(dev) for c in self.p}
@@ -520,6 +536,8 @@ class _Batch:
         done = exact if self.release else converged[group]
         restart = (bad | (stuck & ~done)) & can_restart
         failed = bad & ~can_restart
+        if self.f.trajectory_every:
+            self._record_paths(acc, loss)
         self._update(grad_e, grad_m, restart, bad, bad_e, bad_m)
         if self.f.on_step:
             self.f.on_step(acc)
@@ -541,6 +559,20 @@ class _Batch:
             elif released[slot]:
                 finished.append((slot, "stalled"))
         return finished
+
+    def _record_paths(self, acc: torch.Tensor, loss: torch.Tensor) -> None:
+        """Keep the vectors just evaluated (before this step's update) of every problem whose
+        step is 1, K + 1, 2K + 1, ...: its path starts at its initial point."""
+        p, every = self.p, self.f.trajectory_every
+        due = torch.nonzero((p["steps"] - 1) % every == 0).flatten().tolist()
+        if not due:
+            return
+        rows = torch.cat([torch.stack([p["steps"][due].float() - 1, p["restarts"][due].float(),
+                                       acc[due].float(), loss[due].float()], 1),
+                          self.E[p["e_row"][due]].detach().float(),
+                          self.M[p["m_row"][due]].detach().float()], 1).cpu()
+        for i, row in zip(due, rows):
+            self.paths.setdefault(id(self.problems[i]), []).append(row)
 
     def _keep_best(self, acc, c_tokens, loss, force) -> None:
         """Snapshot every group whose mean accuracy (then loss) beats its best so far.
@@ -621,6 +653,13 @@ class _Batch:
         for i in members.tolist():
             prob = self.problems[i]
             acc = float(p["snap_acc"][i])
+            path = None
+            if self.f.trajectory_every:  # its rows so far, then the kept vectors themselves
+                kept = torch.cat([torch.tensor([float(p["steps"][i]), float(p["restarts"][i]), acc,
+                                                float(p["snap_loss"][i])]),
+                                  self.best_e[p["e_row"][i]].detach().float().cpu(),
+                                  self.best_m[p["m_row"][i]].detach().float().cpu()])
+                path = torch.stack(self.paths.pop(id(prob), []) + [kept])
             own = status
             if self.release and status != "converged":  # members exact in the kept snapshot
                 own = "converged" if acc >= self.r.stop_accuracy else status
@@ -630,6 +669,7 @@ class _Batch:
                 steps=int(p["steps"][i]), restarts=int(p["restarts"][i]),
                 seconds=float(p["seconds"][i]), converged=own == "converged",
                 status=own, failure=self.failures.get(id(prob)) if own == "failed" else None,
+                path=path,
             ))
         return FittedGroup(self.keys[slot], solutions,
                            self.best_e[e_rows].detach().float().cpu().clone(),

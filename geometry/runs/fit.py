@@ -28,6 +28,7 @@ from ..engine.arrangements import DEFAULT_ARRANGEMENT, parse_arrangement
 from ..engine.decoder import Decoder
 from ..engine.fitting import SHARES, FittedGroup, Fitter, Problem
 from ..engine.recipes import Recipe
+from ..engine.subspace import fit_in_subspace, parse_subspaces
 from ..errors import ProtoscopeError, StoreError
 from ..models import DEFAULT_MODEL
 from ..models.loading import LoadedModel, load_model
@@ -35,7 +36,7 @@ from ..starts.encoder import encoder_starts, resolve_encoder
 from ..starts.frozen import check_frozen_m, load_frozen_m, m_sha256
 from ..starts.names import start_of
 from ..store.checkpoints import FitCheckpoint
-from ..store.runstore import RunStore
+from ..store.runstore import TRAJECTORIES, RunStore, subspace_of
 from ..store.scoring import ensure_scored
 from ..store.texts import (TABLE_SOURCES, Text, load_texts, parse_text_spec, read_table_texts,
                            read_text_file)
@@ -68,6 +69,8 @@ class RunConfig:
     m_from: str = ""  # a run or .safetensors file whose m stays frozen (frozen.py); "": fit m
     start: str = ""  # "": the recipe's init; "encoder" or "encoder:PATH": an encoder's prediction
     start_spread: float = 0.05  # encoder starts: seed s > 0 moves by this x the prediction's norm
+    trajectory_every: int = 0  # keep each solution's path every this many steps (0: none)
+    subspace: str = ""  # "K[,K...][:KIND]": fit [e; m] = x0 + P z in each K-dim subspace (subspace.py)
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -85,6 +88,17 @@ class RunConfig:
             raise ProtoscopeError("--init encoder applies to fit, not to the capacity search")
         if not (math.isfinite(self.start_spread) and self.start_spread >= 0):
             raise ProtoscopeError(f"--init-spread must be a finite number >= 0, got {self.start_spread}")
+        if self.subspace:
+            parse_subspaces(self.subspace)
+            clash = [name for name, on in (("--share", self.share != "none"), ("--m-from", self.m_from),
+                                           ("--init encoder", self.start), ("--curriculum", self.recipe.curriculum),
+                                           ("--trajectory-every", self.trajectory_every),
+                                           ("the capacity search", self.kind != "fit")) if on]
+            if clash:
+                raise ProtoscopeError(f"--subspace fits each problem alone from the recipe's "
+                                      f"start; it does not combine with {clash[0]}")
+        if self.trajectory_every < 0:
+            raise ProtoscopeError(f"--trajectory-every must be >= 0, got {self.trajectory_every}")
         if self.protocol not in PROTOCOLS:
             raise ProtoscopeError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
 
@@ -95,6 +109,9 @@ class RunConfig:
             del d["start"]
         if not d.get("start") or self.start_spread == 0.05:  # nor before the spread was an option
             del d["start_spread"]
+        for name in ("trajectory_every", "subspace"):  # nor before these options, at their defaults
+            if not d[name]:
+                del d[name]
         return d
 
 
@@ -209,12 +226,20 @@ def check_same_run(store: RunStore, config: RunConfig, loaded: LoadedModel) -> N
     if sha != loaded.info.weights_sha256:
         raise StoreError(f"{store.path} was written for model {manifest.get('model', {}).get('name')!r} "
                          f"with other weights; use another --out or --overwrite")
-    stored = dict(manifest.get("config", {}))
-    wanted = config.to_dict()
+    stored = _grid_free(dict(manifest.get("config", {})))
+    wanted = _grid_free(config.to_dict())
     if stored != _jsonable(wanted):
         diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != _jsonable(wanted).get(k))
         raise StoreError(f"{store.path} holds a run with another config (differs in: "
                          f"{', '.join(diff)}); use another --out or --overwrite")
+
+
+def _grid_free(config: dict) -> dict:
+    """A config with its subspace grid reduced to the kind: each (text, seed, length, K) is
+    stored under its own key (done_keys), so a resumed run may try more K (or fewer)."""
+    if config.get("subspace"):
+        config["subspace"] = parse_subspaces(config["subspace"])[0].kind
+    return config
 
 
 def _jsonable(d):
@@ -229,6 +254,8 @@ def _clear(store: RunStore) -> None:
     for path in (store.path / "analysis").glob("*.parquet") if (store.path / "analysis").exists() else ():
         path.unlink()
     for path in (store.path / CHECKPOINTS).glob("fit-*") if (store.path / CHECKPOINTS).exists() else ():
+        path.unlink()
+    for path in (store.path / TRAJECTORIES).glob("*.safetensors") if (store.path / TRAJECTORIES).exists() else ():
         path.unlink()
 
 
@@ -260,9 +287,11 @@ def protocol_seeds(texts: Sequence[Text], seeds_for_first: int) -> dict[str, int
     return out
 
 
-def done_keys(store: RunStore, arrangement: str) -> set:
+def done_keys(store: RunStore, arrangement: str, subspace: str = "") -> set:
+    """(text_id, seed, length) stored for an arrangement, by ordinary fits or (`subspace`
+    K:KIND) by fits in that subspace."""
     rows = store.solutions()
-    rows = rows[rows["arrangement"] == arrangement]
+    rows = rows[(rows["arrangement"] == arrangement) & (subspace_of(rows) == subspace)]
     return set(zip(rows["text_id"], rows["seed"].astype(int), rows["length"].astype(int)))
 
 
@@ -287,7 +316,10 @@ def fit_into(store: RunStore, loaded: LoadedModel, problems: Sequence[Problem], 
         keys = {(s.problem.text_id, s.problem.seed, s.problem.length) for s in group.solutions}
         if not keys <= stored:  # a group replayed from a checkpoint may have been stored already
             rows = [solution_row(s, config, arrangement, method, encoder) for s in group.solutions]
-            new_ids.extend(store.append(rows, group.e, group.m))
+            ids = store.append(rows, group.e, group.m)
+            new_ids.extend(ids)
+            store.write_trajectories({i: s.path for i, s in zip(ids, group.solutions)
+                                      if s.path is not None})
         if progress:
             progress(group)
 
@@ -297,7 +329,8 @@ def fit_into(store: RunStore, loaded: LoadedModel, problems: Sequence[Problem], 
     steps, seconds = checkpoint_every
     checkpoint = FitCheckpoint(store.path / CHECKPOINTS, signature, every_steps=steps, every_seconds=seconds)
     Fitter(decoder, config.recipe, share=config.share, batch_size=batch_size, on_step=on_step,
-           checkpoint=checkpoint, on_groups=on_groups, frozen_m=frozen_m).fit(problems, on_group=save)
+           checkpoint=checkpoint, on_groups=on_groups, frozen_m=frozen_m,
+           trajectory_every=config.trajectory_every).fit(problems, on_group=save)
     store.update_manifest(updated=now())
     rows = store.solutions()
     return rows[rows["solution_id"].isin(new_ids)]
@@ -343,21 +376,49 @@ def fit_run(out, config: RunConfig, *, device: str = "cpu", overwrite: bool = Fa
     with store.lock() if lock else contextlib.nullcontext():
         store, loaded, texts = prepare_run(out, config, device=device, overwrite=overwrite,
                                            loaded=loaded, texts=texts, on_texts=on_texts)
-        done = done_keys(store, config.arrangement)
-        todo = {n: problems_for(texts, config, n, done=done) for n in config.lengths}
-        if config.start:
-            todo = _encoder_starts(store, loaded, config.start, config.start_spread, todo)
-        if on_problems:
-            on_problems(sum(len(p) for p in todo.values()))
-        new = [fit_into(store, loaded, problems, config, batch_size=batch_size,
-                        progress=on_group, on_step=on_step, on_groups=on_groups,
-                        checkpoint_every=checkpoint_every)
-               for problems in todo.values() if problems]
+        if config.subspace:
+            new = _fit_subspaces(store, loaded, texts, config, batch_size, on_problems,
+                                 on_group, on_step)
+        else:
+            done = done_keys(store, config.arrangement)
+            todo = {n: problems_for(texts, config, n, done=done) for n in config.lengths}
+            if config.start:
+                todo = _encoder_starts(store, loaded, config.start, config.start_spread, todo)
+            if on_problems:
+                on_problems(sum(len(p) for p in todo.values()))
+            new = [fit_into(store, loaded, problems, config, batch_size=batch_size,
+                            progress=on_group, on_step=on_step, on_groups=on_groups,
+                            checkpoint_every=checkpoint_every)
+                   for problems in todo.values() if problems]
         texts = ensure_scored(store, loaded, progress=on_texts)  # H_LM, after the first step
         record_threads(store, config.kind)
         store.update_manifest(status="complete")
     rows = pd.concat(new, ignore_index=True) if new else store.solutions().iloc[:0]
     return FittedRun(store, loaded, texts, rows)
+
+
+def _fit_subspaces(store: RunStore, loaded: LoadedModel, texts: Sequence[Text], config: RunConfig,
+                   batch_size: int | None, on_problems, on_group, on_step) -> list[pd.DataFrame]:
+    """Every (length, subspace) of a `--subspace` config not stored yet, each batch appended
+    as it finishes (subspace.py: no checkpoints, so an interruption loses one batch)."""
+    arrangement = config.arrangement
+    method = "mem" if parse_arrangement(arrangement).teacher_forced else "one-step"
+    todo = [(n, sub, problems_for(texts, config, n, done=done_keys(store, arrangement, sub.label)))
+            for n in config.lengths for sub in parse_subspaces(config.subspace)]
+    if on_problems:
+        on_problems(sum(len(p) for *_, p in todo))
+    decoder, new_ids = Decoder(loaded, arrangement), []
+    for length, sub, problems in todo:
+        def save(solutions, e, m, sub=sub, length=length) -> None:
+            rows = [solution_row(s, config, arrangement, method, subspace=sub.label) for s in solutions]
+            new_ids.extend(store.append(rows, e, m))
+            if on_group:
+                on_group(FittedGroup((length, sub.label), solutions, e, m))
+        if problems:
+            fit_in_subspace(decoder, config.recipe, problems, sub, batch_size, on_step, save)
+    store.update_manifest(updated=now())
+    rows = store.solutions()
+    return [rows[rows["solution_id"].isin(new_ids)]]
 
 
 def _encoder_starts(store: RunStore, loaded: LoadedModel, spec: str, spread: float,
@@ -392,7 +453,8 @@ def record_threads(store: RunStore, stage: str) -> None:
     store.update_manifest(threads=threads)
 
 
-def solution_row(s, config: RunConfig, arrangement: str, method: str, encoder: str = "") -> dict:
+def solution_row(s, config: RunConfig, arrangement: str, method: str, encoder: str = "",
+                 subspace: str = "") -> dict:
     """The solutions.parquet row of a fitted solution; `start` says where its search began
     (starts.py: the recipe's init, `warm`, or `encoder:NAME` when `encoder` names one)."""
     p = s.problem
@@ -403,5 +465,5 @@ def solution_row(s, config: RunConfig, arrangement: str, method: str, encoder: s
         "loss": s.loss, "steps": s.steps, "restarts": s.restarts, "seconds": s.seconds,
         "converged": s.converged, "status": s.status, "failure": s.failure,
         "init_from": p.init_from, "recipe": config.recipe.name, "method": method,
-        "start": start_of(p.init_from, config.recipe.init, encoder),
+        "start": start_of(p.init_from, config.recipe.init, encoder), "subspace": subspace,
     }

@@ -39,6 +39,9 @@ from .texts import Text
 
 MANIFEST, TEXTS, VECTORS, ROWS = "manifest.json", "texts.jsonl", "solutions.safetensors", "solutions.parquet"
 FORMAT = "protoscope-run/1"
+TRAJECTORIES = "trajectories"
+TRAJECTORY_LAYOUT = ("solution_<id>: [points, 4 + 2d] rows of step, restart, accuracy, total loss, "
+                     "e (d), m (d); the last row is the solution's kept vectors")
 
 COLUMNS = {
     "solution_id": "int64", "text_id": "string", "seed": "int64", "length": "int64",
@@ -46,9 +49,11 @@ COLUMNS = {
     "e_index": "int64", "m_index": "int64", "accuracy": "float64", "c_tokens": "int64",
     "loss": "float64", "steps": "int64", "restarts": "int64", "seconds": "float64",
     "converged": "bool", "status": "string", "failure": "string", "init_from": "int64",
-    "recipe": "string", "method": "string", "start": "string",
+    "recipe": "string", "method": "string", "start": "string", "subspace": "string",
 }
-OPTIONAL = {"start"}  # columns a run written before them lacks (geometry/starts/names.py reads those)
+# columns a run written before them lacks: start (geometry/starts/names.py reads those) and
+# subspace ("" or null: an ordinary fit; K:KIND for a fit in a K-dimensional subspace)
+OPTIONAL = {"start", "subspace"}  # columns a run written before them lacks (geometry/starts/names.py reads those)
 
 
 def atomic_write(path: pathlib.Path, write: Callable[[pathlib.Path], None]) -> None:
@@ -85,6 +90,13 @@ _SESSIONS: set[str] = set()  # the runs whose lock this process holds
 
 def _key(path: pathlib.Path) -> str:
     return str(path.resolve())
+
+
+def subspace_of(rows: pd.DataFrame) -> pd.Series:
+    """Each solution's subspace label, "" for an ordinary fit (and for runs from before)."""
+    if "subspace" not in rows.columns:
+        return pd.Series("", index=rows.index, dtype=object)
+    return rows["subspace"].astype(object).where(rows["subspace"].notna(), "").astype(str)
 
 
 def empty_solutions() -> pd.DataFrame:
@@ -328,6 +340,28 @@ class RunStore:
                 records.append({"solution_id": start + i, **row})
             self.parts.append(pa.Table.from_pylist(records, schema=_schema()), e, m, index)
         return list(range(start, start + len(records)))
+
+    def write_trajectories(self, paths: dict[int, torch.Tensor]) -> None:
+        """Solutions' paths (`fit --trajectory-every`), one tensor per solution id, as a part
+        RUN/trajectories/from-FIRST_ID.safetensors written once with its group (atomic)."""
+        if not paths:
+            return
+        folder = self.path / TRAJECTORIES
+        folder.mkdir(exist_ok=True)
+        tensors = {f"solution_{i}": t.detach().float().cpu().contiguous() for i, t in paths.items()}
+        atomic_write(folder / f"from-{min(paths):09d}.safetensors",
+                     lambda tmp: save_file(tensors, str(tmp), metadata={"layout": TRAJECTORY_LAYOUT}))
+
+    def trajectories(self) -> dict[int, torch.Tensor]:
+        """Every stored path by solution id (empty when the run kept none)."""
+        folder = self.path / TRAJECTORIES
+        out: dict[int, torch.Tensor] = {}
+        for part in sorted(folder.glob("from-*.safetensors")) if folder.exists() else ():
+            def parse(p: pathlib.Path) -> dict[int, torch.Tensor]:
+                with safe_open(str(p), framework="pt") as f:
+                    return {int(k.removeprefix("solution_")): f.get_tensor(k) for k in f.keys()}
+            out.update(_read(part, parse))
+        return out
 
     def analysis_tensors(self, name: str) -> Tensors | None:
         """RUN/analysis/NAME.safetensors (e.g. trained curves), or None when absent."""
