@@ -40,26 +40,38 @@ def analyze(store, loaded, progress=None) -> dict[str, pd.DataFrame]:
     if rows.empty:
         return {"dimension": pd.DataFrame(columns=DIMENSION_COLUMNS),
                 "intrinsic_dimension": pd.DataFrame(columns=INTRINSIC_COLUMNS)}
+    texts = {t.text_id: t for t in store.texts()}
+    dimension = best_per_dimension(rows, texts)
+    per_text = intrinsic_dimensions(dimension, texts)
+    return {"dimension": dimension.reset_index(drop=True),
+            "intrinsic_dimension": per_text}
+
+
+def best_per_dimension(rows: pd.DataFrame, texts: dict) -> pd.DataFrame:
+    """Per text, length, kind and K (rows' `subspace` K:KIND): the best seed's accuracy."""
     parts = rows["subspace"].str.split(":", expand=True)
     rows = rows.assign(dim=parts[0].astype(int), kind=parts[1])
-    texts = {t.text_id: t for t in store.texts()}
-    best = (rows.sort_values("accuracy", ascending=False)
-            .groupby(["text_id", "length", "kind", "dim"], as_index=False).first())
-    best["seeds"] = rows.groupby(["text_id", "length", "kind", "dim"]).size().to_numpy()
+    keys = ["text_id", "length", "kind", "dim"]
+    best = rows.sort_values("accuracy", ascending=False).groupby(keys, as_index=False).first()
+    best = best.merge(rows.groupby(keys).size().rename("seeds").reset_index(), on=keys)
     best["source"] = best["text_id"].map(lambda t: texts[t].source if t in texts else "")
     best["reconstructed"] = reconstructed(best["accuracy"])
-    dimension = best[list(DIMENSION_COLUMNS)].sort_values(["text_id", "kind", "dim"])
+    return best[list(DIMENSION_COLUMNS)].sort_values(["text_id", "kind", "dim"])
+
+
+def intrinsic_dimensions(dimension: pd.DataFrame, texts: dict) -> pd.DataFrame:
+    """Per text, length and kind: the smallest K reconstructed (NaN when none), the Ks tried
+    and the prefix's H_LM in bits (NaN when the text is not scored that far)."""
     per_text = []
     for (text_id, length, kind), one in dimension.groupby(["text_id", "length", "kind"]):
-        ok = one[one["reconstructed"]]
+        ok = one[one["reconstructed"].astype(bool)]
         text = texts.get(text_id)
         scored = text is not None and text.token_nll is not None and \
             len(text.token_nll) >= int(length)
-        h = text.h_lm(int(length), bits=True) if scored else math.nan
         per_text.append({"text_id": text_id, "source": one["source"].iloc[0],
                          "length": int(length), "kind": kind,
                          "d_int": float(ok["dim"].min()) if len(ok) else np.nan,
-                         "found": bool(len(ok)), "dims_tried": ",".join(map(str, one["dim"])),
-                         "largest_tried": int(one["dim"].max()), "h_lm_bits": h})
-    return {"dimension": dimension.reset_index(drop=True),
-            "intrinsic_dimension": pd.DataFrame(per_text, columns=INTRINSIC_COLUMNS)}
+                         "found": bool(len(ok)), "dims_tried": ",".join(map(str, sorted(one["dim"]))),
+                         "largest_tried": int(one["dim"].max()),
+                         "h_lm_bits": text.h_lm(int(length), bits=True) if scored else math.nan})
+    return pd.DataFrame(per_text, columns=INTRINSIC_COLUMNS)

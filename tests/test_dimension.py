@@ -148,3 +148,63 @@ def test_a_subspace_run_resumes_with_a_wider_grid_fitting_only_the_new_k(model, 
     assert sorted(set(wider.solutions["subspace"])) == ["2:random", "8:random"]
     with pytest.raises(ps.ProtoscopeError, match="differs in: subspace"):  # another kind
         ps.fit(tmp_path / "run", 3, model=model, subspace="8:pca", **FIT)
+
+
+def test_d_int_is_the_smallest_k_any_seed_reconstructed():
+    import pandas as pd
+
+    from protoscope.analysis.dimension import best_per_dimension, intrinsic_dimensions
+
+    rows = pd.DataFrame({  # text a: seed 1 reconstructs at 16, both at 64; text b never
+        "text_id": ["a"] * 6 + ["b"] * 3, "length": 8, "seed": [0, 1] * 3 + [0] * 3,
+        "subspace": ["4:random"] * 2 + ["16:random"] * 2 + ["64:random"] * 2
+                    + ["4:random", "16:random", "64:random"],
+        "accuracy": [0.2, 0.5, 0.9, 1.0, 1.0, 1.0, 0.1, 0.3, 0.95]})
+    dimension = best_per_dimension(rows, {})
+    a = dimension[dimension["text_id"] == "a"].set_index("dim")
+    assert a.loc[16, "accuracy"] == 1.0 and a.loc[16, "seeds"] == 2 and not a.loc[4, "reconstructed"]
+    per_text = intrinsic_dimensions(dimension, {}).set_index("text_id")
+    assert per_text.loc["a", "d_int"] == 16 and per_text.loc["a", "dims_tried"] == "4,16,64"
+    assert np.isnan(per_text.loc["b", "d_int"]) and not per_text.loc["b", "found"]
+
+
+def test_a_path_is_described_over_its_last_restart():
+    from protoscope.analysis.trajectories import describe_path, last_segment
+
+    d = 3
+    first = np.c_[[0, 10], [0, 0], [0.1, 0.2], [5, 4], np.full((2, 2 * d), 9.0)]
+    then = np.c_[[20, 30, 40], [1, 1, 1], [0.3, 1.0, 1.0], [3, 1, 0],
+                 np.outer([0, 1, 2], np.ones(2 * d))]
+    segment = last_segment(np.vstack([first, then]))
+    assert segment[:, 0].tolist() == [20, 30, 40]
+    described = describe_path(segment[:, 4:], segment[:, 2], segment[:, 0])
+    assert np.isclose(described["pc1"], 1.0)  # a straight line: all variance in PC1
+    assert np.isclose(described["path_length"], described["displacement"])
+    assert described["first_exact_step"] == 30 and np.isclose(described["first_exact_share"], 0.5)
+
+
+def test_a_path_in_flight_survives_an_interruption(fit_llama, tmp_path):
+    from protoscope.geometry.engine.recipes import resolve_recipe
+    from protoscope.geometry.runs.fit import RunConfig, fit_run
+    from protoscope.geometry.store.texts import Text, tokenize
+
+    texts = [Text("t0", "file", None, "the quick brown fox", tokenize(fit_llama, "the quick brown fox"))]
+    config = RunConfig(model=fit_llama.info.name, texts="one", seeds=1, lengths=(4,),
+                       recipe=resolve_recipe("default", max_steps=60, patience=0),
+                       trajectory_every=2)
+    steps = []
+
+    def stop(acc):
+        steps.append(1)
+        if len(steps) == 9:
+            raise KeyboardInterrupt
+
+    with single_thread(), pytest.raises(KeyboardInterrupt):
+        fit_run(tmp_path / "run", config, loaded=fit_llama, texts=texts, on_step=stop,
+                checkpoint_every=(4, 1e9))
+    with single_thread():
+        store = fit_run(tmp_path / "run", config, loaded=fit_llama, texts=texts).store
+    (path,) = store.trajectories().values()
+    kept = path[:-1, 0].numpy()  # every second step from 0, across the interruption
+    assert kept[0] == 0 and (np.diff(kept) == 2).all() and kept[-1] > 8
+    assert path[-1, 0] == store.solutions()["steps"].iloc[0]

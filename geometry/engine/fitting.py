@@ -489,8 +489,6 @@ class _Batch:
         for name in ("e", "m"):
             adam = getattr(self, f"adam_{name}")
             adam.m1, adam.m2, adam.t = (tensors[f"adam_{name}.{k}"].to(dev) for k in ("m1", "m2", "t"))
-        self.paths = {id(prob): list(tensors[f"path.{i}"]) for i, prob in enumerate(self.problems)
-                      if f"path.{i}" in tensors}
         if "p.loss_now" not in tensors:  # a checkpoint written before the loss was kept
             tensors["p.loss_now"] = torch.full_like(tensors["p.acc_now"], math.nan)
         self.p = {c: tensors[f"p.{c}"].to(dev) for c in self.p}
@@ -499,6 +497,8 @@ class _Batch:
         self.problems = [problem(rec) for rec in state["problems"]]
         self.queue = [(_key(q["key"]), [problem(rec) for rec in q["members"]]) for q in state["queue"]]
         self.failures = {id(self.problems[int(i)]): v for i, v in state["failures"].items()}
+        self.paths = {id(prob): list(tensors[f"path.{i}"]) for i, prob in enumerate(self.problems)
+                      if f"path.{i}" in tensors}
 
     def _step(self, targets: torch.Tensor) -> list[tuple[int, str]]:
         r, p = self.r, self.p
