@@ -130,14 +130,15 @@ def analyze(store, loaded, progress=None, *, eigs: int, solutions, threshold: fl
                 continue
             report("solutions", done - 1, len(chosen), block=block)
             started, before = time.perf_counter(), hessian.products
-            found, converged = top_eigenvalues(hessian.operator(block), eigs, seed + i, tol)
+            operator = hessian.operator(block)
+            found, converged = top_eigenvalues(operator, eigs, seed + i, tol)
             top = float(found[0]) if len(found) else np.nan
             cut = threshold * top if np.isfinite(top) and top > 0 else np.nan
             stiff = int((found > cut).sum()) if np.isfinite(cut) else 0
             spectra.append({
                 "solution_id": int(row["solution_id"]), "text_id": row["text_id"],
                 "seed": int(row["seed"]), "length": int(row["length"]), "block": block,
-                "dimension": hessian.operator(block).shape[0], "k": len(found), "top": top,
+                "dimension": operator.shape[0], "k": len(found), "top": top,
                 "smallest_found": float(found[-1]) if len(found) else np.nan,
                 "threshold": cut, "stiff": stiff,
                 "stiff_censored": bool(len(found) and stiff == len(found)),

@@ -68,6 +68,7 @@ def analyze(store, loaded, progress=None, *, min_points: int) -> dict[str, pd.Da
     report("paths", 0, len(rows))
     for done, (sid, row) in enumerate(rows.iterrows(), 1):
         segment = last_segment(paths[sid].double().numpy())
+        report("paths", done, len(rows))
         if len(segment) < min_points:
             continue
         x, steps = segment[:, len(PATH_FIELDS):], segment[:, _STEP]
@@ -76,7 +77,6 @@ def analyze(store, loaded, progress=None, *, min_points: int) -> dict[str, pd.Da
                         "steps": int(steps[-1]),
                         **describe_path(x, segment[:, _ACCURACY], steps)})
         by_text.setdefault(row["text_id"], []).append((int(sid), segment))
-        report("paths", done, len(rows))
     for text_id, members in by_text.items():  # one plane per text: its seeds' paths together
         stacked = np.concatenate([seg[:, len(PATH_FIELDS):] for _, seg in members])
         plane = PCA(n_components=min(2, len(stacked) - 1, stacked.shape[1])).fit(stacked)

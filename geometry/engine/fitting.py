@@ -129,10 +129,19 @@ class FittedGroup:
     m: torch.Tensor
 
 
+def stable_seed(material: str) -> int:
+    """A generator seed from a stable hash of `material` (the same on every machine)."""
+    return int.from_bytes(hashlib.sha256(material.encode()).digest()[:8], "little") >> 1
+
+
 def seeded_vector(material: str, d: int, scale: float) -> torch.Tensor:
     """A N(0, scale^2) vector drawn from a generator seeded by a stable hash of `material`."""
-    seed = int.from_bytes(hashlib.sha256(material.encode()).digest()[:8], "little") >> 1
-    return torch.randn(d, generator=torch.Generator().manual_seed(seed)) * scale
+    return torch.randn(d, generator=torch.Generator().manual_seed(stable_seed(material))) * scale
+
+
+def start_vector(p: Problem, name: str, restart: int, d: int, scale: float) -> torch.Tensor:
+    """The recipe's random start of a problem's own e or m at a restart (0: its first)."""
+    return seeded_vector(f"{p.text_id}|{p.seed}|{restart}|{name}", d, scale)
 
 
 class _RowAdam:
@@ -379,10 +388,8 @@ class _Batch:
         if restart == 0 and warm is not None:
             return warm.detach().float().cpu().clone()
         if shared_key is not None:
-            material = f"shared|{shared_key}|{restart}|{name}"
-        else:
-            material = f"{p.text_id}|{p.seed}|{restart}|{name}"
-        return seeded_vector(material, self.f.d, self.f.scale)
+            return seeded_vector(f"shared|{shared_key}|{restart}|{name}", self.f.d, self.f.scale)
+        return start_vector(p, name, restart, self.f.d, self.f.scale)
 
     def drop(self, slots: list[int]) -> None:
         dev = self.f.device

@@ -19,7 +19,6 @@ restarts and no checkpoints: a batch's solutions are kept as it finishes.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import time
@@ -30,7 +29,7 @@ import torch
 
 from ..errors import ProtoscopeError
 from .decoder import Decoder
-from .fitting import Fitter, Problem, Solution, seeded_vector
+from .fitting import Fitter, Problem, Solution, stable_seed, start_vector
 from .recipes import Recipe
 
 KINDS = ("random", "pca")
@@ -65,8 +64,7 @@ def random_basis(d2: int, dim: int, seed: int) -> torch.Tensor:
     """[d2, dim] orthonormal columns from a Gaussian drawn by (seed, dim)."""
     if dim > d2:
         raise ProtoscopeError(f"--subspace {dim} exceeds the {d2} dimensions of [e; m]")
-    material = f"subspace|{dim}|{seed}".encode()
-    g = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(material).digest()[:8], "little") >> 1)
+    g = torch.Generator().manual_seed(stable_seed(f"subspace|{dim}|{seed}"))
     q, _ = torch.linalg.qr(torch.randn(d2, dim, generator=g, dtype=torch.float64))
     return q.float()
 
@@ -103,8 +101,7 @@ def fit_in_subspace(decoder: Decoder, recipe: Recipe, problems: Sequence[Problem
         batch = list(problems[start:start + size])
         bases = torch.stack([pca if pca is not None else random_basis(2 * d, subspace.dim, p.seed)
                              for p in batch]).to(device)
-        x0 = torch.stack([torch.cat([seeded_vector(f"{p.text_id}|{p.seed}|0|e", d, fitter.scale),
-                                     seeded_vector(f"{p.text_id}|{p.seed}|0|m", d, fitter.scale)])
+        x0 = torch.stack([torch.cat([start_vector(p, v, 0, d, fitter.scale) for v in ("e", "m")])
                           for p in batch]).to(device)
         solutions, e, m = _fit_batch(decoder, recipe, batch, bases, x0, on_step)
         if on_batch:
@@ -138,10 +135,9 @@ def _fit_batch(decoder, recipe, batch, bases, x0, on_step):
         c = out.c_tokens.detach().cpu()
         better = (acc > best_acc[idx]) | ((acc == best_acc[idx]) & (loss < best_loss[idx]))
         improved = acc > best_acc[idx]
-        for j, i in enumerate(idx.tolist()):
-            if better[j]:
-                best_acc[i], best_loss[i], best_c[i] = acc[j], loss[j], c[j]
-                best_x[i] = x[j].detach().cpu()
+        kept = idx[better]
+        best_acc[kept], best_loss[kept], best_c[kept] = acc[better], loss[better], c[better]
+        best_x[kept] = x.detach().cpu()[better]
         since[idx] = torch.where(improved, 0, since[idx] + 1)
         steps[idx] += 1
         optimiser.step()
@@ -150,10 +146,10 @@ def _fit_batch(decoder, recipe, batch, bases, x0, on_step):
         exact = acc >= recipe.stop_accuracy
         stalled = (since[idx] >= recipe.patience) if recipe.patience > 0 else torch.zeros_like(exact)
         spent = steps[idx] >= recipe.max_steps
-        for j, i in enumerate(idx.tolist()):
-            if exact[j] or stalled[j] or spent[j]:
-                active[i] = False
-                status[i] = "converged" if exact[j] else "stalled" if stalled[j] else "budget"
+        done = exact | stalled | spent
+        active[idx[done]] = False
+        for j in done.nonzero().flatten().tolist():
+            status[int(idx[j])] = "converged" if exact[j] else "stalled" if stalled[j] else "budget"
     seconds = (time.perf_counter() - started) / n
     solutions = [Solution(problem=p, e_row=i, m_row=i, accuracy=float(best_acc[i]),
                           c_tokens=int(best_c[i]), loss=float(best_loss[i]), steps=int(steps[i]),

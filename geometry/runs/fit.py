@@ -287,6 +287,11 @@ def protocol_seeds(texts: Sequence[Text], seeds_for_first: int) -> dict[str, int
     return out
 
 
+def method_of(arrangement: str) -> str:
+    """The solution rows' `method`: mem for the teacher-forced [mem] baseline, else one-step."""
+    return "mem" if parse_arrangement(arrangement).teacher_forced else "one-step"
+
+
 def done_keys(store: RunStore, arrangement: str, subspace: str = "") -> set:
     """(text_id, seed, length) stored for an arrangement, by ordinary fits or (`subspace`
     K:KIND) by fits in that subspace."""
@@ -305,7 +310,7 @@ def fit_into(store: RunStore, loaded: LoadedModel, problems: Sequence[Problem], 
     The groups in flight are checkpointed in RUN/checkpoints every `checkpoint_every` (steps,
     seconds), whichever comes first; a later call resumes them from there (checkpoints.py)."""
     arrangement = arrangement or config.arrangement
-    method = "mem" if parse_arrangement(arrangement).teacher_forced else "one-step"
+    method = method_of(arrangement)
     decoder = Decoder(loaded, arrangement)
     new_ids: list[int] = []
     stored = done_keys(store, arrangement)
@@ -402,7 +407,7 @@ def _fit_subspaces(store: RunStore, loaded: LoadedModel, texts: Sequence[Text], 
     """Every (length, subspace) of a `--subspace` config not stored yet, each batch appended
     as it finishes (subspace.py: no checkpoints, so an interruption loses one batch)."""
     arrangement = config.arrangement
-    method = "mem" if parse_arrangement(arrangement).teacher_forced else "one-step"
+    method = method_of(arrangement)
     todo = [(n, sub, problems_for(texts, config, n, done=done_keys(store, arrangement, sub.label)))
             for n in config.lengths for sub in parse_subspaces(config.subspace)]
     if on_problems:
