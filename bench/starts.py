@@ -43,19 +43,24 @@ from . import common
 LENGTH, TEXTS, SEEDS, CAP = 16, 8, 2, 1000
 RANDOM_SEED = 9001  # the random-word texts of training runs use small seeds (0, 11, ...)
 PROSE = (  # written for this benchmark; no built-in paragraph is about any of this. The second
-    # sentence of each came later, for the 32-token comparison: the first 16 tokens are unchanged.
+    # sentence of each came later, for the 32-token comparison, and the third for the 64-token one:
+    # the earlier lengths' tokens are unchanged (tests/test_bench_starts.py checks it).
     "The library van parks beside the school gate every second Tuesday, and the children "
     "queue with their cards long before the doors open. The driver keeps a box of picture "
-    "books for the smallest ones and a list of requests pinned above the wheel.",
+    "books for the smallest ones and a list of requests pinned above the wheel. In winter the heater breaks at least once a "
+    "month, so the older readers bring flasks of tea and wait their turn in coats and scarves.",
     "Glaciers in the northern valley retreated nearly forty metres last summer, leaving a "
     "field of grey gravel where the ice once stood. Survey teams now walk the new ground each "
-    "spring with poles and cameras to mark how far the edge has moved.",
+    "spring with poles and cameras to mark how far the edge has moved. The measurements go into a shared spreadsheet that the "
+    "regional office publishes each autumn, with photographs taken from the same rock every year.",
     "To reset the router, hold the small button on its back for ten seconds until the green "
     "light blinks twice, then wait a full minute. If the light stays orange, unplug the cable, "
-    "count to thirty and plug it back in before calling the help line.",
+    "count to thirty and plug it back in before calling the help line. Most faults clear after the second restart, but "
+    "an old cable or a loose splitter in the wall socket can make the connection drop again.",
     "My grandmother kept bees behind the orchard wall, and every August the whole house "
     "smelled of wax, smoke and warm honey. She sold the jars at the Saturday market and gave "
-    "the cracked ones to the neighbours who helped with the frames.",
+    "the cracked ones to the neighbours who helped with the frames. In winter she wrapped the hives in old "
+    "blankets and straw, and pressed her ear to the wood to hear whether the colony still hummed.",
 )
 RECIPES = (("paper", "paper", {}), ("default", "default", {}),
            ("curriculum", "default", {"curriculum": True}))
@@ -261,11 +266,50 @@ def check_universal_m(m_from: str, loaded, s: dict) -> tuple[dict | None, str | 
     return record, None
 
 
+def solver_label(solver: dict) -> str:
+    """The label suffix of an encoder row fitted with recipe overrides: `/lr=0.02,patience=0`."""
+    return "/" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in sorted(solver.items())) if solver else ""
+
+
+def parse_solver(pairs) -> dict:
+    """KEY=VALUE recipe overrides (numbers, true/false) checked against the recipe's fields."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            _refuse(f"--solver takes KEY=VALUE, got {pair!r}")
+        low = value.lower()
+        out[key] = (low == "true") if low in ("true", "false") else (
+            int(value) if value.lstrip("-").isdigit() else float(value) if _number(value) else value)
+    from protoscope.geometry.errors import ProtoscopeError
+
+    try:  # unknown fields: one line here, not a traceback in a worker
+        common.recipe("default", **out)
+    except ProtoscopeError as err:
+        _refuse(f"--solver: {err}")
+    return out
+
+
+def _refuse(line: str) -> None:
+    print(f"protoscope: {line}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def compare(s: dict, encoders: dict[str, str], m_from: str | None = None, loaded=None,
             workers: int | None = None, m_skip: str | None = None, only=None,
-            keep: dict | None = None, on_result=None, spreads=()) -> dict:
+            keep: dict | None = None, on_result=None, spreads=(), solver: dict | None = None) -> dict:
     """Every configuration (those named in `only`, when given), one single-thread worker each
-    (each encoder also at every seed spread of `spreads`: `encoder_NAME@S`)
+    (each encoder also at every seed spread of `spreads`: `encoder_NAME@S`; with `solver`,
+    recipe overrides for the encoder rows, labelled `encoder_NAME/KEY=VALUE,...`)
     (in-process when `loaded` is given). Configurations in `keep` (label -> result of an earlier
     invocation on the same problems) are not fitted again; `on_result(result)` is called as each
     configuration finishes, so an interrupted comparison keeps what it finished."""
@@ -278,8 +322,10 @@ def compare(s: dict, encoders: dict[str, str], m_from: str | None = None, loaded
             skipped["frozen_m"] = why
     else:
         jobs.append((job, dict(label="frozen_m", s=s, m_from=m_from)))
-    jobs += [(job, dict(label=f"encoder_{name}", s=s, encoder=path)) for name, path in encoders.items()]
-    jobs += [(job, dict(label=f"encoder_{name}@{x:g}", s=s, encoder=path, spread=x))
+    tag, over = solver_label(solver or {}), dict(solver or {})
+    jobs += [(job, dict(label=f"encoder_{name}{tag}", s=s, encoder=path, overrides=over))
+             for name, path in encoders.items()]
+    jobs += [(job, dict(label=f"encoder_{name}@{x:g}{tag}", s=s, encoder=path, spread=x, overrides=over))
              for name, path in encoders.items() for x in spreads]
     if only:
         jobs = [j for j in jobs if j[1]["label"] in only]
@@ -359,7 +405,7 @@ def report(result: dict) -> list[str]:
 def measured(settings: dict | None = None, train_run: str | None = None, kinds=KINDS,
              encoders: dict | None = None, encoder_dir=None, m_from: str | None = None,
              loaded=None, only=None, workers: int | None = None, keep: dict | None = None,
-             on_result=None, spreads=()) -> dict:
+             on_result=None, spreads=(), solver: dict | None = None) -> dict:
     """The whole comparison; the entry point bench/run.py calls as an extra. `only`, `workers`,
     `keep` and `on_result` as in `compare`."""
     from protoscope.geometry.starts.encoder import SHIPPED
@@ -389,7 +435,7 @@ def measured(settings: dict | None = None, train_run: str | None = None, kinds=K
         result["disjoint_m"], m_skip = check_universal_m(m_from, loaded or common.model(), s)
     result.update(compare(s, encoders, m_from=None if m_skip else m_from, loaded=loaded,
                           m_skip=m_skip, only=only, workers=workers, keep=keep, on_result=on_result,
-                          spreads=spreads))
+                          spreads=spreads, solver=solver))
     result["headline"] = headline(result["configs"])
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
@@ -509,11 +555,15 @@ def main(argv=None) -> None:
     ap.add_argument("--spreads", nargs="+", type=float, default=[], metavar="S",
                     help="each encoder also at these seed spreads (fit --init-spread): the "
                          "steps-vs-spread curve, rows encoder_NAME@S")
+    ap.add_argument("--solver", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="recipe overrides for the encoder rows (e.g. lr=0.02 max_restarts=0): a "
+                         "solver tuned for learned starts, rows encoder_NAME/KEY=VALUE,...")
     ap.add_argument("--smoke", action="store_true", help="tiny model; checks the script only")
     args = ap.parse_args(argv)
     if args.smoke:
         result = _smoke()
     else:
+        solver = parse_solver(args.solver)
         settings = {"length": args.length, "texts": args.texts, "seeds": args.seeds, "cap": args.cap}
         encoders = {pathlib.Path(p).stem: p for p in args.encoder}
         name = args.name or f"starts_{args.length}"
@@ -527,7 +577,7 @@ def main(argv=None) -> None:
         result = measured(settings, train_run=args.train_run, kinds=args.kinds, encoders=encoders,
                           encoder_dir=args.encoder_dir, m_from=args.m_from, only=args.only,
                           workers=args.workers, keep=dict(keep), on_result=save,
-                          spreads=args.spreads)
+                          spreads=args.spreads, solver=solver)
         if args.add:
             result = with_earlier(result, common.RESULTS / f"{name}.json")
     result = {"command": _command(), "machine": common.machine(), **result}

@@ -251,3 +251,103 @@ def test_seed_spread_is_the_median_distance_between_one_texts_solutions():
     assert out["pairs"] == 1 and out["median_cosine_distance_e"] == pytest.approx(1.0)
     assert out["median_cosine_distance_m"] == pytest.approx(0.0)
     assert seed_spread([])["median_cosine_distance_e"] is None
+
+
+def test_the_starts_bench_fits_encoder_rows_with_the_solver_it_is_given(monkeypatch):
+    """--solver KEY=VALUE: recipe overrides reach the encoder rows (and their spreads) only,
+    and name them; the recipes' own rows keep their recipe."""
+    from protoscope.bench import starts
+
+    calls = {}
+    monkeypatch.setattr(starts, "job", lambda **kw: calls.update({kw["label"]: kw.get("overrides")})
+                        or {"label": kw["label"]})
+    solver = starts.parse_solver(["lr=0.02", "max_restarts=0"])
+    assert solver == {"lr": 0.02, "max_restarts": 0}
+    starts.compare(starts.SMOKE, {"mlp": "x"}, loaded=object(), spreads=(0.5,), solver=solver)
+    assert calls["encoder_mlp/lr=0.02,max_restarts=0"] == solver
+    assert calls["encoder_mlp@0.5/lr=0.02,max_restarts=0"] == solver
+    assert calls["default"] == {} and "encoder_mlp" not in calls
+
+
+@pytest.mark.parametrize("bad", [["lr"], ["bogus=1"]])
+def test_the_starts_bench_refuses_a_bad_solver_in_one_line(bad, capsys):
+    from protoscope.bench import starts
+
+    with pytest.raises(SystemExit) as stop:
+        starts.main(["--solver", *bad])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "--solver" in err[0], err
+
+
+@pytest.mark.integration
+def test_the_held_out_texts_reach_64_tokens_and_keep_their_earlier_prefixes():
+    """The 64-token row needs held-out texts of 64 tokens; the sentences added for it must not
+    change the 16- and 32-token problems earlier rows were measured on."""
+    from protoscope.bench import common, starts
+
+    texts = starts.held_out_texts(common.model(), starts.TEXTS)
+    assert min(len(t.token_ids) for t in texts) >= 64
+    first = {t.text_id: t.token_ids[:32] for t in texts}
+    assert first["heldout-prose-0"] == tuple(common.model().tokenizer(
+        starts.PROSE[0].split(". In winter")[0] + ".", add_special_tokens=False)["input_ids"])[:32]
+
+
+def _config(label, median, steps, spread=None, cos=None, converged=None):
+    rows = [{"steps": s, "steps_counted": s, "converged": ok}
+            for s, ok in zip(steps, converged or [True] * len(steps))]
+    return {"label": label, "median_steps": median, "success_rate": 1.0, "rows": rows,
+            "zero_step_accuracy": 0.05, "seconds": 10.0, "encoder_seconds": 0.2,
+            **({"spread": spread} if spread is not None else {}),
+            "seed_spread": {"median_cosine_distance_e": cos}}
+
+
+def test_the_spread_curve_draws_steps_and_seed_distance_per_encoder():
+    from protoscope.reports.figures import no_data_reason
+    from protoscope.reports.figures_encoder import spread_curve
+
+    configs = {"default": _config("default", 122, [100, 150]),
+               "encoder_a@0": _config("encoder_a@0", 70, [60, 80], spread=0.0, cos=0.0),
+               "encoder_a@0.5": _config("encoder_a@0.5", 75, [70, 200], spread=0.5, cos=0.3),
+               "encoder_a": _config("encoder_a", 72, [72, 72])}  # no spread: not on the curve
+    fig = spread_curve(configs, 16)
+    steps, distance = fig.data
+    assert list(steps.x) == [0.0, 0.5] and list(steps.y) == [70, 75]
+    assert list(steps.error_y.array) == [10, 125]  # up to the worst problem
+    assert list(distance.y) == [0.0, 0.3] and "16 tokens" in fig.layout.title.text
+    assert fig.layout.shapes[0].y0 == 122  # the random starts' median for scale
+    assert no_data_reason(spread_curve({"default": configs["default"]}))
+
+
+def test_the_starts_page_tables_each_length_and_counts_failures_as_the_budget(tmp_path, monkeypatch, capsys):
+    from protoscope.bench import common, starts_page
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    failed = _config("paper", 600, [100, 600], converged=[True, False])
+    failed["rows"][1]["steps"] = 450  # a failure that stopped early still counts as the budget
+    result = {"settings": {"length": 16, "texts": 1, "seeds": 2, "cap": 600},
+              "configs": {"paper": failed,
+                          "encoder_a@0.5": _config("encoder_a@0.5", 75, [70, 80], spread=0.5, cos=0.3)}}
+    frame = starts_page.starts_frame(result)
+    assert frame.set_index("start").loc["paper", "worst_steps"] == 600
+    assert frame.set_index("start").loc["paper", "success"] == "1/2"
+    (tmp_path / "starts_16.json").write_text(json.dumps(result))
+    starts_page.main(["--results", "starts_16", "--out", str(tmp_path / "page" / "starts.html")])
+    page = (tmp_path / "page" / "starts.html").read_text()
+    assert "Seeds vs speed" in page and "encoder_a@0.5" in page
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        starts_page.main(["--results", "missing", "--out", str(tmp_path / "x.html")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and "missing.json" in err[0], err
+
+
+def test_the_training_curve_of_an_unrolled_encoder_shows_what_it_was_judged_by():
+    from protoscope.reports.figures_encoder import training_curve
+
+    history = [{"epoch": e, "train_loss": 9 - e, "held_out_loss": 9.5 - e, "held_out_accuracy": 0.01 * e,
+                "held_out_unrolled_loss": 7 - e, "held_out_unrolled_accuracy": 0.1 * e} for e in range(3)]
+    meta = {"end_to_end": {"history": history, "kept_epoch": 2, "options": {"unroll": 3}}}
+    names = [t.name for t in training_curve(meta).data]
+    assert "held-out loss after 3 solver steps" in names and "after 3 solver steps" in names
+    meta["end_to_end"]["options"]["unroll"] = 0
+    assert not any("solver steps" in t.name for t in training_curve(meta).data)
