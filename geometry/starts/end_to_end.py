@@ -127,7 +127,7 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
         raise ProtoscopeError("end-to-end training needs a run's solutions or a start encoder (--from)")
     if base is not None and base.kind != "end-to-end":
         raise ProtoscopeError(f"--from must name an end-to-end encoder, not a {base.kind} one")
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     items, by_id, added, (solutions, e_all, m_all) = _items(store, loaded, extra_texts,
                                                             list(lengths), seed)
     if not items:
@@ -198,14 +198,15 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
         first = {"train": data.evaluate(t, train_idx, options.batch_size),
                  "held_out": data.evaluate(t, held_idx, options.batch_size, options.unroll)}
         history = [{"epoch": 0, "train_loss": first["train"]["loss"], **_held(first["held_out"]),
-                    "seconds": round(time.perf_counter() - started, 1)}]
+                    "seconds": round(time.perf_counter() - started, 1),
+                    "cpu_seconds": round(time.process_time() - started_cpu, 1)}]
         best = (_judged(first["held_out"]), 0, {k: t[k].clone() for k in TRAINED})
         skipped = 0
     stopped = history[-1]["epoch"] - best[1] >= options.patience and bool(len(held_idx))
     for epoch in range(history[-1]["epoch"] + 1, options.epochs + 1):
         if stopped:
             break
-        tick = time.perf_counter()
+        tick, tick_cpu = time.perf_counter(), time.process_time()
         losses = []
         for batch in data.batches(train_idx, options.batch_size, gen):
             current = {**t, **params}
@@ -221,7 +222,8 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
         held = data.evaluate(now, held_idx, options.batch_size, options.unroll)
         train_loss = sum(a * b for a, b in losses) / sum(b for _, b in losses) if losses else None
         history.append({"epoch": epoch, "train_loss": train_loss, **_held(held),
-                        "seconds": round(time.perf_counter() - tick, 1)})
+                        "seconds": round(time.perf_counter() - tick, 1),
+                        "cpu_seconds": round(time.process_time() - tick_cpu, 1)})
         if log:
             log(f"epoch {epoch}: training loss {train_loss if train_loss is None else round(train_loss, 4)}" + (
                 f", held-out loss {held['loss']:.4f}, accuracy {held['accuracy']:.3f} "
@@ -264,7 +266,10 @@ def train_end_to_end(store, loaded, seed: int = 0, options: Options = Options(),
             "mlp_start" if base is None else "start": first, "kept": final,
             "norms": {"e": float(kept["log_e_norm"].exp()), "m": float(kept["log_m_norm"].exp())},
             "history": history, "skipped_batches": skipped,
-            "seconds": round(sum(h.get("seconds", 0.0) for h in history), 1)},
+            "seconds": round(sum(h.get("seconds", 0.0) for h in history), 1),
+            # the training's cost: features, the start's scores and every epoch (the texts' own
+            # making, e.g. generating continuations, comes before and is not counted here)
+            "cpu_hours": round(sum(h.get("cpu_seconds", 0.0) for h in history) / 3600, 3)},
     })
     return Encoder("end-to-end", {k: v.contiguous() for k, v in kept.items()}, meta,
                    texts=_trained_prefixes(loaded, by_id, items))
