@@ -351,3 +351,27 @@ def test_the_training_curve_of_an_unrolled_encoder_shows_what_it_was_judged_by()
     assert "held-out loss after 3 solver steps" in names and "after 3 solver steps" in names
     meta["end_to_end"]["options"]["unroll"] = 0
     assert not any("solver steps" in t.name for t in training_curve(meta).data)
+
+
+def test_quick_json_carries_the_32_token_starts_ratio_from_its_own_file(tmp_path, monkeypatch):
+    """bench-quick cannot afford the 32-token starts comparison; quick.json carries what
+    starts_32.json measured (the paper's median over the best start's of at least its
+    success), names the file and commands, and reports the 10x target without asserting it."""
+    from protoscope.bench import common, run
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    assert run.starts_at(32) == {}  # no file: no keys
+    paper = {**_config("paper", 600, [600, 600]), "success_rate": 0.5, "measured_by": "p"}
+    fast = {**_config("encoder_a", 60, [60, 60]), "measured_by": "a"}
+    slow_but_unreliable = {**_config("encoder_b", 30, [30, 1000]), "success_rate": 0.4}
+    (tmp_path / "starts_32.json").write_text(json.dumps({"command": "c", "configs": {
+        "paper": paper, "encoder_a": fast, "encoder_b": slow_but_unreliable}}))
+    (tmp_path / "quick.json").write_text(json.dumps({"steps_ratio_paper_over_best": 4.0,
+                                                     "targets": {}, "printed_table": ["x"]}))
+    out = run.refresh_starts("quick")
+    assert out["steps_ratio_paper_over_best_32"] == 10.0 and out["best_start_32"] == "encoder_a"
+    assert out["starts_32_from"]["best_measured_by"] == "a"
+    assert out["targets"]["steps_ratio_paper_over_best_32"] == {"goal": ">= 10.0", "met": True}
+    assert out["targets"]["steps_ratio_paper_over_best"]["met"] is False
+    again = run.refresh_starts("quick")  # idempotent: one line, not one per refresh
+    assert sum("starts at 32 tokens" in line for line in again["printed_table"]) == 1
