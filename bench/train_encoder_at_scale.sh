@@ -39,8 +39,8 @@ for lr in 0.02 0.1; do
   starts --length 16 --cap 600 --encoder "$OUT/scale" --solver lr=$lr --only "encoder_scale/lr=$lr" --add
 done
 starts --length 16 --cap 600 --encoder "$OUT/plain" --only encoder_plain --add
-starts --length 16 --cap 600 --encoder "$OUT/plain" --spreads 0 1 2 \
-  --only encoder_plain@0 encoder_plain@1 encoder_plain@2 --name starts_spread --add
+starts --length 16 --cap 600 --encoder "$OUT/plain" --spreads 0 0.2 0.5 1 2 \
+  --only encoder_plain@0 encoder_plain@0.2 encoder_plain@0.5 encoder_plain@1 encoder_plain@2 --name starts_spread --add
 starts --length 32 --cap 1000 --encoder "$OUT/plain" --only encoder_plain --add
 starts --length 64 --seeds 1 --cap 1000 --encoder "$OUT/plain" --only encoder_plain
 python -m protoscope.bench.run --refresh-starts quick
